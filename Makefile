@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine with Python >= 3.11:
+#   make train   # creates .venv, trains the embedded default (configs/tiny.py) and samples from it
+#   make test    # creates .venv with the test extras and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+WORKDIR ?= runs/tiny
+PROMPT ?= ROMEO:
+PIP = $(VENV)/bin/python -m pip
+CONSTRAINTS = requirements/constraints.txt
+
+.PHONY: train test bench clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Core install (training, sampling, conversion without torch).
+$(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+	touch $@
+
+# Test install: adds pytest, and transformers + the CPU build of torch for the reference-parity tests.
+$(VENV)/.test: $(VENV)/.core
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots]"
+	touch $@
+
+train: $(VENV)/.core
+	$(VENV)/bin/llm-jax train --workdir $(WORKDIR)
+	$(VENV)/bin/llm-jax generate --workdir $(WORKDIR) --prompt "$(PROMPT)" --max-new-tokens 200 --temperature 0.8 --top-k 40
+
+test: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(VENV)/.core
+	$(VENV)/bin/llm-jax bench train --config configs/bench_cpu.py --json
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,202 @@
+"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, convert, bench.
+
+Config overrides follow the config file: `llm-jax train --config configs/tiny.py --config.model.n_layers=2`.
+Every command with `--json` prints one JSON object as its last line of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _user_errors() -> tuple:
+    """Exceptions that mean bad input: reported as one line, exit status 2, no traceback."""
+    from llm_jax.config import ConfigError
+    from llm_jax.data.corpus import CorpusError
+    from llm_jax.data.tokenizer import TokenizerError
+    from llm_jax.infer.load import WorkdirError
+    from llm_jax.interop.hf import ConversionError
+    from llm_jax.train.loop import TrainingError
+    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError)
+
+
+def split_overrides(extra: list[str]) -> dict[str, str]:
+    """['--config.a.b=1', '--config.c', '2'] -> {'a.b': '1', 'c': '2'}; anything else is an error."""
+    from llm_jax.config import ConfigError
+    out, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unrecognised argument {arg!r} (config overrides look like --config.model.n_layers=4)")
+        key, eq, value = arg[len("--config."):].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"{arg} needs a value (--config.{key}=VALUE)")
+            value, i = extra[i + 1], i + 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def _load_cfg(args, extra):
+    import jax
+    from llm_jax.config import load_config
+    return load_config(args.config, split_overrides(extra), n_devices=jax.device_count())
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, sort_keys=True))
+
+
+def cmd_train(args, extra) -> int:
+    from llm_jax.train.loop import train
+    cfg = _load_cfg(args, extra)
+    workdir = args.workdir or os.path.join("runs", cfg.name)
+    summary = train(cfg, workdir)
+    if args.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_generate(args, extra) -> int:
+    from llm_jax.infer.generate import generate_ids
+    from llm_jax.infer.load import load_workdir
+    if extra:
+        split_overrides(extra)  # raises on anything unexpected
+    loaded = load_workdir(args.workdir)
+    prompt_ids = loaded.tokenizer.encode(args.prompt)
+    new_ids = generate_ids(loaded.model, loaded.params, prompt_ids, args.max_new_tokens, loaded.cfg.model.seq_len,
+                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                           eos_id=loaded.tokenizer.eos_id)
+    completion = loaded.tokenizer.decode(new_ids)
+    if args.json:
+        _print_json({"prompt": args.prompt, "completion": completion, "new_tokens": len(new_ids),
+                     "step": loaded.step})
+    else:
+        print(args.prompt + completion)
+    return 0
+
+
+def cmd_eval(args, extra) -> int:
+    from llm_jax.eval.perplexity import perplexity
+    from llm_jax.infer.load import WorkdirError, load_workdir
+    if not os.path.isfile(args.text):
+        raise WorkdirError(f"--text {args.text!r} does not exist")
+    loaded = load_workdir(args.workdir)
+    with open(args.text, encoding="utf-8", errors="replace") as f:
+        ids = loaded.tokenizer.encode(f.read())
+    result = perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)
+    result["step"] = loaded.step
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"perplexity {result['perplexity']:.3f} | loss {result['loss']:.4f} nats/token | "
+              f"{result['tokens']} tokens scored")
+    return 0
+
+
+def cmd_estimate(args, extra) -> int:
+    from llm_jax.scaling.accounting import summary
+    cfg = _load_cfg(args, extra)
+    out = {"config": cfg.name, **summary(cfg.model), "tokens_per_step": cfg.train.batch_size * cfg.model.seq_len}
+    out["training_flops"] = out["flops_per_token"] * out["tokens_per_step"] * cfg.train.steps
+    if args.json:
+        _print_json(out)
+    else:
+        for key, value in out.items():
+            print(f"{key:>22}: {value:,}" if isinstance(value, (int, float)) else f"{key:>22}: {value}")
+    return 0
+
+
+def cmd_convert(args, extra) -> int:
+    from llm_jax.interop import hf
+    if args.direction == "from-hf":
+        info = hf.from_hf(args.hf_dir, args.out)
+    else:
+        info = hf.to_hf(args.workdir, args.out)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"converted {info['family']} ({info['params']:,} parameters) -> {info['out']}")
+    return 0
+
+
+def cmd_bench(args, extra) -> int:
+    from llm_jax.bench import bench_train
+    cfg = _load_cfg(args, extra)
+    result = bench_train(cfg, steps=args.steps)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llm-jax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or resume) a model; no --config trains the embedded default")
+    t.add_argument("--config", help="configs/NAME.py (default: the tiny Shakespeare run)")
+    t.add_argument("--workdir", help="output directory (default: runs/<config name>)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="sample a continuation of a prompt")
+    g.add_argument("--workdir", required=True)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=100)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
+    g.add_argument("--top-p", type=float, default=1.0, help="1 = no nucleus filter")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("eval", help="evaluate a work directory's model")
+    e.add_argument("metric", choices=["perplexity"])
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--text", required=True, help="a UTF-8 text file")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("estimate", help="parameters and FLOPs of a config, without building it")
+    s.add_argument("--config")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_estimate)
+
+    c = sub.add_parser("convert", help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
+    c.add_argument("direction", choices=["from-hf", "to-hf"])
+    c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json")
+    c.add_argument("--workdir", help="to-hf: the work directory to export")
+    c.add_argument("--out", required=True, help="from-hf: the new work directory; to-hf: the new HF directory")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_convert)
+
+    b = sub.add_parser("bench", help="benchmarks that print their figures")
+    b.add_argument("what", choices=["train"])
+    b.add_argument("--config", default="configs/bench_cpu.py")
+    b.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "convert":
+        needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
+        if getattr(args, needed[2:].replace("-", "_")) is None:
+            parser.error(f"convert {args.direction} needs {needed}")
+    errors = _user_errors()
+    try:
+        return args.func(args, extra)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

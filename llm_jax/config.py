@@ -1,0 +1,385 @@
+"""The one place that knows every config key, its default and its rules.
+
+A config file is a Python module whose `get_config()` returns an `ml_collections.ConfigDict`, normally built
+by calling `default_config()` and changing a few fields. `load_config` imports it, applies command-line
+overrides (`--config.model.n_layers=4`), fills derived fields (`resolve`) and checks every rule
+(`validate`) before anything is compiled. Errors are `ConfigError`s that name the key and the rule broken.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import math
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+# Logical axis -> mesh axes, in priority order (flax semantics: the first rule whose mesh axes are still free
+# wins). `embed` on fsdp shards parameters ZeRO-3 style; activations reuse the names, and an axis already taken
+# by `batch` falls back to unsharded.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("length", None),
+    ("head_dim", None),
+    ("layers", None),
+)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+CHOICES = {
+    "model.positions": ("learned", "sinusoidal", "rope", "none"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.norm_position": ("pre", "post"),
+    "model.ffn": ("relu", "gelu", "gelu_tanh", "swiglu"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots"),
+    "model.attention_impl": ("auto", "xla", "cudnn"),
+    "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
+    "train.loss_scaling": ("auto", "dynamic", "none"),
+    "data.tokenizer_model": ("bpe", "unigram"),
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the rule."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key with its default: the `tiny` CPU run on the embedded Shakespeare corpus."""
+    c = ml_collections.ConfigDict()
+    c.name = "tiny"
+
+    c.model = ml_collections.ConfigDict()
+    m = c.model
+    m.vocab_size = 2048          # tokenizer vocabulary (a trained tokenizer gets exactly this many pieces)
+    m.seq_len = 256              # training context; also the size of the learned position table
+    m.d_model = 256
+    m.n_layers = 4
+    m.n_heads = 4
+    m.n_kv_heads = 0             # 0 = n_heads (MHA); 1 = MQA; anything dividing n_heads = GQA
+    m.head_dim = 0               # 0 = d_model // n_heads
+    m.d_ff = 0                   # 0 = 4*d_model (relu/gelu) or 8/3*d_model rounded up (swiglu)
+    m.ffn_multiple_of = 256      # rounding for the derived SwiGLU width
+    m.positions = "learned"
+    m.rope_theta = 10000.0
+    m.norm = "layernorm"
+    m.norm_eps = 1e-5
+    m.norm_position = "pre"
+    m.ffn = "gelu"
+    m.tie_embeddings = True
+    m.use_bias = True
+    m.dropout = 0.0
+    m.dtype = "float32"          # compute dtype
+    m.param_dtype = "float32"    # storage dtype of the (master) parameters
+    m.remat = "none"
+    m.init_std = 0.02
+    m.attention_impl = "auto"    # jax.nn.dot_product_attention backend; auto = cuDNN flash attention on GPU
+
+    c.train = ml_collections.ConfigDict()
+    t = c.train
+    t.steps = 800
+    t.batch_size = 16            # global, in sequences
+    t.micro_batches = 1          # gradient accumulation inside the jitted step
+    t.seed = 0
+    t.lr = 2e-3
+    t.lr_min = 2e-4
+    t.warmup_steps = 50
+    t.schedule = "cosine"
+    t.wsd_decay_fraction = 0.2   # warmup-stable-decay: the last fraction of steps decays linearly to lr_min
+    t.weight_decay = 0.1
+    t.b1 = 0.9
+    t.b2 = 0.95
+    t.eps = 1e-8
+    t.grad_clip = 1.0            # 0 disables global-norm clipping
+    t.loss_scaling = "auto"      # auto = dynamic loss scaling when model.dtype is float16
+    t.loss_scale_init = 2.0**15
+    t.loss_scale_period = 1000   # finite steps before the scale doubles
+    t.eval_every = 200           # 0 = only at the start and the end
+    t.eval_batches = 8
+    t.log_every = 20
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1             # -1 = all the devices the other axes leave
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.rules = DEFAULT_RULES
+
+    c.data = ml_collections.ConfigDict()
+    d = c.data
+    d.corpus = "shakespeare"     # the embedded corpus, or a path to a text file or a directory of .txt files
+    d.tokenizer = ""             # "" = train a sentencepiece model on the corpus; or a .model / tokenizer.json
+    d.tokenizer_model = "bpe"
+    d.val_fraction = 0.05        # share of documents held out (chosen by a hash of the document)
+    d.cache_dir = ""             # "" = $LLM_JAX_CACHE or ~/.cache/llm_jax
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 200     # 0 = only at the end
+    c.checkpoint.keep = 2
+    return c
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _flatten(cfg: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"config file {path!r} is not readable")
+    spec = importlib.util.spec_from_file_location("llm_jax_user_config", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a config file is user code: report which file failed and why
+        raise ConfigError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} has no get_config() function")
+    cfg = module.get_config()
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() in {path!r} must return an ml_collections.ConfigDict")
+    return cfg
+
+
+def _check_known_keys(cfg: ml_collections.ConfigDict, source: str) -> None:
+    known = _flatten(default_config())
+    for key in _flatten(cfg):
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r} in {source}{_suggest(key, known)}")
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    """Parses a command-line value to the type of the key's default."""
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--config.{key}={text}: expected true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                as_float = math.nan
+            if as_float.is_integer():
+                return int(as_float)
+            raise ConfigError(f"--config.{key}={text}: expected an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--config.{key}={text}: expected a number") from None
+    if isinstance(default, str):
+        return text
+    try:  # tuples such as mesh.rules
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"--config.{key}={text}: expected a Python literal") from None
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    known = _flatten(default_config())
+    for key, text in overrides.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r} in --config.{key}{_suggest(key, known)}")
+        value = _parse_value(key, text, known[key])
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            if p not in node:
+                node[p] = ml_collections.ConfigDict()
+            node = node[p]
+        with node.ignore_type():
+            node[leaf] = value
+    return cfg
+
+
+def _complete(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the defaults of keys a config file left out (a file may build its ConfigDict from scratch)."""
+    full = default_config()
+    for key, value in _flatten(cfg).items():
+        *parents, leaf = key.split(".")
+        node = full
+        for p in parents:
+            node = node[p]
+        with node.ignore_type():
+            node[leaf] = value
+    return full
+
+
+def load_config(path: str | None, overrides: dict[str, str] | None = None,
+                n_devices: int | None = None) -> ml_collections.ConfigDict:
+    """Config file (or the default) + overrides -> resolved, validated config."""
+    if path:
+        cfg = load_config_file(path)
+        _check_known_keys(cfg, path)
+        cfg = _complete(cfg)
+    else:
+        cfg = default_config()
+    cfg = apply_overrides(cfg, overrides or {})
+    cfg = resolve(cfg)
+    validate(cfg, n_devices)
+    return cfg
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """Reads a work directory's config.json back (tuples come back as lists; rules are re-tupled)."""
+    raw = json.loads(text)
+    cfg = ml_collections.ConfigDict(raw)
+    _check_known_keys(cfg, "config.json")
+    cfg = _complete(cfg)
+    cfg.mesh.rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.mesh.rules)
+    return resolve(cfg)
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------------- derived fields
+
+
+def swiglu_width(d_model: int, multiple_of: int) -> int:
+    """LLaMA's rule: 2/3 of 4d, rounded up to a multiple (d=4096 -> 11008)."""
+    hidden = int(2 * 4 * d_model / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fills the fields whose 0 means 'derive me', so config.json records what actually ran."""
+    m = cfg.model
+    if m.n_kv_heads == 0:
+        m.n_kv_heads = m.n_heads
+    if m.head_dim == 0 and m.n_heads > 0 and m.d_model % m.n_heads == 0:
+        m.head_dim = m.d_model // m.n_heads
+    if m.d_ff == 0 and m.d_model > 0:
+        m.d_ff = swiglu_width(m.d_model, m.ffn_multiple_of) if m.ffn == "swiglu" else 4 * m.d_model
+    return cfg
+
+
+# -------------------------------------------------------------------------------------------- rules
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) with the one -1 filled from the device count."""
+    sizes = [cfg.mesh[a] for a in MESH_AXES]
+    for axis, size in zip(MESH_AXES, sizes):
+        _require(size == -1 or size >= 1, f"mesh.{axis}={size}: must be a positive integer or -1 (fill)")
+    fills = [a for a, s in zip(MESH_AXES, sizes) if s == -1]
+    _require(len(fills) <= 1, f"mesh: only one axis may be -1, got {', '.join('mesh.' + a for a in fills)}")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if fills:
+        _require(n_devices % fixed == 0,
+                 f"mesh: the fixed axes multiply to {fixed}, which does not divide the {n_devices} devices "
+                 f"for mesh.{fills[0]}=-1 to fill")
+        sizes = [n_devices // fixed if s == -1 else s for s in sizes]
+    _require(math.prod(sizes) == n_devices,
+             f"mesh: data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
+             f"but there are {n_devices} devices; the product must equal the device count "
+             f"(use -1 on one axis to fill)")
+    return tuple(sizes)
+
+
+def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
+    """Every rule a run depends on, checked before anything compiles."""
+    for key, choices in CHOICES.items():
+        section, leaf = key.split(".")
+        value = cfg[section][leaf]
+        _require(value in choices, f"{key}={value!r}: must be one of {', '.join(map(repr, choices))}")
+
+    m, t = cfg.model, cfg.train
+    for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads"):
+        _require(isinstance(m[key], int) and m[key] > 0, f"model.{key}={m[key]}: must be a positive integer")
+    _require(m.head_dim != 0, f"model.n_heads={m.n_heads} does not divide model.d_model={m.d_model} "
+                              f"(remainder {m.d_model % m.n_heads}); pick a divisor or set model.head_dim")
+    for key in ("n_kv_heads", "head_dim", "d_ff"):
+        _require(isinstance(m[key], int) and m[key] > 0, f"model.{key}={m[key]}: must be a positive integer")
+    _require(m.n_heads % m.n_kv_heads == 0,
+             f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (GQA groups are equal)")
+    _require(m.positions != "rope" or m.head_dim % 2 == 0,
+             f"model.head_dim={m.head_dim}: RoPE rotates pairs, so the head dimension must be even")
+    _require(m.positions != "sinusoidal" or m.d_model % 2 == 0,
+             f"model.d_model={m.d_model}: sinusoidal positions need an even width")
+    _require(m.rope_theta > 0, f"model.rope_theta={m.rope_theta}: must be positive")
+    _require(m.norm_eps > 0, f"model.norm_eps={m.norm_eps}: must be positive")
+    _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
+    _require(m.init_std > 0, f"model.init_std={m.init_std}: must be positive")
+    _require(m.ffn_multiple_of > 0, f"model.ffn_multiple_of={m.ffn_multiple_of}: must be positive")
+
+    _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
+    _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
+    _require(t.micro_batches > 0, f"train.micro_batches={t.micro_batches}: must be a positive integer")
+    _require(t.batch_size % t.micro_batches == 0,
+             f"train.micro_batches={t.micro_batches} must divide train.batch_size={t.batch_size}")
+    _require(t.lr > 0, f"train.lr={t.lr}: must be positive")
+    _require(0 <= t.lr_min <= t.lr, f"train.lr_min={t.lr_min}: must be in [0, train.lr={t.lr}]")
+    _require(0 <= t.warmup_steps <= t.steps,
+             f"train.warmup_steps={t.warmup_steps}: must be in [0, train.steps={t.steps}]")
+    _require(t.schedule != "inverse_sqrt" or t.warmup_steps > 0,
+             "train.schedule='inverse_sqrt' needs train.warmup_steps > 0")
+    _require(0 < t.wsd_decay_fraction <= 1, f"train.wsd_decay_fraction={t.wsd_decay_fraction}: must be in (0, 1]")
+    _require(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay}: must be >= 0")
+    _require(0 <= t.b1 < 1 and 0 <= t.b2 < 1, f"train.b1={t.b1}, train.b2={t.b2}: must be in [0, 1)")
+    _require(t.eps > 0, f"train.eps={t.eps}: must be positive")
+    _require(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip}: must be >= 0 (0 disables clipping)")
+    _require(t.loss_scale_init >= 1, f"train.loss_scale_init={t.loss_scale_init}: must be >= 1")
+    _require(t.loss_scale_period >= 1, f"train.loss_scale_period={t.loss_scale_period}: must be >= 1")
+    _require(t.eval_every >= 0, f"train.eval_every={t.eval_every}: must be >= 0")
+    _require(t.eval_batches >= 1, f"train.eval_batches={t.eval_batches}: must be >= 1")
+    _require(t.log_every >= 1, f"train.log_every={t.log_every}: must be >= 1")
+    _require(0 < cfg.data.val_fraction < 1, f"data.val_fraction={cfg.data.val_fraction}: must be in (0, 1)")
+    _require(cfg.checkpoint.every >= 0, f"checkpoint.every={cfg.checkpoint.every}: must be >= 0")
+    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1")
+    _validate_rules(cfg.mesh.rules)
+
+    if n_devices is not None:
+        data, fsdp, _ = mesh_shape(cfg, n_devices)
+        per_micro = t.batch_size // t.micro_batches
+        _require(per_micro % (data * fsdp) == 0,
+                 f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} "
+                 f"sequences per micro-batch must divide evenly over mesh.data*mesh.fsdp = {data * fsdp}")
+
+
+def _validate_rules(rules) -> None:
+    _require(isinstance(rules, (tuple, list)), "mesh.rules: must be a sequence of (logical, mesh) pairs")
+    for rule in rules:
+        _require(isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str),
+                 f"mesh.rules: {rule!r} is not a (logical name, mesh axes) pair")
+        targets = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+        for axis in targets:
+            _require(axis is None or axis in MESH_AXES,
+                     f"mesh.rules: {rule!r} names mesh axis {axis!r}; known axes: {', '.join(MESH_AXES)}")

@@ -1,0 +1,316 @@
+"""Hugging Face GPT-2 and Llama checkpoints <-> llm_jax work directories, both ways, without torch.
+
+Each family is a table of (our parameter path, HF tensor name, HF layout, input axes). The same table
+drives both directions, so import and export cannot drift apart. GPT-2 fuses Q, K and V into one `c_attn`
+tensor; it is split into three virtual names on import and fused again on export.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm_jax import config as config_lib
+from llm_jax.interop import safetensors_io
+from llm_jax.models.config import ModelConfig
+from llm_jax.models.transformer import Transformer
+from llm_jax.scaling.accounting import param_count
+
+# Rotary models have no position table, so `seq_len` only sets the training/eval window: capped here so a
+# 128k-context checkpoint does not make the no-cache sampler run 128k-token windows.
+MAX_CONVERTED_SEQ_LEN = 4096
+
+
+class ConversionError(ValueError):
+    """The checkpoint or work directory cannot be converted; the message says why."""
+
+
+# (our path, HF name; {i} = layer index, HF layout, input axes of our kernel).
+# Layouts: "linear" = torch Linear (out, in); "conv1d" = GPT-2 Conv1D (in, out); "vector"/"table" = as is.
+GPT2_TABLE = [
+    ("embed/embedding", "wte.weight", "table", 0),
+    ("pos_embed", "wpe.weight", "table", 0),
+    ("norm_final/scale", "ln_f.weight", "vector", 0),
+    ("norm_final/bias", "ln_f.bias", "vector", 0),
+    ("layers/norm_attention/scale", "h.{i}.ln_1.weight", "vector", 0),
+    ("layers/norm_attention/bias", "h.{i}.ln_1.bias", "vector", 0),
+    ("layers/attention/query/kernel", "h.{i}.attn.q.weight", "conv1d", 1),
+    ("layers/attention/query/bias", "h.{i}.attn.q.bias", "vector", 0),
+    ("layers/attention/key/kernel", "h.{i}.attn.k.weight", "conv1d", 1),
+    ("layers/attention/key/bias", "h.{i}.attn.k.bias", "vector", 0),
+    ("layers/attention/value/kernel", "h.{i}.attn.v.weight", "conv1d", 1),
+    ("layers/attention/value/bias", "h.{i}.attn.v.bias", "vector", 0),
+    ("layers/attention/out/kernel", "h.{i}.attn.c_proj.weight", "conv1d", 2),
+    ("layers/attention/out/bias", "h.{i}.attn.c_proj.bias", "vector", 0),
+    ("layers/norm_mlp/scale", "h.{i}.ln_2.weight", "vector", 0),
+    ("layers/norm_mlp/bias", "h.{i}.ln_2.bias", "vector", 0),
+    ("layers/mlp/wi/kernel", "h.{i}.mlp.c_fc.weight", "conv1d", 1),
+    ("layers/mlp/wi/bias", "h.{i}.mlp.c_fc.bias", "vector", 0),
+    ("layers/mlp/wo/kernel", "h.{i}.mlp.c_proj.weight", "conv1d", 1),
+    ("layers/mlp/wo/bias", "h.{i}.mlp.c_proj.bias", "vector", 0),
+    ("head/kernel", "lm_head.weight", "linear", 1),
+]
+
+LLAMA_TABLE = [
+    ("embed/embedding", "model.embed_tokens.weight", "table", 0),
+    ("norm_final/scale", "model.norm.weight", "vector", 0),
+    ("layers/norm_attention/scale", "model.layers.{i}.input_layernorm.weight", "vector", 0),
+    ("layers/attention/query/kernel", "model.layers.{i}.self_attn.q_proj.weight", "linear", 1),
+    ("layers/attention/key/kernel", "model.layers.{i}.self_attn.k_proj.weight", "linear", 1),
+    ("layers/attention/value/kernel", "model.layers.{i}.self_attn.v_proj.weight", "linear", 1),
+    ("layers/attention/out/kernel", "model.layers.{i}.self_attn.o_proj.weight", "linear", 2),
+    ("layers/norm_mlp/scale", "model.layers.{i}.post_attention_layernorm.weight", "vector", 0),
+    ("layers/mlp/wi_gate/kernel", "model.layers.{i}.mlp.gate_proj.weight", "linear", 1),
+    ("layers/mlp/wi_up/kernel", "model.layers.{i}.mlp.up_proj.weight", "linear", 1),
+    ("layers/mlp/wo/kernel", "model.layers.{i}.mlp.down_proj.weight", "linear", 1),
+    ("head/kernel", "lm_head.weight", "linear", 1),
+]
+
+TABLES = {"gpt2": GPT2_TABLE, "llama": LLAMA_TABLE}
+IGNORED = re.compile(r"(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$")  # buffers, not weights
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def model_fields_from_hf(hf: dict) -> tuple[str, dict]:
+    """(family, our model.* fields) from a Hugging Face config.json."""
+    family = hf.get("model_type")
+    if family == "gpt2":
+        act = hf.get("activation_function", "gelu_new")
+        ffn = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}.get(act)
+        if ffn is None:
+            raise ConversionError(f"GPT-2 activation_function={act!r} is not supported")
+        if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn") \
+                or not hf.get("scale_attn_weights", True):
+            raise ConversionError("GPT-2 attention-scaling variants (scale_attn_by_inverse_layer_idx, "
+                                  "reorder_and_upcast_attn, scale_attn_weights=false) are not supported")
+        d = hf["n_embd"]
+        return family, dict(
+            vocab_size=hf["vocab_size"], seq_len=hf["n_positions"], d_model=d, n_layers=hf["n_layer"],
+            n_heads=hf["n_head"], n_kv_heads=hf["n_head"], head_dim=d // hf["n_head"],
+            d_ff=hf.get("n_inner") or 4 * d, positions="learned", norm="layernorm",
+            norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm_position="pre", ffn=ffn,
+            tie_embeddings=hf.get("tie_word_embeddings", True), use_bias=True,
+            init_std=hf.get("initializer_range", 0.02))
+    if family == "llama":
+        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ConversionError(f"Llama rope_type={rope_type!r} (RoPE scaling) is not supported yet")
+        if hf.get("attention_bias") or hf.get("mlp_bias"):
+            raise ConversionError("Llama checkpoints with attention_bias or mlp_bias are not supported")
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ConversionError(f"Llama hidden_act={hf.get('hidden_act')!r} is not supported (only silu)")
+        heads = hf["num_attention_heads"]
+        return family, dict(
+            vocab_size=hf["vocab_size"], seq_len=min(hf.get("max_position_embeddings", 2048), MAX_CONVERTED_SEQ_LEN),
+            d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+            n_kv_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, d_ff=hf["intermediate_size"],
+            positions="rope", rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), norm_position="pre", ffn="swiglu",
+            tie_embeddings=hf.get("tie_word_embeddings", False), use_bias=False,
+            init_std=hf.get("initializer_range", 0.02))
+    raise ConversionError(f"model_type={family!r} is not supported (supported: gpt2, llama)")
+
+
+def family_of(m) -> str:
+    """Which HF architecture a model config is, or a ConversionError naming the field that has none."""
+    m = dict(m)
+    gpt2 = dict(positions="learned", norm="layernorm", norm_position="pre", use_bias=True, tie_embeddings=True)
+    llama = dict(positions="rope", norm="rmsnorm", norm_position="pre", use_bias=False, ffn="swiglu")
+    if all(m[k] == v for k, v in gpt2.items()) and m["ffn"] in ("gelu_tanh", "gelu", "relu") \
+            and m["n_kv_heads"] == m["n_heads"] and m["n_heads"] * m["head_dim"] == m["d_model"]:
+        return "gpt2"
+    if all(m[k] == v for k, v in llama.items()):
+        return "llama"
+    raise ConversionError("this model has no Hugging Face equivalent: GPT-2 needs learned positions, pre-LN "
+                          "LayerNorm with biases, tied embeddings, MHA; Llama needs RoPE, RMSNorm, SwiGLU, "
+                          "no biases")
+
+
+def hf_config(m, family: str, tokenizer=None) -> dict:
+    m = dict(m)
+    special = {}
+    if tokenizer is not None:
+        special = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
+    if family == "gpt2":
+        act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[m["ffn"]]
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m["vocab_size"],
+                "n_positions": m["seq_len"], "n_embd": m["d_model"], "n_layer": m["n_layers"],
+                "n_head": m["n_heads"], "n_inner": m["d_ff"], "activation_function": act,
+                "layer_norm_epsilon": m["norm_eps"], "tie_word_embeddings": True,
+                "initializer_range": m["init_std"], "torch_dtype": "float32", **special}
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": m["vocab_size"],
+            "hidden_size": m["d_model"], "intermediate_size": m["d_ff"], "num_hidden_layers": m["n_layers"],
+            "num_attention_heads": m["n_heads"], "num_key_value_heads": m["n_kv_heads"], "head_dim": m["head_dim"],
+            "max_position_embeddings": m["seq_len"], "rms_norm_eps": m["norm_eps"], "hidden_act": "silu",
+            "rope_theta": m["rope_theta"], "rope_parameters": {"rope_type": "default", "rope_theta": m["rope_theta"]},
+            "tie_word_embeddings": m["tie_embeddings"], "attention_bias": False, "mlp_bias": False,
+            "initializer_range": m["init_std"], "torch_dtype": "float32", **special}
+
+
+# ---------------------------------------------------------------------------------------- tensors
+
+
+def _to_ours(array: np.ndarray, layout: str, shape: tuple) -> np.ndarray:
+    if layout == "linear":
+        array = array.T
+    return np.asarray(array).reshape(shape)
+
+
+def _to_hf(array: np.ndarray, layout: str, n_in: int) -> np.ndarray:
+    if layout in ("vector", "table"):
+        return array.reshape(-1) if layout == "vector" else array
+    flat = array.reshape(math.prod(array.shape[:n_in]), -1)
+    return flat.T if layout == "linear" else flat
+
+
+def _get(tree: dict, path: str):
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict, path: str, value) -> None:
+    *parents, leaf = path.split("/")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def _split_gpt2_qkv(tensors: dict, n_layers: int, d: int) -> dict:
+    out = dict(tensors)
+    for i in range(n_layers):
+        w, b = out.pop(f"h.{i}.attn.c_attn.weight"), out.pop(f"h.{i}.attn.c_attn.bias")
+        for j, name in enumerate("qkv"):
+            out[f"h.{i}.attn.{name}.weight"] = w[:, j * d:(j + 1) * d]
+            out[f"h.{i}.attn.{name}.bias"] = b[j * d:(j + 1) * d]
+    return out
+
+
+def _fuse_gpt2_qkv(tensors: dict, n_layers: int) -> dict:
+    out = dict(tensors)
+    for i in range(n_layers):
+        out[f"h.{i}.attn.c_attn.weight"] = np.concatenate([out.pop(f"h.{i}.attn.{n}.weight") for n in "qkv"], 1)
+        out[f"h.{i}.attn.c_attn.bias"] = np.concatenate([out.pop(f"h.{i}.attn.{n}.bias") for n in "qkv"], 0)
+    return out
+
+
+def param_shapes(m) -> dict:
+    model = Transformer(ModelConfig.from_config(m))
+    tree = jax.eval_shape(lambda r: nn.unbox(model.init(r, jnp.zeros((1, 8), jnp.int32))["params"]),
+                          jax.random.key(0))
+    return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+
+
+def hf_to_params(family: str, tensors: dict, m) -> dict:
+    """Our parameter tree (numpy, in model.param_dtype) from HF tensors."""
+    m = dict(m)
+    tensors = {k: v for k, v in tensors.items() if not IGNORED.search(k)}
+    if family == "gpt2":
+        tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+        tensors = _split_gpt2_qkv(tensors, m["n_layers"], m["d_model"])
+    shapes = param_shapes(m)
+    params, used = {}, set()
+    for path, name, layout, n_in in TABLES[family]:
+        try:
+            shape, dtype = _get(shapes, path)
+        except KeyError:
+            continue  # e.g. the head of a tied model
+        names = [name.format(i=i) for i in range(m["n_layers"])] if "{i}" in name else [name]
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise ConversionError(f"the checkpoint has no tensor {missing[0]!r} (needed for {path})")
+        per_layer = shape[1:] if "{i}" in name else shape
+        arrays = [_to_ours(tensors[n], layout, per_layer) for n in names]
+        _set(params, path, (np.stack(arrays) if "{i}" in name else arrays[0]).astype(dtype))
+        used.update(names)
+    unused = sorted(set(tensors) - used - ({"lm_head.weight"} if m["tie_embeddings"] else set()))
+    if unused:
+        raise ConversionError(f"the checkpoint has tensors this architecture does not use: {unused[:5]}")
+    return params
+
+
+def params_to_hf(family: str, params: dict, m) -> dict:
+    m = dict(m)
+    tensors = {}
+    for path, name, layout, n_in in TABLES[family]:
+        try:
+            value = np.asarray(_get(params, path), dtype=np.float32)
+        except KeyError:
+            continue
+        if "{i}" in name:
+            for i in range(m["n_layers"]):
+                tensors[name.format(i=i)] = _to_hf(value[i], layout, n_in)
+        else:
+            tensors[name] = _to_hf(value, layout, n_in)
+    if family == "gpt2":
+        tensors = _fuse_gpt2_qkv(tensors, m["n_layers"])
+        tensors = {k if k == "lm_head.weight" else "transformer." + k: v for k, v in tensors.items()}
+    return tensors
+
+
+# --------------------------------------------------------------------------------------- commands
+
+
+def _copy_tokenizer(src_dir: str, dest_dir: str) -> str:
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if os.path.isfile(os.path.join(src_dir, name)):
+            shutil.copyfile(os.path.join(src_dir, name), os.path.join(dest_dir, name))
+            return name
+    raise ConversionError(f"{src_dir!r} has no tokenizer.json or tokenizer.model")
+
+
+def from_hf(hf_dir: str, out: str) -> dict:
+    """Writes a work directory (config.json, tokenizer, checkpoints/0/params) from a HF model directory."""
+    from llm_jax.train import checkpoint
+    config_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ConversionError(f"{hf_dir!r} has no config.json")
+    if os.path.exists(os.path.join(out, "checkpoints")) or os.path.exists(os.path.join(out, "config.json")):
+        raise ConversionError(f"{out!r} already holds a work directory; choose a new --out")
+    with open(config_path) as f:
+        family, fields = model_fields_from_hf(json.load(f))
+    cfg = config_lib.default_config()
+    cfg.name = f"hf-{family}"
+    for key, value in fields.items():
+        cfg.model[key] = value
+    cfg = config_lib.resolve(cfg)
+    config_lib.validate(cfg)
+    tensors = safetensors_io.read_dir(hf_dir)
+    if not tensors:
+        raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
+    params = hf_to_params(family, tensors, cfg.model)
+    os.makedirs(out, exist_ok=True)
+    tokenizer_file = _copy_tokenizer(hf_dir, out)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        f.write(config_lib.to_json(cfg))
+    checkpoint.save_params(out, jax.tree.map(jnp.asarray, params))
+    return {"family": family, "params": param_count(cfg.model), "out": out, "tokenizer": tokenizer_file}
+
+
+def to_hf(workdir: str, out: str) -> dict:
+    """Writes config.json, model.safetensors and the tokenizer of `workdir`'s latest checkpoint to `out`."""
+    from llm_jax.infer.load import load_workdir
+    loaded = load_workdir(workdir)
+    family = family_of(loaded.cfg.model)
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        raise ConversionError(f"{out!r} already holds a model.safetensors; choose a new --out")
+    os.makedirs(out, exist_ok=True)
+    tensors = params_to_hf(family, jax.device_get(loaded.params), loaded.cfg.model)
+    safetensors_io.write_file(os.path.join(out, "model.safetensors"), tensors)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(hf_config(loaded.cfg.model, family, loaded.tokenizer), f, indent=2)
+    tokenizer_file = _copy_tokenizer(workdir, out)
+    return {"family": family, "params": param_count(loaded.cfg.model), "out": out, "tokenizer": tokenizer_file,
+            "step": loaded.step}

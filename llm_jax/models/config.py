@@ -1,0 +1,49 @@
+"""ModelConfig: the resolved model fields the modules read (they never see the whole run config)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    seq_len: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    positions: str = "learned"
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_position: str = "pre"
+    ffn: str = "gelu"
+    tie_embeddings: bool = True
+    use_bias: bool = True
+    dropout: float = 0.0
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: str = "none"
+    init_std: float = 0.02
+    attention_impl: str = "auto"
+
+    @classmethod
+    def from_config(cls, model_cfg) -> "ModelConfig":
+        """Builds from a resolved `cfg.model` (ConfigDict or dict); keys not used by modules are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(model_cfg).items() if k in fields})
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    @property
+    def weight_dtype(self):
+        return DTYPES[self.param_dtype]

@@ -1,0 +1,37 @@
+"""Position information: learned tables, sinusoids, and rotary embeddings (RoPE)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+
+def sinusoidal_table(positions_L: jnp.ndarray, d_model: int) -> jnp.ndarray:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...), interleaved as in the guide."""
+    i = jnp.arange(d_model // 2, dtype=jnp.float32)
+    inv_freq = 1.0 / (10000.0 ** (2.0 * i / d_model))
+    angles_LI = positions_L.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    table = jnp.stack([jnp.sin(angles_LI), jnp.cos(angles_LI)], axis=-1)  # (L, d/2, 2): sin, cos pairs
+    return table.reshape(positions_L.shape[0], d_model)
+
+
+def rope_frequencies(head_dim: int, theta: float) -> jnp.ndarray:
+    """theta_i = base^(-2i/d) for i < d/2."""
+    return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+
+
+def apply_rope(x_BLHK: jnp.ndarray, positions_BL: jnp.ndarray, theta: float) -> jnp.ndarray:
+    """Rotates pairs of each head's features by position * theta_i.
+
+    Pairs are (k, k + head_dim/2) — the "rotate half" layout of GPT-NeoX and Hugging Face Llama — rather than
+    the guide's adjacent pairs (2i, 2i+1). The two are the same rotation up to a fixed permutation of the
+    head features, and this layout loads Hugging Face checkpoints without permuting weights.
+    """
+    head_dim = x_BLHK.shape[-1]
+    inv_freq_K2 = rope_frequencies(head_dim, theta)
+    angles_BLK2 = positions_BL.astype(jnp.float32)[..., None] * inv_freq_K2
+    sin = jnp.sin(angles_BLK2)[:, :, None, :]
+    cos = jnp.cos(angles_BLK2)[:, :, None, :]
+    x = x_BLHK.astype(jnp.float32)
+    x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x_BLHK.dtype)

@@ -1,0 +1,87 @@
+"""The decoder-only transformer: embeddings -> N blocks (one nn.scan) -> norm -> logits.
+
+Every variant the guide describes is a field of ModelConfig and a small branch here, never another module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llm_jax.models.attention import Attention
+from llm_jax.models.config import ModelConfig
+from llm_jax.models.layers import MLP, Dense, Norm, partitioned
+from llm_jax.models.positions import sinusoidal_table
+
+ACTIVATION_AXES = ("batch", "length", "embed")
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep matmul outputs
+}
+
+
+class Block(nn.Module):
+    """Pre-LN: x + Attn(LN(x)), then + FFN(LN(.)). Post-LN: LN(x + Attn(x)), then LN(. + FFN(.))."""
+
+    cfg: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x_BLD, positions_BL):
+        cfg = self.cfg
+        drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
+        attention, mlp = Attention(cfg, name="attention"), MLP(cfg, name="mlp")
+        norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
+        if cfg.norm_position == "pre":
+            x_BLD = x_BLD + drop(attention(norm_attn(x_BLD), positions_BL))
+            x_BLD = x_BLD + drop(mlp(norm_mlp(x_BLD)))
+        else:
+            x_BLD = norm_attn(x_BLD + drop(attention(x_BLD, positions_BL)))
+            x_BLD = norm_mlp(x_BLD + drop(mlp(x_BLD)))
+        return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
+
+
+class Transformer(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BL, positions_BL=None, deterministic: bool = True):
+        cfg = self.cfg
+        B, L = tokens_BL.shape
+        if positions_BL is None:
+            positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+        embed = nn.Embed(
+            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+            embedding_init=partitioned(nn.initializers.normal(cfg.init_std), ("vocab", "embed")), name="embed")
+        x_BLD = embed(tokens_BL)
+        if cfg.positions == "learned":
+            table = self.param("pos_embed", partitioned(nn.initializers.normal(cfg.init_std / 2), (None, "embed")),
+                               (cfg.seq_len, cfg.d_model), cfg.weight_dtype)
+            x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0).astype(cfg.compute_dtype)
+        elif cfg.positions == "sinusoidal":
+            x_BLD = x_BLD + sinusoidal_table(jnp.arange(L), cfg.d_model)[positions_BL].astype(cfg.compute_dtype)
+        x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
+        x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
+
+        block = Block
+        if cfg.remat != "none":
+            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+        # One scanned block: compile time and HLO size do not grow with depth.
+        stack = nn.scan(
+            block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            in_axes=nn.broadcast, length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+        x_BLD, _ = stack(cfg, deterministic, name="layers")(x_BLD, positions_BL)
+
+        if cfg.norm_position == "pre":
+            x_BLD = Norm(cfg, name="norm_final")(x_BLD)
+        if cfg.tie_embeddings:
+            logits_BLV = embed.attend(x_BLD)
+        else:
+            head = Dense(dataclasses.replace(cfg, use_bias=False), (cfg.vocab_size,), 1, ("embed", "vocab"),
+                         ("vocab",), cfg.init_std, name="head")
+            logits_BLV = head(x_BLD)
+        return nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))

@@ -1,0 +1,215 @@
+"""The training loop: config -> mesh -> sharded state -> data -> jitted steps -> metrics and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from llm_jax import config as config_lib
+from llm_jax.data.loader import BatchLoader
+from llm_jax.data.pipeline import check_length, prepare
+from llm_jax.models.config import ModelConfig
+from llm_jax.models.transformer import Transformer
+from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
+from llm_jax.scaling.accounting import flops_per_token, param_count
+from llm_jax.train import checkpoint
+from llm_jax.train.metrics import MetricsWriter, progress_line
+from llm_jax.train.mfu import peak_flops
+from llm_jax.train.optimizer import make_optimizer, schedule
+from llm_jax.train.state import abstract_state, init_state
+from llm_jax.train.step import make_eval_step, make_train_step
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (non-finite loss, a work directory that belongs to another run, ...)."""
+
+
+def prepare_workdir(workdir: str, cfg) -> None:
+    """Creates the work directory, checks it is writable, and refuses one that holds another model's run."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create work directory {workdir!r}: {e.strerror}") from e
+    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise TrainingError(f"work directory {workdir!r} is not writable: {e.strerror}") from e
+    existing = os.path.join(workdir, "config.json")
+    if os.path.isfile(existing) and os.path.isdir(checkpoint.checkpoint_dir(workdir)):
+        with open(existing) as f:
+            old = json.load(f)
+        new = cfg.to_dict()
+        changed = sorted(k for k in set(old.get("model", {})) | set(new["model"])
+                         if old.get("model", {}).get(k) != new["model"].get(k))
+        if changed:
+            raise TrainingError(
+                f"work directory {workdir!r} holds checkpoints of a different model (model.{changed[0]}: "
+                f"{old['model'].get(changed[0])!r} there, {new['model'].get(changed[0])!r} now); "
+                f"use another --workdir")
+
+
+def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
+    return t_cfg.loss_scaling == "dynamic" or (t_cfg.loss_scaling == "auto" and m_cfg.dtype == "float16")
+
+
+def build(cfg, mesh):
+    """Model, optimizer, schedule and the abstract sharded state for `cfg` on `mesh`."""
+    model = Transformer(ModelConfig.from_config(cfg.model))
+    tx = make_optimizer(cfg.train)
+    scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg.train, cfg.model) else 1.0
+    abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules_tuple(cfg))
+    return model, tx, schedule(cfg.train), abstract, shardings, scale
+
+
+def compile_steps(cfg, mesh, model, tx, sched, shardings):
+    rules = rules_tuple(cfg)
+    data_sharding = batch_sharding(mesh, rules)
+    batch_shardings = {"inputs": data_sharding, "targets": data_sharding}
+    train_step = make_train_step(model, tx, sched, micro_batches=cfg.train.micro_batches,
+                                 dynamic_loss_scale=use_dynamic_loss_scale(cfg.train, cfg.model),
+                                 scale_period=cfg.train.loss_scale_period, seed=cfg.train.seed)
+    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
+                      donate_argnums=0)
+    eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params, batch_shardings))
+    return step_fn, eval_fn, batch_shardings
+
+
+def to_device(batch: dict, shardings: dict) -> dict:
+    return {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """Mean next-token loss over a fixed set of held-out batches (the same ones at every evaluation)."""
+    loader: BatchLoader
+    num_batches: int
+    eval_fn: object
+    shardings: dict
+
+    def __call__(self, params) -> float:
+        total, count = 0.0, 0.0
+        for i in range(self.num_batches):
+            loss_sum, weight = self.eval_fn(params, to_device(self.loader.batch(i), self.shardings))
+            total, count = total + float(loss_sum), count + float(weight)
+        return total / count
+
+
+def restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log):
+    latest = mngr.latest_step()
+    rules = rules_tuple(cfg)
+    if latest is not None and checkpoint.has_train_state(mngr, latest):
+        log(f"resuming from the checkpoint at step {latest}")
+        return checkpoint.restore(mngr, latest, abstract)
+    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
+    if latest is not None:  # parameters only (a converted or exported checkpoint): fine-tune from them
+        log(f"starting from the parameters of the checkpoint at step {latest} (fresh optimizer state)")
+        params = mngr.restore(latest, args=checkpoint.ocp.args.Composite(
+            params=checkpoint.ocp.args.StandardRestore(abstract.params)))["params"]
+        state = state.replace(params=params)
+    return state
+
+
+def train(cfg, workdir: str, log=print) -> dict:
+    """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary."""
+    t_cfg = cfg.train
+    prepare_workdir(workdir, cfg)
+    data = prepare(cfg.data, cfg.model.vocab_size, log=log)
+    check_length(data.train_tokens, cfg.model.seq_len, t_cfg.batch_size, "train")
+    check_length(data.val_tokens, cfg.model.seq_len, 1, "validation")
+
+    mesh = make_mesh(cfg)
+    model, tx, sched, abstract, shardings, scale = build(cfg, mesh)
+    n_params = param_count(cfg.model)
+    log(f"model: {n_params:,} parameters | mesh {dict(mesh.shape)} | {jax.device_count()} "
+        f"{jax.devices()[0].platform} device(s) | {t_cfg.steps} steps x {t_cfg.batch_size} x {cfg.model.seq_len} tokens")
+
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config_lib.to_json(cfg))
+    data.tokenizer.save(workdir)
+
+    mngr = checkpoint.manager(workdir, keep=cfg.checkpoint.keep)
+    state = restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log)
+    start_step = int(state.step)
+
+    rules = rules_tuple(cfg)
+    with activate(mesh, rules):
+        step_fn, eval_fn, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+    pid, nproc = jax.process_index(), jax.process_count()
+    loader = BatchLoader(data.train_tokens, cfg.model.seq_len, t_cfg.batch_size, t_cfg.seed,
+                         process_index=pid, process_count=nproc)
+    val_loader = BatchLoader(data.val_tokens, cfg.model.seq_len, t_cfg.batch_size, t_cfg.seed, shuffle=False,
+                             process_index=pid, process_count=nproc)
+    evaluate = Evaluator(val_loader, t_cfg.eval_batches, eval_fn, batch_shardings)
+    writer = MetricsWriter(workdir, enabled=pid == 0)
+    peak, peak_source = peak_flops()
+    fpt = flops_per_token(cfg.model)
+    tokens_per_step = t_cfg.batch_size * cfg.model.seq_len
+    log(f"MFU peak: {peak / 1e12:.2f} TFLOP/s ({peak_source}); {fpt / 1e6:.1f} MFLOP per token")
+
+    eval_loss = None
+    try:
+        with activate(mesh, rules):
+            if start_step == 0:
+                eval_loss = evaluate(state.params)
+                writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
+                log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.stats['unigram_entropy']:.4f})")
+            pending, interval_start, interval_steps, step_times = [], None, 0, []
+            for step in range(start_step, t_cfg.steps):
+                state, metrics = step_fn(state, to_device(loader.batch(step), batch_shardings))
+                pending.append((step + 1, metrics))
+                done = step + 1
+                if interval_start is None:  # the first step compiles: time from its end
+                    jax.block_until_ready(metrics)
+                    interval_start, pending = time.perf_counter(), pending[-1:]
+                    interval_steps = 0
+                else:
+                    interval_steps += 1
+                is_last = done == t_cfg.steps
+                if done % t_cfg.log_every == 0 or is_last:
+                    fetched = jax.device_get(pending)
+                    elapsed = time.perf_counter() - interval_start
+                    for s, m in fetched:
+                        if not math.isfinite(float(m["loss"])) and not use_dynamic_loss_scale(t_cfg, cfg.model):
+                            raise TrainingError(f"the loss became non-finite ({float(m['loss'])}) at step {s}; "
+                                                f"stopping (try a lower train.lr or enable train.grad_clip)")
+                    record = {k: float(v) for k, v in fetched[-1][1].items()}
+                    record["tokens_seen"] = done * tokens_per_step
+                    if interval_steps:
+                        step_times.append(elapsed / interval_steps)
+                        record["tokens_per_sec"] = tokens_per_step * interval_steps / elapsed
+                        record["mfu"] = record["tokens_per_sec"] * fpt / peak
+                    if (t_cfg.eval_every and done % t_cfg.eval_every == 0) or is_last:
+                        eval_loss = record["eval_loss"] = evaluate(state.params)
+                    step_time = float(np.median(step_times)) if step_times else float("nan")
+                    writer.write(done, record)
+                    log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * step_time))
+                    pending, interval_start, interval_steps = [], time.perf_counter(), 0
+                if (cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or is_last:
+                    checkpoint.save(mngr, state)
+        mngr.wait_until_finished()
+    finally:
+        writer.close()
+        mngr.close()
+
+    if eval_loss is None:
+        log(f"nothing to do: the checkpoint is already at step {start_step} of {t_cfg.steps}")
+        with activate(mesh, rules):
+            eval_loss = evaluate(state.params)
+    summary = {
+        "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.stats["unigram_entropy"],
+        "params": n_params, "tokens_seen": int(state.step) * tokens_per_step,
+    }
+    log(f"done: validation loss {eval_loss:.4f} nats/token vs unigram entropy "
+        f"{data.stats['unigram_entropy']:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
+        f"work directory {workdir}")
+    return summary
+

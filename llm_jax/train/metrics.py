@@ -1,0 +1,66 @@
+"""Where a run reports: the console progress line, `metrics.jsonl` and TensorBoard event files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, total: int, m: dict, eta_s: float) -> str:
+    parts = [f"step {step:>{len(str(total))}}/{total}", f"loss {m['loss']:.4f}", f"lr {m['learning_rate']:.2e}"]
+    if "eval_loss" in m:
+        parts.append(f"eval {m['eval_loss']:.4f}")
+    if m.get("tokens_per_sec"):
+        parts.append(f"{m['tokens_per_sec']:,.0f} tok/s")
+        parts.append(f"MFU {100 * m['mfu']:.1f}%")
+    parts.append(f"ETA {format_duration(eta_s)}")
+    return " | ".join(parts)
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf literals
+    return value
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,50 @@
+"""Training state and its sharded initialisation (parameters are created directly on their shards)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from llm_jax.parallel.mesh import activate, logical_shardings
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray        # int32: updates applied so far
+    params: Any
+    opt_state: Any
+    loss_scale: jnp.ndarray  # float32; stays 1 unless dynamic loss scaling is on
+    good_steps: jnp.ndarray  # int32: finite steps since the loss scale last changed
+
+
+def _init_boxed(model, tx, seq_len: int, loss_scale: float, rng):
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+    params = model.init({"params": rng}, tokens)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      loss_scale=jnp.asarray(loss_scale, jnp.float32), good_steps=jnp.zeros((), jnp.int32))
+
+
+def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules):
+    """(abstract unboxed state, its NamedShardings) without allocating anything."""
+    with activate(mesh, rules):
+        boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r), jax.random.key(0))
+    shardings = logical_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            nn.unbox(boxed), shardings)
+    return abstract, shardings
+
+
+def init_state(model, tx, seq_len: int, loss_scale: float, seed: int, mesh, rules):
+    """Initialises parameters and optimizer state inside one jit whose outputs are already sharded."""
+    _, shardings = abstract_state(model, tx, seq_len, loss_scale, mesh, rules)
+    init = jax.jit(lambda r: nn.unbox(_init_boxed(model, tx, seq_len, loss_scale, r)), out_shardings=shardings)
+    with activate(mesh, rules):
+        return init(jax.random.key(seed)), shardings
+
+
+def state_bytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
