@@ -125,7 +125,7 @@ def cmd_convert(args, extra) -> int:
 
 
 def cmd_bench(args, extra) -> int:
-    from llm_jax.bench import bench_train
+    from llm_jax.train.bench import bench_train
     cfg = _load_cfg(args, extra)
     result = bench_train(cfg, steps=args.steps)
     if args.json:

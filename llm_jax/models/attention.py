@@ -11,8 +11,26 @@ from llm_jax.models.layers import dense
 from llm_jax.models.positions import apply_rope
 
 
+def causal_attention(q_BLHd, k_BSKd, v_BSKd):
+    """softmax(Q K^T / sqrt(d_k) + M) V with the causal mask M; each K/V head serves H/K query heads.
+
+    Scores and softmax are float32 whatever the compute dtype; queries are grouped by their K/V head
+    rather than repeating K and V, so GQA/MQA save memory as well as parameters.
+    """
+    B, L, H, hd = q_BLHd.shape
+    K = k_BSKd.shape[2]
+    q_BLKGd = q_BLHd.reshape(B, L, K, H // K, hd)
+    scores_BKGLS = jnp.einsum("blkgd,bskd->bkgls", q_BLKGd, k_BSKd, preferred_element_type=jnp.float32)
+    scores_BKGLS = scores_BKGLS / jnp.sqrt(jnp.float32(hd))
+    causal_LS = jnp.tril(jnp.ones((L, k_BSKd.shape[1]), dtype=bool))
+    scores_BKGLS = jnp.where(causal_LS, scores_BKGLS, jnp.finfo(jnp.float32).min)
+    probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKd.dtype)
+    out_BLKGd = jnp.einsum("bkgls,bskd->blkgd", probs_BKGLS, v_BSKd)
+    return out_BLKGd.reshape(B, L, H, hd)
+
+
 class Attention(nn.Module):
-    """softmax(Q K^T / sqrt(d_k) + causal mask) V, with K/V shared by groups of n_heads / n_kv_heads heads."""
+    """Q, K, V projections, optional RoPE, causal attention, output projection."""
 
     cfg: ModelConfig
 
@@ -30,8 +48,10 @@ class Attention(nn.Module):
         impl = cfg.attention_impl
         if impl == "auto":  # cuDNN flash attention needs a GPU and a 16-bit compute dtype
             impl = "cudnn" if jax.default_backend() == "gpu" and cfg.dtype != "float32" else "xla"
-        out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=True, implementation=impl)
+        if impl == "cudnn":
+            out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=True, implementation="cudnn")
+        else:
+            out_BLHd = causal_attention(q_BLHd, k_BLKd, v_BLKd)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
-        return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(
-            out_BLHd)
+        return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)

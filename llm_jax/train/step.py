@@ -51,7 +51,7 @@ def make_train_step(model, tx, schedule, *, micro_batches: int, dynamic_loss_sca
         (grads, loss_sum), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
                                             (jnp.arange(micro_batches), micro))
         grads = jax.tree.map(lambda g, p: (g / state.loss_scale).astype(p.dtype), grads, state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 

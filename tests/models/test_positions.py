@@ -1,0 +1,58 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm_jax.models.positions import apply_rope, rope_frequencies, sinusoidal_table
+
+
+def test_sinusoidal_table_matches_the_guide_formula():
+    d, positions = 16, np.arange(10)
+    table = np.asarray(sinusoidal_table(jnp.asarray(positions), d))
+    for pos in positions:
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            np.testing.assert_allclose(table[pos, 2 * i], np.sin(angle), atol=1e-6)
+            np.testing.assert_allclose(table[pos, 2 * i + 1], np.cos(angle), atol=1e-6)
+
+
+def guide_rope(x, pos, theta=10000.0):
+    """The guide's R_m: rotate adjacent pairs (2i, 2i+1) by m * theta_i with theta_i = base^(-2i/d)."""
+    d = x.shape[-1]
+    out = np.empty_like(x)
+    for i in range(d // 2):
+        a = pos * theta ** (-2 * i / d)
+        out[2 * i] = np.cos(a) * x[2 * i] - np.sin(a) * x[2 * i + 1]
+        out[2 * i + 1] = np.sin(a) * x[2 * i] + np.cos(a) * x[2 * i + 1]
+    return out
+
+
+def test_rope_is_the_guide_rotation_up_to_a_fixed_permutation():
+    d = 8
+    x = np.random.RandomState(0).randn(d).astype(np.float32)
+    # Half-split layout pairs (k, k + d/2); the guide pairs (2i, 2i+1). perm maps half-split -> interleaved.
+    perm = np.stack([np.arange(d // 2), np.arange(d // 2) + d // 2], axis=1).reshape(-1)
+    for pos in (0, 1, 7, 100):
+        ours = np.asarray(apply_rope(jnp.asarray(x)[None, None, None, :], jnp.full((1, 1), pos), 10000.0))[0, 0, 0]
+        np.testing.assert_allclose(ours[perm], guide_rope(x[perm], pos), atol=1e-5)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rng = np.random.RandomState(1)
+    q, k = (jnp.asarray(rng.randn(1, 1, 1, 16).astype(np.float32)) for _ in range(2))
+
+    def score(m, n):
+        qm = apply_rope(q, jnp.full((1, 1), m), 500000.0)
+        kn = apply_rope(k, jnp.full((1, 1), n), 500000.0)
+        return float(jnp.sum(qm * kn))
+
+    np.testing.assert_allclose(score(3, 1), score(12, 10), rtol=1e-5)
+    np.testing.assert_allclose(score(0, 0), score(40, 40), rtol=1e-5)
+    assert abs(score(3, 1) - score(3, 2)) > 1e-4
+
+
+def test_rope_preserves_norms_and_frequencies():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3, 8))
+    pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    np.testing.assert_allclose(jnp.linalg.norm(apply_rope(x, pos, 10000.0), axis=-1), jnp.linalg.norm(x, axis=-1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(rope_frequencies(8, 10000.0), 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)

@@ -1,0 +1,61 @@
+"""Runs 10 training steps of one small config on each given mesh and prints the losses as JSON.
+
+Used by test_sharding.py in fresh interpreters, because the fake CPU device count must be set before JAX
+starts: `XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 8,1,1 1,8,1`.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from helpers import small_config  # noqa: E402
+from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple  # noqa: E402
+from llm_jax.train.loop import build, compile_steps, to_device  # noqa: E402
+from llm_jax.train.state import init_state, state_bytes  # noqa: E402
+
+STEPS = 10
+
+
+def batches(cfg):
+    """Rows that repeat a random 4-token motif: learnable, so the losses move and any divergence shows."""
+    B, L = cfg.train.batch_size, cfg.model.seq_len
+    for step in range(STEPS):
+        motifs = np.random.RandomState(step % 3).randint(0, cfg.model.vocab_size, (B, 4))
+        tokens = np.tile(motifs, (1, L // 4 + 1))[:, : L + 1].astype(np.int32)
+        yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+
+def run(mesh_shape):
+    cfg = small_config(d_model=64, n_heads=8, n_kv_heads=4, vocab_size=256, use_bias=False, positions="rope",
+                       norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
+    cfg.train.update(steps=STEPS, batch_size=8, warmup_steps=2, lr=5e-3)
+    cfg.mesh.update(data=mesh_shape[0], fsdp=mesh_shape[1], tensor=mesh_shape[2])
+    mesh = make_mesh(cfg)
+    rules = rules_tuple(cfg)
+    model, tx, sched, _, shardings, scale = build(cfg, mesh)
+    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
+    total_state = state_bytes(state)
+    losses, memory = [], None
+    with activate(mesh, rules):
+        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+        for i, batch in enumerate(batches(cfg)):
+            device_batch = to_device(batch, batch_shardings)
+            if i == 0:
+                analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
+                batch_bytes = sum(x.nbytes for x in batch.values()) / len(jax.devices())
+                batch_per_device = batch_bytes * (len(jax.devices()) / (mesh.shape["data"] * mesh.shape["fsdp"]))
+                memory = {"argument_bytes": analysis.argument_size_in_bytes, "batch_bytes": batch_per_device,
+                          "total_state_bytes": total_state}
+            state, metrics = step_fn(state, device_batch)
+            losses.append(float(metrics["loss"]))
+    return {"mesh": list(mesh_shape), "losses": losses, "memory": memory}
+
+
+if __name__ == "__main__":
+    meshes = [tuple(int(x) for x in arg.split(",")) for arg in sys.argv[1:]]
+    print(json.dumps([run(m) for m in meshes]))
