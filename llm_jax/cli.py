@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
         if getattr(args, needed[2:].replace("-", "_")) is None:
             parser.error(f"convert {args.direction} needs {needed}")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax reports routine checkpoint I/O as warnings
     errors = _user_errors()
     try:
         return args.func(args, extra)

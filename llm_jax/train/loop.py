@@ -51,10 +51,10 @@ def prepare_workdir(workdir: str, cfg) -> None:
         changed = sorted(k for k in set(old.get("model", {})) | set(new["model"])
                          if old.get("model", {}).get(k) != new["model"].get(k))
         if changed:
-            raise TrainingError(
-                f"work directory {workdir!r} holds checkpoints of a different model (model.{changed[0]}: "
-                f"{old['model'].get(changed[0])!r} there, {new['model'].get(changed[0])!r} now); "
-                f"use another --workdir")
+            diffs = ", ".join(f"model.{k}: {old.get('model', {}).get(k)!r} there, {new['model'].get(k)!r} now"
+                              for k in changed)
+            raise TrainingError(f"work directory {workdir!r} holds checkpoints of a different model ({diffs}); "
+                                f"use another --workdir")
 
 
 def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
