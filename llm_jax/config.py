@@ -87,13 +87,13 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     t = c.train
-    t.steps = 350
-    t.batch_size = 16            # global, in sequences
+    t.steps = 700
+    t.batch_size = 8             # global, in sequences
     t.micro_batches = 1          # gradient accumulation inside the jitted step
     t.seed = 0
     t.lr = 3e-3
     t.lr_min = 3e-4
-    t.warmup_steps = 30
+    t.warmup_steps = 50
     t.schedule = "cosine"
     t.wsd_decay_fraction = 0.2   # warmup-stable-decay: the last fraction of steps decays linearly to lr_min
     t.weight_decay = 0.1
@@ -104,9 +104,9 @@ def default_config() -> ml_collections.ConfigDict:
     t.loss_scaling = "auto"      # auto = dynamic loss scaling when model.dtype is float16
     t.loss_scale_init = 2.0**15
     t.loss_scale_period = 1000   # finite steps before the scale doubles
-    t.eval_every = 50            # 0 = only at the start and the end
+    t.eval_every = 100           # 0 = only at the start and the end
     t.eval_batches = 8
-    t.log_every = 10
+    t.log_every = 20
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1             # -1 = all the devices the other axes leave
@@ -123,7 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.cache_dir = ""             # "" = $LLM_JAX_CACHE or ~/.cache/llm_jax
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 100     # 0 = only at the end
+    c.checkpoint.every = 200     # 0 = only at the end
     c.checkpoint.keep = 2
     return c
 

@@ -53,7 +53,7 @@ def test_swiglu_width_follows_llama_rule():
     ({"train.steps": "ten"}, r"train.steps=ten: expected an integer"),
     ({"model.norm": "batchnorm"}, r"model.norm='batchnorm': must be one of"),
     ({"model.dropout": "1.5"}, r"model.dropout=1.5"),
-    ({"train.micro_batches": "3"}, r"train.micro_batches=3 must divide train.batch_size=16"),
+    ({"train.micro_batches": "3"}, r"train.micro_batches=3 must divide train.batch_size=8"),
     ({"train.warmup_steps": "5000"}, r"train.warmup_steps=5000"),
     ({"model.tie_embeddings": "maybe"}, r"expected true or false"),
     ({"mesh.rules": "(('batch', 'pod'),)"}, r"names mesh axis 'pod'"),
