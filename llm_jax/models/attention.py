@@ -45,12 +45,16 @@ class Attention(nn.Module):
             q_BLHd = apply_rope(q_BLHd, positions_BL, cfg.rope_theta)
             k_BLKd = apply_rope(k_BLKd, positions_BL, cfg.rope_theta)
         q_BLHd = nn.with_logical_constraint(q_BLHd, ("batch", "length", "heads", "head_dim"))
-        impl = cfg.attention_impl
-        if impl == "auto":  # cuDNN flash attention needs a GPU and a 16-bit compute dtype
-            impl = "cudnn" if jax.default_backend() == "gpu" and cfg.dtype != "float32" else "xla"
-        if impl == "cudnn":
-            out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=True, implementation="cudnn")
-        else:
+        out_BLHd = None
+        if cfg.attention_impl == "cudnn" or (  # cuDNN flash attention needs a GPU and a 16-bit compute dtype
+                cfg.attention_impl == "auto" and jax.default_backend() == "gpu" and cfg.dtype != "float32"):
+            try:
+                out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=True,
+                                                        implementation="cudnn")
+            except (ValueError, NotImplementedError, RuntimeError):
+                if cfg.attention_impl == "cudnn":  # asked for explicitly: say why it cannot run
+                    raise
+        if out_BLHd is None:  # the shape/dtype check runs at trace time, so "auto" can fall back here
             out_BLHd = causal_attention(q_BLHd, k_BLKd, v_BLKd)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5

@@ -118,6 +118,45 @@ def restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log):
     return state
 
 
+class StepTimer:
+    """Seconds per step between syncs, excluding the first (compiling) step, evaluation and checkpointing."""
+
+    def __init__(self):
+        self.start, self.steps, self.history = None, 0, []
+
+    def tick(self, metrics) -> None:
+        if self.start is None:
+            jax.block_until_ready(metrics)
+            self.start = time.perf_counter()
+        else:
+            self.steps += 1
+
+    def tokens_per_sec(self, tokens_per_step: int) -> float | None:
+        if not self.steps:
+            return None
+        per_step = (time.perf_counter() - self.start) / self.steps
+        self.history.append(per_step)
+        return tokens_per_step / per_step
+
+    @property
+    def step_time(self) -> float:
+        return float(np.median(self.history)) if self.history else float("nan")
+
+    def restart(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+
+def check_finite(fetched, dynamic_loss_scale: bool) -> None:
+    """Stops at the first non-finite loss (with dynamic loss scaling an overflow is skipped, not fatal)."""
+    if dynamic_loss_scale:
+        return
+    for step, metrics in fetched:
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became non-finite ({loss}) at step {step}; stopping without "
+                                f"saving this state (try a lower train.lr or enable train.grad_clip)")
+
+
 def train(cfg, workdir: str, log=print) -> dict:
     """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary."""
     t_cfg = cfg.train
@@ -162,39 +201,32 @@ def train(cfg, workdir: str, log=print) -> dict:
                 eval_loss = evaluate(state.params)
                 writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
                 log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.stats['unigram_entropy']:.4f})")
-            pending, interval_start, interval_steps, step_times = [], None, 0, []
+            pending, timer = [], StepTimer()
             for step in range(start_step, t_cfg.steps):
                 state, metrics = step_fn(state, to_device(loader.batch(step), batch_shardings))
-                pending.append((step + 1, metrics))
-                done = step + 1
-                if interval_start is None:  # the first step compiles: time from its end
-                    jax.block_until_ready(metrics)
-                    interval_start, pending = time.perf_counter(), pending[-1:]
-                    interval_steps = 0
-                else:
-                    interval_steps += 1
-                is_last = done == t_cfg.steps
-                if done % t_cfg.log_every == 0 or is_last:
-                    fetched = jax.device_get(pending)
-                    elapsed = time.perf_counter() - interval_start
-                    for s, m in fetched:
-                        if not math.isfinite(float(m["loss"])) and not use_dynamic_loss_scale(t_cfg, cfg.model):
-                            raise TrainingError(f"the loss became non-finite ({float(m['loss'])}) at step {s}; "
-                                                f"stopping (try a lower train.lr or enable train.grad_clip)")
+                done, is_last = step + 1, step + 1 == t_cfg.steps
+                pending.append((done, metrics))
+                timer.tick(metrics)
+                log_now = done % t_cfg.log_every == 0 or is_last
+                save_now = (cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or is_last
+                if not (log_now or save_now):
+                    continue
+                fetched = jax.device_get(pending)  # the only host sync: at log and checkpoint steps
+                pending = []
+                check_finite(fetched, use_dynamic_loss_scale(t_cfg, cfg.model))
+                if log_now:
                     record = {k: float(v) for k, v in fetched[-1][1].items()}
                     record["tokens_seen"] = done * tokens_per_step
-                    if interval_steps:
-                        step_times.append(elapsed / interval_steps)
-                        record["tokens_per_sec"] = tokens_per_step * interval_steps / elapsed
-                        record["mfu"] = record["tokens_per_sec"] * fpt / peak
+                    tokens_per_sec = timer.tokens_per_sec(tokens_per_step)
+                    if tokens_per_sec:
+                        record.update(tokens_per_sec=tokens_per_sec, mfu=tokens_per_sec * fpt / peak)
                     if (t_cfg.eval_every and done % t_cfg.eval_every == 0) or is_last:
                         eval_loss = record["eval_loss"] = evaluate(state.params)
-                    step_time = float(np.median(step_times)) if step_times else float("nan")
                     writer.write(done, record)
-                    log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * step_time))
-                    pending, interval_start, interval_steps = [], time.perf_counter(), 0
-                if (cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or is_last:
+                    log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * timer.step_time))
+                if save_now:  # never a state that produced a non-finite loss: check_finite ran first
                     checkpoint.save(mngr, state)
+                timer.restart()  # evaluation and checkpoint hand-off do not count as step time
         mngr.wait_until_finished()
     finally:
         writer.close()
