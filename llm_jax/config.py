@@ -82,6 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.dtype = "float32"          # compute dtype
     m.param_dtype = "float32"    # storage dtype of the (master) parameters
     m.remat = "none"
+    m.scan_unroll = 1            # layers per scan iteration: 1 keeps compile time flat in depth; more trades
+                                 # compile time for fewer per-layer copies (worth it on CPU for shallow models)
     m.init_std = 0.02
     m.attention_impl = "auto"    # jax.nn.dot_product_attention backend; auto = cuDNN flash attention on GPU
 
@@ -339,6 +341,8 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
     _require(m.init_std > 0, f"model.init_std={m.init_std}: must be positive")
     _require(m.ffn_multiple_of > 0, f"model.ffn_multiple_of={m.ffn_multiple_of}: must be positive")
+    _require(1 <= m.scan_unroll <= m.n_layers and m.n_layers % m.scan_unroll == 0,
+             f"model.scan_unroll={m.scan_unroll}: must divide model.n_layers={m.n_layers}")
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")

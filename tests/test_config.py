@@ -57,6 +57,7 @@ def test_swiglu_width_follows_llama_rule():
     ({"train.warmup_steps": "5000"}, r"train.warmup_steps=5000"),
     ({"model.tie_embeddings": "maybe"}, r"expected true or false"),
     ({"mesh.rules": "(('batch', 'pod'),)"}, r"names mesh axis 'pod'"),
+    ({"model.scan_unroll": "3"}, r"model.scan_unroll=3: must divide model.n_layers=4"),
 ])
 def test_bad_values_name_key_and_rule(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -31,6 +31,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    scan_unroll: int = 1
     init_std: float = 0.02
     attention_impl: str = "auto"
 

@@ -73,7 +73,7 @@ class Transformer(nn.Module):
         # One scanned block: compile time and HLO size do not grow with depth.
         stack = nn.scan(
             block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-            in_axes=nn.broadcast, length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
         x_BLD, _ = stack(cfg, deterministic, name="layers")(x_BLD, positions_BL)
 
         if cfg.norm_position == "pre":

@@ -90,6 +90,16 @@ def test_scan_keeps_compile_size_flat_in_depth():
     assert sizes[1] < 1.1 * sizes[0]
 
 
+def test_unrolled_scan_computes_the_same_function():
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
+    outputs = []
+    for unroll in (1, 2):
+        model = Transformer(ModelConfig.from_config(small_config(scan_unroll=unroll).model))
+        params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
+        outputs.append(jax.jit(model.apply)({"params": params}, tokens))
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+
+
 def test_compute_dtype_is_separate_from_parameter_dtype():
     cfg = small_config(dtype="bfloat16", param_dtype="float32")
     model = Transformer(ModelConfig.from_config(cfg.model))
