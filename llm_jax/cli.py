@@ -16,7 +16,7 @@ def _user_errors() -> tuple:
     """Exceptions that mean bad input: reported as one line, exit status 2, no traceback."""
     from llm_jax.config import ConfigError
     from llm_jax.data.corpus import CorpusError
-    from llm_jax.data.tokenizer import TokenizerError
+    from llm_jax.data.tokenizers import TokenizerError
     from llm_jax.infer.load import WorkdirError
     from llm_jax.interop.hf import ConversionError
     from llm_jax.train.loop import TrainingError
@@ -133,6 +133,24 @@ def cmd_bench(args, extra) -> int:
     return 0
 
 
+def cmd_tokenizer(args, extra) -> int:
+    from llm_jax.data.corpus import load_documents, split_documents
+    from llm_jax.data.tokenizers import train_tokenizer
+    from llm_jax.data.tokenizers.report import compression_report, format_table
+    if args.action == "train":
+        train_docs, _ = split_documents(load_documents(args.corpus), args.val_fraction)
+        tok = train_tokenizer(args.kind, train_docs, args.vocab_size, args.out, log=print)
+        info = {"kind": tok.kind, "vocab_size": tok.vocab_size, "out": args.out, "special": tok.special}
+        print(json.dumps(info, sort_keys=True) if args.json else f"trained {args.kind} ({tok.vocab_size} tokens) -> {args.out}")
+        return 0
+    kinds = args.kinds.split(",") if args.kinds else None
+    report = compression_report(args.corpus, args.vocab_size, **({"kinds": kinds} if kinds else {}),
+                                tokenizers=args.tokenizer or (), val_fraction=args.val_fraction,
+                                log=(lambda _: None) if args.json else print)
+    print(json.dumps(report, sort_keys=True) if args.json else format_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llm-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
 
+    k = sub.add_parser("tokenizer", help="train tokenizers and compare their compression")
+    k.add_argument("action", choices=["train", "report"])
+    k.add_argument("--corpus", default="shakespeare", help="an embedded corpus name or a text file/directory")
+    k.add_argument("--vocab-size", type=int, default=2048)
+    k.add_argument("--kind", default="bytelevel_bpe", help="train: the kind to train")
+    k.add_argument("--kinds", help="report: comma-separated kinds (default: all)")
+    k.add_argument("--tokenizer", action="append", help="report: also measure this existing tokenizer")
+    k.add_argument("--out", help="train: the output directory")
+    k.add_argument("--val-fraction", type=float, default=0.05, help="documents held out of training")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_tokenizer)
+
     b = sub.add_parser("bench", help="benchmarks that print their figures")
     b.add_argument("what", choices=["train"])
     b.add_argument("--config", default="configs/bench_cpu.py")
@@ -186,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "tokenizer" and args.action == "train" and not args.out:
+        parser.error("tokenizer train needs --out")
     if args.command == "convert":
         needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
         if getattr(args, needed[2:].replace("-", "_")) is None:

@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 from llm_jax.data import corpus as corpus_lib
-from llm_jax.data.tokenizer import load_tokenizer, train_sentencepiece
+from llm_jax.data.tokenizers import load_tokenizer, train_sentencepiece
 
 CACHE_VERSION = 1
 

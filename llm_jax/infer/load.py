@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax import config as config_lib
-from llm_jax.data.tokenizer import load_tokenizer
+from llm_jax.data.tokenizers import load_tokenizer
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.train import checkpoint

@@ -1,5 +1,5 @@
-"""Tokenizers behind one interface: sentencepiece models (trained here or loaded) and Hugging Face
-`tokenizer.json` files. A work directory keeps its tokenizer as `tokenizer.model` or `tokenizer.json`."""
+"""Tokenizers from other libraries behind the common interface: sentencepiece models (trained through the
+library, or loaded) and Hugging Face `tokenizer.json` files."""
 
 from __future__ import annotations
 
@@ -10,29 +10,21 @@ from typing import Sequence
 
 import sentencepiece as spm
 
-FILENAMES = ("tokenizer.model", "tokenizer.json")
+from llm_jax.data.tokenizers.base import Tokenizer
 
 
-class TokenizerError(ValueError):
-    """A tokenizer file is missing or cannot be read."""
+class SentencePieceTokenizer(Tokenizer):
+    kind = "sentencepiece"
 
-
-class SentencePieceTokenizer:
     def __init__(self, path: str):
         self.path = path
         self._sp = spm.SentencePieceProcessor(model_file=path)
+        ids = {"bos": self._sp.bos_id(), "eos": self._sp.eos_id(), "pad": self._sp.pad_id(), "unk": self._sp.unk_id()}
+        self.special = {role: i for role, i in ids.items() if i >= 0}
 
     @property
     def vocab_size(self) -> int:
         return self._sp.vocab_size()
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._sp.bos_id() if self._sp.bos_id() >= 0 else None
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._sp.eos_id() if self._sp.eos_id() >= 0 else None
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
@@ -50,34 +42,32 @@ class SentencePieceTokenizer:
         return dest
 
 
-class HFTokenizer:
+HF_SPECIAL = {
+    "bos": ("<|begin_of_text|>", "<s>", "[BOS]", "<|endoftext|>"),
+    "eos": ("<|end_of_text|>", "<|eot_id|>", "</s>", "[EOS]", "<|endoftext|>"),
+    "pad": ("<pad>", "[PAD]", "<|pad|>"),
+    "unk": ("<unk>", "[UNK]"),
+}
+
+
+class HFTokenizer(Tokenizer):
     """A Hugging Face `tokenizers` JSON file (what GPT-2 and Llama checkpoints ship)."""
 
-    def __init__(self, path: str):
-        from tokenizers import Tokenizer
-        self.path = path
-        self._tok = Tokenizer.from_file(path)
-        self._bos = self._special(("<|begin_of_text|>", "<s>", "<|endoftext|>"))
-        self._eos = self._special(("<|end_of_text|>", "<|eot_id|>", "</s>", "<|endoftext|>"))
+    kind = "huggingface"
 
-    def _special(self, candidates) -> int | None:
-        for token in candidates:
-            idx = self._tok.token_to_id(token)
-            if idx is not None:
-                return idx
-        return None
+    def __init__(self, path: str):
+        from tokenizers import Tokenizer as HFLibTokenizer
+        self.path = path
+        self._tok = HFLibTokenizer.from_file(path)
+        self.special = {}
+        for role, candidates in HF_SPECIAL.items():
+            found = [i for i in map(self._tok.token_to_id, candidates) if i is not None]
+            if found:
+                self.special[role] = found[0]
 
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
-
-    @property
-    def bos_id(self) -> int | None:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int | None:
-        return self._eos
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -93,23 +83,6 @@ class HFTokenizer:
         if os.path.abspath(dest) != os.path.abspath(self.path):
             shutil.copyfile(self.path, dest)
         return dest
-
-
-def load_tokenizer(path: str):
-    """A tokenizer from a file, or from a directory holding tokenizer.model / tokenizer.json."""
-    if os.path.isdir(path):
-        for name in FILENAMES:
-            if os.path.isfile(os.path.join(path, name)):
-                return load_tokenizer(os.path.join(path, name))
-        raise TokenizerError(f"{path!r} holds no tokenizer ({' or '.join(FILENAMES)})")
-    if not os.path.isfile(path):
-        raise TokenizerError(f"tokenizer file {path!r} does not exist")
-    try:
-        if path.endswith(".json"):
-            return HFTokenizer(path)
-        return SentencePieceTokenizer(path)
-    except Exception as e:  # the libraries raise RuntimeError/OSError/Exception for bad files
-        raise TokenizerError(f"cannot load tokenizer {path!r}: {e}") from e
 
 
 def train_sentencepiece(docs: Sequence[str], vocab_size: int, out_path: str, model_type: str = "bpe",

@@ -3,7 +3,7 @@ import random
 import pytest
 
 from llm_jax.data.corpus import shakespeare_scenes
-from llm_jax.data.tokenizer import TokenizerError, load_tokenizer, train_sentencepiece
+from llm_jax.data.tokenizers import TokenizerError, load_tokenizer, train_sentencepiece
 
 
 @pytest.fixture(scope="module")
