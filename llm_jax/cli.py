@@ -16,11 +16,14 @@ def _user_errors() -> tuple:
     """Exceptions that mean bad input: reported as one line, exit status 2, no traceback."""
     from llm_jax.config import ConfigError
     from llm_jax.data.corpus import CorpusError
+    from llm_jax.data.shards import PreparedDataError
+    from llm_jax.data.sources import SourceError
     from llm_jax.data.tokenizers import TokenizerError
     from llm_jax.infer.load import WorkdirError
     from llm_jax.interop.hf import ConversionError
     from llm_jax.train.loop import TrainingError
-    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError)
+    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
+            PreparedDataError)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
@@ -151,6 +154,34 @@ def cmd_tokenizer(args, extra) -> int:
     return 0
 
 
+def cmd_data(args, extra) -> int:
+    cfg = _load_cfg(args, extra)
+    if args.action == "bench":
+        from llm_jax.data.bench import bench_data
+        result = bench_data(cfg, log=(lambda _: None) if args.json else print)
+        if args.json:
+            _print_json(result)
+        return 0
+    from llm_jax.data.prepare import prepare
+    from llm_jax.data.sources import SourceError
+    if not args.input or not args.output:
+        raise SourceError("data prepare needs --input PATH [PATH ...] and --output DIR")
+    manifest = prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, cfg.model.seq_len,
+                       tokenizer=args.tokenizer or cfg.data.tokenizer, log=(lambda _: None) if args.json else print)
+    counts = dict(manifest["counts"])
+    counts["tokens_per_sec_per_core"] = counts["tokens_out"] / manifest["seconds"]["tokenize_and_pack"] / (
+        os.cpu_count() or 1)
+    if args.json:
+        _print_json(counts)
+    else:
+        for key in ("documents_in", "exact_duplicates_removed", "near_duplicates_removed", "filtered",
+                    "documents_out", "tokens_out"):
+            print(f"{key:>26}: {counts[key]:,}")
+        for key, value in sorted(counts["input"].items()):
+            print(f"{'input.' + key:>26}: {value:,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llm-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="from-hf: the new work directory; to-hf: the new HF directory")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
+
+    dp = sub.add_parser("data", help="prepare corpora into shards; benchmark the data path")
+    dp.add_argument("action", choices=["prepare", "bench"])
+    dp.add_argument("--input", nargs="+", help="files, directories, tfds:NAME[:SPLIT], or 'shakespeare'")
+    dp.add_argument("--output", help="the new prepared-data directory")
+    dp.add_argument("--tokenizer", help="an existing tokenizer (default: train data.tokenizer_kind)")
+    dp.add_argument("--config", help="a config file whose data.* and model.vocab_size/seq_len apply")
+    dp.add_argument("--json", action="store_true")
+    dp.set_defaults(func=cmd_data)
 
     k = sub.add_parser("tokenizer", help="train tokenizers and compare their compression")
     k.add_argument("action", choices=["train", "report"])

@@ -46,7 +46,8 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "cudnn"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.loss_scaling": ("auto", "dynamic", "none"),
-    "data.tokenizer_model": ("bpe", "unigram"),
+    "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
+    "data.text_unit": ("file", "paragraph"),
 }
 
 
@@ -86,6 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
                                  # compile time for fewer per-layer copies (worth it on CPU for shallow models)
     m.init_std = 0.02
     m.attention_impl = "auto"    # jax.nn.dot_product_attention backend; auto = cuDNN flash attention on GPU
+    m.document_mask = False      # attend only within the same document of a packed sequence (segment ids)
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -118,11 +120,40 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     d = c.data
-    d.corpus = "shakespeare"     # the embedded corpus, or a path to a text file or a directory of .txt files
-    d.tokenizer = ""             # "" = train a sentencepiece model on the corpus; or a .model / tokenizer.json
-    d.tokenizer_model = "bpe"
+    d.corpus = "shakespeare"     # the embedded corpus, or paths (comma-separated) of text/JSONL/Parquet files,
+                                 # directories, or tfds:NAME[:SPLIT]; prepared into the cache on first use
+    d.prepared = ""              # a directory written by `llm-jax data prepare` (overrides data.corpus)
+    d.mixture = ()               # ((prepared dir or corpus, weight), ...): weighted mixture (overrides both)
+    d.tokenizer = ""             # "" = train one of data.tokenizer_kind; or a tokenizer file/directory
+    d.tokenizer_kind = "sentencepiece_bpe"
+    d.text_field = "text"        # JSONL / Parquet / TFDS field holding the text
+    d.text_unit = "file"         # a text file is one document ("file") or one per blank-line block ("paragraph")
     d.val_fraction = 0.05        # share of documents held out (chosen by a hash of the document)
+    d.shards = 4                 # output shards per split
+    d.workers = 0                # tokenizer processes; 0 = one per CPU
+    d.prefetch = 4               # batches prepared ahead of the step by a background thread; 0 = off
     d.cache_dir = ""             # "" = $LLM_JAX_CACHE or ~/.cache/llm_jax
+    d.tfds_dir = ""              # TFDS data_dir ("" = TFDS's default)
+
+    d.dedup = ml_collections.ConfigDict()
+    d.dedup.exact = True         # drop documents whose normalised text (case, whitespace) was seen before
+    d.dedup.near = True          # drop near-duplicates: MinHash over word shingles + LSH
+    d.dedup.shingle = 5          # words per shingle
+    d.dedup.bands = 16
+    d.dedup.rows = 8             # bands*rows hash functions; candidates share a band of `rows` values
+    d.dedup.threshold = 0.8      # estimated Jaccard similarity at which a document counts as a duplicate
+
+    d.filter = ml_collections.ConfigDict()
+    d.filter.min_chars = 1       # 0 disables each rule
+    d.filter.max_chars = 0
+    d.filter.min_words = 0
+    d.filter.min_alpha_fraction = 0.0
+    d.filter.max_duplicate_line_fraction = 1.0  # 1 disables
+    d.filter.perplexity_model = ""              # "" off | "ngram" (character 5-gram trained here) | a work directory
+    d.filter.perplexity_reference = ""          # ngram training text: a corpus spec; "" = the inputs (2-fold
+                                                # cross-fitted: no document is scored by a model that saw it)
+    d.filter.max_perplexity = 0.0
+    d.filter.perplexity_quantile = 0.0          # drop the worst fraction by perplexity
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 200     # 0 = only at the end
@@ -318,10 +349,9 @@ def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int
 
 def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
     """Every rule a run depends on, checked before anything compiles."""
+    flat = _flatten(cfg)
     for key, choices in CHOICES.items():
-        section, leaf = key.split(".")
-        value = cfg[section][leaf]
-        _require(value in choices, f"{key}={value!r}: must be one of {', '.join(map(repr, choices))}")
+        _require(flat[key] in choices, f"{key}={flat[key]!r}: must be one of {', '.join(map(repr, choices))}")
 
     m, t = cfg.model, cfg.train
     for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads"):
@@ -365,7 +395,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.eval_every >= 0, f"train.eval_every={t.eval_every}: must be >= 0")
     _require(t.eval_batches >= 1, f"train.eval_batches={t.eval_batches}: must be >= 1")
     _require(t.log_every >= 1, f"train.log_every={t.log_every}: must be >= 1")
-    _require(0 < cfg.data.val_fraction < 1, f"data.val_fraction={cfg.data.val_fraction}: must be in (0, 1)")
+    _validate_data(cfg.data)
     _require(cfg.checkpoint.every >= 0, f"checkpoint.every={cfg.checkpoint.every}: must be >= 0")
     _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1")
     _validate_rules(cfg.mesh.rules)
@@ -376,6 +406,31 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
         _require(per_micro % (data * fsdp) == 0,
                  f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} "
                  f"sequences per micro-batch must divide evenly over mesh.data*mesh.fsdp = {data * fsdp}")
+
+
+def _validate_data(d) -> None:
+    _require(0 < d.val_fraction < 1, f"data.val_fraction={d.val_fraction}: must be in (0, 1)")
+    flat = _flatten(d)
+    for key in ("shards", "dedup.shingle", "dedup.bands", "dedup.rows"):
+        _require(isinstance(flat[key], int) and flat[key] >= 1, f"data.{key}={flat[key]}: must be a positive integer")
+    _require(d.workers >= 0 and d.prefetch >= 0, f"data.workers={d.workers}, data.prefetch={d.prefetch}: must be >= 0")
+    _require(0 < d.dedup.threshold <= 1, f"data.dedup.threshold={d.dedup.threshold}: must be in (0, 1]")
+    f = d.filter
+    for key in ("min_chars", "max_chars", "min_words"):
+        _require(f[key] >= 0, f"data.filter.{key}={f[key]}: must be >= 0 (0 disables it)")
+    _require(not f.max_chars or f.max_chars >= f.min_chars,
+             f"data.filter.max_chars={f.max_chars} is below data.filter.min_chars={f.min_chars}")
+    _require(0 <= f.min_alpha_fraction <= 1, f"data.filter.min_alpha_fraction={f.min_alpha_fraction}: must be in [0, 1]")
+    _require(0 <= f.max_duplicate_line_fraction <= 1,
+             f"data.filter.max_duplicate_line_fraction={f.max_duplicate_line_fraction}: must be in [0, 1]")
+    _require(0 <= f.perplexity_quantile < 1, f"data.filter.perplexity_quantile={f.perplexity_quantile}: must be in [0, 1)")
+    _require(f.max_perplexity >= 0, f"data.filter.max_perplexity={f.max_perplexity}: must be >= 0")
+    _require(not (f.max_perplexity or f.perplexity_quantile) or f.perplexity_model,
+             "data.filter.max_perplexity / perplexity_quantile need data.filter.perplexity_model ('ngram' or a work directory)")
+    for entry in d.mixture:
+        _require(isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+                 and isinstance(entry[1], (int, float)) and entry[1] > 0,
+                 f"data.mixture: {entry!r} is not a (dataset, positive weight) pair")
 
 
 def _validate_rules(rules) -> None:

@@ -52,7 +52,7 @@ def test_empty_corpus_is_an_error(precious_workdir, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("   \n\n")
     proc = run_cli("train", "--workdir", precious_workdir, f"--config.data.corpus={empty}")
-    assert "contains no text" in one_error_line(proc)
+    assert "yielded no documents" in one_error_line(proc)
     assert_untouched(precious_workdir)
 
 

@@ -69,27 +69,15 @@ def _play_scenes(markdown: str) -> list[str]:
     return [re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n" for lines in scenes]
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
-    except OSError as e:
-        raise CorpusError(f"cannot read corpus file {path!r}: {e.strerror}") from e
-
-
-def load_documents(corpus: str) -> list[str]:
-    """The documents of `corpus` (an embedded name or a path); raises CorpusError if there are none."""
+def load_documents(corpus: str, text_field: str = "text", text_unit: str = "file") -> list[str]:
+    """The documents of `corpus` (an embedded name or input specs); raises CorpusError if there are none."""
+    from llm_jax.data.sources import InputStats, read_documents
     if corpus in EMBEDDED:
         docs = shakespeare_scenes()
-    elif os.path.isdir(corpus):
-        paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(corpus) for f in fs if f.endswith((".txt", ".md")))
-        docs = [_read_text(p) for p in paths]
-    elif os.path.isfile(corpus):
-        docs = re.split(r"\n\s*\n", _read_text(corpus))
     else:
-        raise CorpusError(f"data.corpus={corpus!r} is neither an embedded corpus ({', '.join(EMBEDDED)}) "
-                          f"nor an existing file or directory")
-    docs = [d for d in docs if d.strip()]
+        stats = InputStats()
+        docs = list(read_documents([p.strip() for p in corpus.split(",") if p.strip()], stats, text_field,
+                                   text_unit))
     if not docs:
         raise CorpusError(f"data.corpus={corpus!r} contains no text")
     return docs

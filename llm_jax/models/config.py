@@ -34,6 +34,7 @@ class ModelConfig:
     scan_unroll: int = 1
     init_std: float = 0.02
     attention_impl: str = "auto"
+    document_mask: bool = False
 
     @classmethod
     def from_config(cls, model_cfg) -> "ModelConfig":

@@ -31,16 +31,16 @@ class Block(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x_BLD, positions_BL):
+    def __call__(self, x_BLD, positions_BL, segments_BL):
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         attention, mlp = Attention(cfg, name="attention"), MLP(cfg, name="mlp")
         norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
         if cfg.norm_position == "pre":
-            x_BLD = x_BLD + drop(attention(norm_attn(x_BLD), positions_BL))
+            x_BLD = x_BLD + drop(attention(norm_attn(x_BLD), positions_BL, segments_BL))
             x_BLD = x_BLD + drop(mlp(norm_mlp(x_BLD)))
         else:
-            x_BLD = norm_attn(x_BLD + drop(attention(x_BLD, positions_BL)))
+            x_BLD = norm_attn(x_BLD + drop(attention(x_BLD, positions_BL, segments_BL)))
             x_BLD = norm_mlp(x_BLD + drop(mlp(x_BLD)))
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
 
@@ -49,8 +49,11 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_BL, positions_BL=None, deterministic: bool = True):
+    def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True):
+        """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask."""
         cfg = self.cfg
+        if not cfg.document_mask:
+            segments_BL = None
         B, L = tokens_BL.shape
         if positions_BL is None:
             positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
@@ -74,7 +77,7 @@ class Transformer(nn.Module):
         stack = nn.scan(
             block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
             in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
-        x_BLD, _ = stack(cfg, deterministic, name="layers")(x_BLD, positions_BL)
+        x_BLD, _ = stack(cfg, deterministic, name="layers")(x_BLD, positions_BL, segments_BL)
 
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)

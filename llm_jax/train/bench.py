@@ -35,7 +35,7 @@ def bench_train(cfg, steps: int = 20, warmup: int = 3, log=print) -> dict:
     state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
     B, L = cfg.train.batch_size, cfg.model.seq_len
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (B, L + 1), dtype=np.int32)
-    host_batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    host_batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
     platform = jax.devices()[0].platform
     log(f"bench: {cfg.name} | {param_count(cfg.model):,} parameters | batch {B} x {L} | {cfg.model.dtype} | "
         f"{jax.device_count()} {platform} device(s)")

@@ -19,15 +19,18 @@ def checkpoint_dir(workdir: str) -> str:
 def manager(workdir: str, keep: int = 2, async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                            enable_async_checkpointing=async_save)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("params", "train"))
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=("params", "train", "data"))
 
 
-def save(mngr: ocp.CheckpointManager, state, force: bool = True) -> None:
-    """Saves parameters and the optimizer/step/loss-scale state of `state` (a TrainState) at its step."""
+def save(mngr: ocp.CheckpointManager, state, data_state: dict | None = None, force: bool = True) -> None:
+    """Saves parameters, the optimizer/step/loss-scale state of `state` (a TrainState), and the data loader's
+    position (`data_state`: step, seed, data fingerprint) at the state's step."""
     rest = {"step": state.step, "opt_state": state.opt_state, "loss_scale": state.loss_scale,
             "good_steps": state.good_steps}
-    mngr.save(int(state.step), args=ocp.args.Composite(params=ocp.args.StandardSave(state.params),
-                                                       train=ocp.args.StandardSave(rest)), force=force)
+    items = {"params": ocp.args.StandardSave(state.params), "train": ocp.args.StandardSave(rest)}
+    if data_state is not None:
+        items["data"] = ocp.args.JsonSave(data_state)
+    mngr.save(int(state.step), args=ocp.args.Composite(**items), force=force)
 
 
 def save_params(workdir: str, params, step: int = 0) -> None:
@@ -39,6 +42,13 @@ def save_params(workdir: str, params, step: int = 0) -> None:
 
 def has_train_state(mngr: ocp.CheckpointManager, step: int) -> bool:
     return os.path.isdir(os.path.join(mngr.directory, str(step), "train"))
+
+
+def restore_data_state(mngr: ocp.CheckpointManager, step: int) -> dict | None:
+    """The loader position saved at `step` ({"step", "seed", "fingerprint"}), or None if none was saved."""
+    if not os.path.isdir(os.path.join(mngr.directory, str(step), "data")):
+        return None
+    return dict(mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"])
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):

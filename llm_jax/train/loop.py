@@ -13,7 +13,7 @@ import numpy as np
 
 from llm_jax import config as config_lib
 from llm_jax.data.loader import BatchLoader
-from llm_jax.data.pipeline import check_length, prepare
+from llm_jax.data.pipeline import training_data
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
@@ -73,7 +73,7 @@ def build(cfg, mesh):
 def compile_steps(cfg, mesh, model, tx, sched, shardings):
     rules = rules_tuple(cfg)
     data_sharding = batch_sharding(mesh, rules)
-    batch_shardings = {"inputs": data_sharding, "targets": data_sharding}
+    batch_shardings = {"inputs": data_sharding, "targets": data_sharding, "segment_ids": data_sharding}
     train_step = make_train_step(model, tx, sched, micro_batches=cfg.train.micro_batches,
                                  dynamic_loss_scale=use_dynamic_loss_scale(cfg.train, cfg.model),
                                  scale_period=cfg.train.loss_scale_period, seed=cfg.train.seed)
@@ -161,9 +161,7 @@ def train(cfg, workdir: str, log=print) -> dict:
     """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary."""
     t_cfg = cfg.train
     prepare_workdir(workdir, cfg)
-    data = prepare(cfg.data, cfg.model.vocab_size, log=log)
-    check_length(data.train_tokens, cfg.model.seq_len, t_cfg.batch_size, "train")
-    check_length(data.val_tokens, cfg.model.seq_len, 1, "validation")
+    data = training_data(cfg, log=log)
 
     mesh = make_mesh(cfg)
     model, tx, sched, abstract, shardings, scale = build(cfg, mesh)
@@ -178,15 +176,20 @@ def train(cfg, workdir: str, log=print) -> dict:
     mngr = checkpoint.manager(workdir, keep=cfg.checkpoint.keep)
     state = restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log)
     start_step = int(state.step)
+    saved_data = checkpoint.restore_data_state(mngr, start_step) if start_step else None
+    if saved_data and saved_data.get("fingerprint") != data.fingerprint:
+        log(f"warning: the data changed since the checkpoint at step {start_step} (fingerprint "
+            f"{saved_data.get('fingerprint')} -> {data.fingerprint}); batches from here on differ from the "
+            f"interrupted run's")
 
     rules = rules_tuple(cfg)
     with activate(mesh, rules):
         step_fn, eval_fn, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
     pid, nproc = jax.process_index(), jax.process_count()
-    loader = BatchLoader(data.train_tokens, cfg.model.seq_len, t_cfg.batch_size, t_cfg.seed,
-                         process_index=pid, process_count=nproc)
-    val_loader = BatchLoader(data.val_tokens, cfg.model.seq_len, t_cfg.batch_size, t_cfg.seed, shuffle=False,
-                             process_index=pid, process_count=nproc)
+    loader = BatchLoader(data.train, t_cfg.batch_size, t_cfg.seed, weights=data.weights, process_index=pid,
+                         process_count=nproc)
+    val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
+                             process_count=nproc)
     evaluate = Evaluator(val_loader, t_cfg.eval_batches, eval_fn, batch_shardings)
     writer = MetricsWriter(workdir, enabled=pid == 0)
     peak, peak_source = peak_flops()
@@ -200,10 +203,11 @@ def train(cfg, workdir: str, log=print) -> dict:
             if start_step == 0:
                 eval_loss = evaluate(state.params)
                 writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
-                log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.stats['unigram_entropy']:.4f})")
+                log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.unigram_entropy:.4f})")
             pending, timer = [], StepTimer()
+            batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
-                state, metrics = step_fn(state, to_device(loader.batch(step), batch_shardings))
+                state, metrics = step_fn(state, to_device(next(batches), batch_shardings))
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 pending.append((done, metrics))
                 timer.tick(metrics)
@@ -225,7 +229,7 @@ def train(cfg, workdir: str, log=print) -> dict:
                     writer.write(done, record)
                     log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * timer.step_time))
                 if save_now:  # never a state that produced a non-finite loss: check_finite ran first
-                    checkpoint.save(mngr, state)
+                    checkpoint.save(mngr, state, {"step": done, "seed": t_cfg.seed, "fingerprint": data.fingerprint})
                 timer.restart()  # evaluation and checkpoint hand-off do not count as step time
         mngr.wait_until_finished()
     finally:
@@ -237,11 +241,11 @@ def train(cfg, workdir: str, log=print) -> dict:
         with activate(mesh, rules):
             eval_loss = evaluate(state.params)
     summary = {
-        "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.stats["unigram_entropy"],
+        "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.unigram_entropy,
         "params": n_params, "tokens_seen": int(state.step) * tokens_per_step,
     }
     log(f"done: validation loss {eval_loss:.4f} nats/token vs unigram entropy "
-        f"{data.stats['unigram_entropy']:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
+        f"{data.unigram_entropy:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
         f"work directory {workdir}")
     return summary
 

@@ -11,8 +11,8 @@ from llm_jax.train.state import TrainState
 
 def token_losses(model, params, batch, rng, deterministic: bool):
     """Per-token cross-entropy (float32) and its weights (1 for every real target)."""
-    logits_BLV = model.apply({"params": params}, batch["inputs"], deterministic=deterministic,
-                             rngs=None if deterministic else {"dropout": rng})
+    logits_BLV = model.apply({"params": params}, batch["inputs"], segments_BL=batch.get("segment_ids"),
+                             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
     losses_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, batch["targets"])
     weights_BL = batch.get("weights", jnp.ones_like(losses_BL))
     return losses_BL, weights_BL

@@ -35,3 +35,22 @@ def test_attention_matches_reference(n_kv):
     out = np.asarray(jax.jit(module.apply)({"params": params}, x, positions))
     expected = reference_attention(x, jax.tree.map(np.asarray, params), 4, n_kv)
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_document_mask_keeps_attention_inside_each_document():
+    import jax.numpy as jnp
+    from llm_jax.models.transformer import Transformer
+    cfg = small_config(document_mask=True, positions="rope")
+    model = Transformer(ModelConfig.from_config(cfg.model))
+    tokens = jax.random.randint(jax.random.key(0), (1, 16), 0, 256)
+    segments = jnp.asarray([[1] * 6 + [2] * 10])
+    params = jax.jit(model.init)(jax.random.key(1), tokens)["params"]
+    apply = jax.jit(lambda p, t: model.apply({"params": p}, t, segments_BL=segments))
+    base = apply(params, tokens)
+    changed = tokens.at[0, :6].set((tokens[0, :6] + 5) % 256)  # rewrite the whole first document
+    out = apply(params, changed)
+    np.testing.assert_array_equal(np.asarray(out[0, 6:]), np.asarray(base[0, 6:]))  # document 2 unaffected
+    assert not np.allclose(out[0, :6], base[0, :6])
+    unmasked = Transformer(ModelConfig.from_config(small_config(positions="rope").model))
+    free = jax.jit(lambda p, t: unmasked.apply({"params": p}, t, segments_BL=segments))
+    assert not np.allclose(free(params, changed)[0, 6:], free(params, tokens)[0, 6:])  # the option matters

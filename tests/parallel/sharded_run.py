@@ -27,7 +27,7 @@ def batches(cfg):
     for step in range(STEPS):
         motifs = np.random.RandomState(step % 3).randint(0, cfg.model.vocab_size, (B, 4))
         tokens = np.tile(motifs, (1, L // 4 + 1))[:, : L + 1].astype(np.int32)
-        yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+        yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
 
 
 def run(mesh_shape):

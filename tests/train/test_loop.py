@@ -72,6 +72,21 @@ def test_resume_continues_from_the_latest_checkpoint_and_appends(run, small_corp
     assert any("already at step 30" in line for line in logs)
 
 
+def test_checkpoints_hold_the_loader_position_and_a_data_change_is_reported(run, small_corpus):
+    from llm_jax.train import checkpoint
+    workdir, _, _, _ = run
+    mngr = checkpoint.manager(workdir)
+    state = checkpoint.restore_data_state(mngr, mngr.latest_step())
+    mngr.close()
+    assert state["step"] == mngr.latest_step() and state["seed"] == 0 and len(state["fingerprint"]) == 16
+    changed = corpus_config(small_corpus)
+    changed.train.steps = 35
+    changed.data.val_fraction = 0.2  # re-prepared data: different splits, different fingerprint
+    logs = []
+    train(changed, workdir, log=logs.append)
+    assert any("the data changed since the checkpoint" in line for line in logs)
+
+
 def test_a_different_model_in_the_same_workdir_is_refused(run, small_corpus):
     workdir, _, _, _ = run
     other = corpus_config(small_corpus, d_model=64)

@@ -22,7 +22,7 @@ def patterned_batch(batch=8, length=16, vocab=256, seed=0):
     rng = np.random.RandomState(seed)
     motifs = rng.randint(0, vocab, (batch, 4))
     windows = np.tile(motifs, (1, (length + 1) // 4 + 1))[:, : length + 1].astype(np.int32)
-    return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
+    return {"inputs": windows[:, :-1], "targets": windows[:, 1:], "segment_ids": np.ones((batch, length), np.int32)}
 
 
 def setup(cfg):

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import sentencepiece as spm
 
-from llm_jax.data.tokenizers.base import Tokenizer
+from llm_jax.data.tokenizers.base import Tokenizer, TokenizerError
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -101,12 +101,16 @@ def train_sentencepiece(docs: Sequence[str], vocab_size: int, out_path: str, mod
                 if written > max_chars:
                     break
         prefix = os.path.join(tmp, "sp")
-        spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
-            character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, add_dummy_prefix=False, user_defined_symbols=["\n"],
-            split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=1 << 16,
-            hard_vocab_limit=model_type != "unigram", num_threads=os.cpu_count() or 1, minloglevel=2,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=3)
+        try:
+            spm.SentencePieceTrainer.train(
+                input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
+                character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
+                remove_extra_whitespaces=False, add_dummy_prefix=False, user_defined_symbols=["\n"],
+                split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=1 << 16,
+                hard_vocab_limit=model_type != "unigram", num_threads=os.cpu_count() or 1, minloglevel=2,
+                unk_id=0, bos_id=1, eos_id=2, pad_id=3)
+        except RuntimeError as e:  # e.g. "Vocabulary size too high (512). Please set it to a value <= 299."
+            raise TokenizerError(f"cannot train a {vocab_size}-piece sentencepiece {model_type} model on this "
+                                 f"corpus: {str(e).split('] ')[-1]}") from e
         shutil.copyfile(prefix + ".model", out_path)
     return SentencePieceTokenizer(out_path)
