@@ -19,9 +19,10 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
 	touch $@
 
-# Test install: adds pytest, and transformers + the CPU build of torch for the reference-parity tests.
+# Test install: adds pytest and tiktoken, transformers + the CPU build of torch (reference-parity tests),
+# pyarrow (Parquet inputs) and tensorflow-datasets (TFDS inputs, no TensorFlow).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds]"
 	touch $@
 
 train: $(VENV)/.core
@@ -33,6 +34,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.core
 	$(VENV)/bin/llm-jax bench train --config configs/bench_cpu.py --json
+	$(VENV)/bin/llm-jax data bench --config configs/bench_cpu.py --json
 
 clean-venv:
 	rm -rf $(VENV)
