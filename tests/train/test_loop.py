@@ -72,6 +72,27 @@ def test_resume_continues_from_the_latest_checkpoint_and_appends(run, small_corp
     assert any("already at step 30" in line for line in logs)
 
 
+def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run_bit_for_bit(small_corpus, tmp_path):
+    import shutil
+    cfg = corpus_config(small_corpus, dropout=0.1)
+    cfg.train.update(steps=20, log_every=5, eval_every=0)
+    cfg.data.prefetch = 2
+    full = tmp_path / "full"
+    train(cfg, str(full), log=lambda _: None)
+    resumed = tmp_path / "resumed"  # the state an interruption after step 10's checkpoint leaves behind
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "20")
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    (resumed / "metrics.jsonl").write_text("\n".join(l for l in lines if json.loads(l)["step"] <= 10) + "\n")
+    logs = []
+    train(cfg, str(resumed), log=logs.append)
+    assert any("resuming from the checkpoint at step 10" in line for line in logs)
+    keys = ("loss", "grad_norm", "learning_rate", "eval_loss")
+    pick = lambda records: [{k: r.get(k) for k in keys} for r in records if r["step"] > 10]
+    assert pick(read_metrics(str(resumed))) == pick(read_metrics(str(full)))
+    assert len(pick(read_metrics(str(full)))) == 2
+
+
 def test_checkpoints_hold_the_loader_position_and_a_data_change_is_reported(run, small_corpus):
     from llm_jax.train import checkpoint
     workdir, _, _, _ = run
