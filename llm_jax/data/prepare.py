@@ -21,7 +21,7 @@ import numpy as np
 
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup, filters
-from llm_jax.data.shards import MANIFEST, SPLITS, token_dtype, write_shards
+from llm_jax.data.shards import MANIFEST, token_dtype, write_shards
 from llm_jax.data.sources import InputStats, SourceError, read_documents, source_hashes
 from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
 
@@ -106,21 +106,9 @@ def _tokenizer_file(tokenizer_dir: str) -> str:
     return next(f for f in sorted(os.listdir(tokenizer_dir)) if f.startswith("tokenizer."))
 
 
-def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: int | None = None,
-            tokenizer: str = "", log=print) -> dict:
-    """Prepares `inputs` into `output` (which must not exist yet); returns the counts also in the manifest."""
-    if os.path.exists(os.path.join(output, MANIFEST)):
-        raise SourceError(f"{output!r} already holds prepared data; choose a new --output")
-    if os.path.isdir(output) and os.listdir(output):
-        raise SourceError(f"{output!r} exists and is not empty; choose a new --output")
-    started = time.perf_counter()
-    stats = InputStats()
-    docs = load_inputs(inputs, data_cfg, stats)
-    counts = {"documents_in": stats["documents_in"], "input": dict(stats)}
-    if not docs:
-        raise SourceError(f"the inputs yielded no documents ({json.dumps(dict(stats), sort_keys=True)})")
-    log(f"data: read {len(docs):,} documents from {stats['files']} input(s)")
-
+def select_documents(docs: list[str], data_cfg, counts: dict, log) -> list[str]:
+    """Exact dedup, near dedup, then quality filters; records what each step removed in `counts`."""
+    counts["exact_duplicates_removed"] = counts["near_duplicates_removed"] = 0
     if data_cfg.dedup.exact:
         drop = dedup.exact_duplicates(docs)
         counts["exact_duplicates_removed"] = int(drop.sum())
@@ -131,15 +119,46 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         counts["near_duplicates_removed"] = int(drop.sum())
         docs = _remove(docs, drop)
     docs, reasons = quality_filter(docs, data_cfg.filter, log)
-    counts["filtered"] = sum(reasons.values())
-    counts["filtered_by_reason"] = reasons
+    counts["filtered"], counts["filtered_by_reason"] = sum(reasons.values()), reasons
     if not docs:
-        raise SourceError(f"every document was removed ({json.dumps({k: v for k, v in counts.items() if k != 'input'})});"
-                          f" relax data.dedup / data.filter")
-    counts.setdefault("exact_duplicates_removed", 0)
-    counts.setdefault("near_duplicates_removed", 0)
+        removed = {k: v for k, v in counts.items() if k != "input"}
+        raise SourceError(f"every document was removed ({json.dumps(removed)}); relax data.dedup / data.filter")
+    return docs
 
+
+def write_splits(tmp: str, splits_docs: dict[str, list[str]], tokenizer_path: str, data_cfg,
+                 seq_len: int | None) -> dict:
+    """Tokenizes each split, shuffles its documents (seeded) and writes its shards; returns their summary."""
+    tok = load_tokenizer(tokenizer_path)
+    splits, rng = {}, np.random.default_rng(SHUFFLE_SEED)
+    for split, split_docs in splits_docs.items():
+        encoded = tokenize(split_docs, tokenizer_path, data_cfg.workers)
+        encoded = [encoded[i] for i in rng.permutation(len(encoded))]
+        shards = write_shards(tmp, split, encoded, min(data_cfg.shards, len(encoded)), token_dtype(tok.vocab_size))
+        splits[split] = {"documents": len(encoded), "tokens": int(sum(len(e) for e in encoded)),
+                         "characters": sum(map(len, split_docs)), "shards": shards}
+        if seq_len:
+            splits[split]["long_documents"] = int(sum(len(e) > seq_len + 1 for e in encoded))
+    return splits
+
+
+def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: int | None = None,
+            tokenizer: str = "", log=print) -> dict:
+    """Prepares `inputs` into `output` (which must not exist yet); returns the manifest it wrote."""
+    if os.path.exists(os.path.join(output, MANIFEST)):
+        raise SourceError(f"{output!r} already holds prepared data; choose a new --output")
+    if os.path.isdir(output) and os.listdir(output):
+        raise SourceError(f"{output!r} exists and is not empty; choose a new --output")
+    started = time.perf_counter()
+    stats = InputStats()
+    docs = load_inputs(inputs, data_cfg, stats)
+    if not docs:
+        raise SourceError(f"the inputs yielded no documents ({json.dumps(dict(stats), sort_keys=True)})")
+    log(f"data: read {len(docs):,} documents from {stats['files']} input(s)")
+    counts = {"documents_in": stats["documents_in"], "input": dict(stats)}
+    docs = select_documents(docs, data_cfg, counts, log)
     train_docs, val_docs = corpus_lib.split_documents(docs, data_cfg.val_fraction)
+
     parent = os.path.dirname(os.path.abspath(output)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp-")
@@ -156,17 +175,8 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         if tok.vocab_size > vocab_size:
             raise corpus_lib.CorpusError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size="
                                          f"{vocab_size}; set model.vocab_size >= {tok.vocab_size}")
-        splits, rng = {}, np.random.default_rng(SHUFFLE_SEED)
         tokenize_start = time.perf_counter()
-        for split, split_docs in zip(SPLITS, (train_docs, val_docs)):
-            encoded = tokenize(split_docs, tokenizer_path, data_cfg.workers)
-            order = rng.permutation(len(encoded))
-            encoded = [encoded[i] for i in order]
-            shards = write_shards(tmp, split, encoded, min(data_cfg.shards, len(encoded)), token_dtype(tok.vocab_size))
-            splits[split] = {"documents": len(encoded), "tokens": int(sum(len(e) for e in encoded)),
-                             "characters": sum(map(len, split_docs)), "shards": shards}
-            if seq_len:
-                splits[split]["long_documents"] = int(sum(len(e) > seq_len + 1 for e in encoded))
+        splits = write_splits(tmp, {"train": train_docs, "val": val_docs}, tokenizer_path, data_cfg, seq_len)
         tokenize_seconds = time.perf_counter() - tokenize_start
         counts["documents_out"] = len(docs)
         counts["tokens_out"] = splits["train"]["tokens"] + splits["val"]["tokens"]

@@ -46,22 +46,24 @@ def _emit(text: str, stats: InputStats) -> Iterator[str]:
         stats["empty_documents"] += 1
 
 
-def _read_bytes(path: str, stats: InputStats) -> bytes | None:
+def _file_bytes(path: str, stats: InputStats) -> bytes | None:
+    """The file's bytes (gunzipped), or None — counted — for an unreadable or blank file."""
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
-            return f.read()
+            raw = f.read()
     except OSError:
         stats["unreadable_files"] += 1
         return None
+    if not raw.strip():
+        stats["empty_files"] += 1
+        return None
+    return raw
 
 
 def _text_file(path: str, unit: str, stats: InputStats) -> Iterator[str]:
-    raw = _read_bytes(path, stats)
+    raw = _file_bytes(path, stats)
     if raw is None:
-        return
-    if not raw.strip():
-        stats["empty_files"] += 1
         return
     if unit == "paragraph":
         for block in re.split(rb"\n\s*\n", raw):
@@ -72,11 +74,8 @@ def _text_file(path: str, unit: str, stats: InputStats) -> Iterator[str]:
 
 
 def _jsonl_file(path: str, field: str, stats: InputStats) -> Iterator[str]:
-    raw = _read_bytes(path, stats)
+    raw = _file_bytes(path, stats)
     if raw is None:
-        return
-    if not raw.strip():
-        stats["empty_files"] += 1
         return
     for line in raw.splitlines():
         if not line.strip():

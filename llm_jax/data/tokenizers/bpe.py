@@ -38,6 +38,19 @@ def gpt2_byte_to_unicode() -> dict[int, str]:
     return chars
 
 
+def merge_pair(parts: list, a, b, joined) -> list:
+    """`parts` with every adjacent (a, b) replaced by `joined`, left to right."""
+    merged, i = [], 0
+    while i < len(parts):
+        if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
+            merged.append(joined)
+            i += 2
+        else:
+            merged.append(parts[i])
+            i += 1
+    return merged
+
+
 def _merge_word(parts: list[bytes], rank: Callable[[bytes, bytes], int | None]) -> list[bytes]:
     """Repeatedly merges the adjacent pair of lowest rank (every occurrence of it) until none has a rank."""
     while len(parts) > 1:
@@ -48,15 +61,7 @@ def _merge_word(parts: list[bytes], rank: Callable[[bytes, bytes], int | None]) 
                 best, best_rank = (a, b), r
         if best is None:
             break
-        merged, i = [], 0
-        while i < len(parts):
-            if i + 1 < len(parts) and parts[i] == best[0] and parts[i + 1] == best[1]:
-                merged.append(parts[i] + parts[i + 1])
-                i += 2
-            else:
-                merged.append(parts[i])
-                i += 1
-        parts = merged
+        parts = merge_pair(parts, best[0], best[1], best[0] + best[1])
     return parts
 
 
@@ -241,15 +246,7 @@ def learn_merges(chunks: dict[bytes, int], n_merges: int, log=None) -> list[tupl
             for pair in zip(parts, parts[1:]):  # remove this word's old pairs ...
                 counts[pair] -= freq
                 changed.add(pair)
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == best[0] and parts[i + 1] == best[1]:
-                    merged.append(joined)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            words[w] = merged
+            merged = words[w] = merge_pair(parts, best[0], best[1], joined)
             for pair in zip(merged, merged[1:]):  # ... and add its new ones
                 counts[pair] += freq
                 where[pair].add(w)

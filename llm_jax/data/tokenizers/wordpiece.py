@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import regex
 
 from llm_jax.data.tokenizers.base import Tokenizer, TokenizerError, write_native
+from llm_jax.data.tokenizers.bpe import merge_pair
 
 WORD_PATTERN = regex.compile(r"\w+|[^\w\s]")
 SPECIAL = {"pad": "[PAD]", "unk": "[UNK]", "bos": "[BOS]", "eos": "[EOS]"}
@@ -138,15 +139,7 @@ def learn_wordpiece_merges(words: list[list[str]], freqs: list[int], n_merges: i
             for pair in zip(parts, parts[1:]):
                 pair_freq[pair] -= f
                 changed.add(pair)
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
-                    merged.append(new)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            words[w] = merged
+            merged = words[w] = merge_pair(parts, a, b, new)
             for u in merged:
                 unit_freq[u] += f
             for pair in zip(merged, merged[1:]):
