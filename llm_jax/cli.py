@@ -21,9 +21,10 @@ def _user_errors() -> tuple:
     from llm_jax.data.tokenizers import TokenizerError
     from llm_jax.infer.load import WorkdirError
     from llm_jax.interop.hf import ConversionError
+    from llm_jax.train.checkpoint import CheckpointError
     from llm_jax.train.loop import TrainingError
     return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
-            PreparedDataError)
+            PreparedDataError, CheckpointError)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
@@ -265,8 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax reports routine checkpoint I/O as warnings
     errors = _user_errors()
+    from llm_jax.train.preemption import EXIT_PREEMPTED, Preempted
     try:
         return args.func(args, extra)
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ CHOICES = {
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
+    "train.nonfinite": ("stop", "skip"),
+    "checkpoint.restore_mode": ("params", "full"),
 }
 
 
@@ -111,6 +113,12 @@ def default_config() -> ml_collections.ConfigDict:
     t.eval_every = 100           # 0 = only at the start and the end
     t.eval_batches = 8
     t.log_every = 20
+    t.nonfinite = "stop"         # a non-finite loss/gradient: "stop" (checkpoint the last good state, exit) or
+                                 # "skip" (drop that update, count it); float16 loss scaling always skips
+    t.spike_factor = 0.0         # skip an update whose loss exceeds spike_factor x the running mean (0 = off)
+    t.spike_limit = 5            # ... up to this many in a row, then stop as for a non-finite loss
+    t.spike_warmup_steps = 100   # the running mean (EMA, decay 0.99) must settle before spikes are judged
+    t.inject_nan_step = 0        # testing: poison the loss of this (1-based) step with NaN; 0 = off
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1             # -1 = all the devices the other axes leave
@@ -156,8 +164,13 @@ def default_config() -> ml_collections.ConfigDict:
     d.filter.perplexity_quantile = 0.0          # drop the worst fraction by perplexity
 
     c.checkpoint = ml_collections.ConfigDict()
-    c.checkpoint.every = 200     # 0 = only at the end
-    c.checkpoint.keep = 2
+    c.checkpoint.every = 200     # steps between saves; 0 = only at the end (and on preemption)
+    c.checkpoint.every_minutes = 0.0  # also save when this much wall time passed since the last save; 0 = off
+    c.checkpoint.keep = 2        # the newest K checkpoints ...
+    c.checkpoint.keep_every = 0  # ... plus every step divisible by M, kept permanently; 0 = none
+    c.checkpoint.async_save = True  # write in the background while training continues
+    c.checkpoint.restore_from = ""  # a fresh run starts from this work directory or checkpoints/<step> dir
+    c.checkpoint.restore_mode = "params"  # restore_from: "params" (fresh optimizer, step 0) or "full" state
     return c
 
 
@@ -395,9 +408,16 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.eval_every >= 0, f"train.eval_every={t.eval_every}: must be >= 0")
     _require(t.eval_batches >= 1, f"train.eval_batches={t.eval_batches}: must be >= 1")
     _require(t.log_every >= 1, f"train.log_every={t.log_every}: must be >= 1")
+    _require(t.spike_factor == 0 or t.spike_factor > 1, f"train.spike_factor={t.spike_factor}: must be 0 (off) or > 1")
+    _require(t.spike_limit >= 0 and t.spike_warmup_steps >= 0,
+             f"train.spike_limit={t.spike_limit}, train.spike_warmup_steps={t.spike_warmup_steps}: must be >= 0")
+    _require(t.inject_nan_step >= 0, f"train.inject_nan_step={t.inject_nan_step}: must be >= 0 (0 = off)")
     _validate_data(cfg.data)
-    _require(cfg.checkpoint.every >= 0, f"checkpoint.every={cfg.checkpoint.every}: must be >= 0")
-    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1")
+    ck = cfg.checkpoint
+    _require(ck.every >= 0, f"checkpoint.every={ck.every}: must be >= 0")
+    _require(ck.every_minutes >= 0, f"checkpoint.every_minutes={ck.every_minutes}: must be >= 0")
+    _require(ck.keep >= 1, f"checkpoint.keep={ck.keep}: must be >= 1")
+    _require(ck.keep_every >= 0, f"checkpoint.keep_every={ck.keep_every}: must be >= 0 (0 = none)")
     _validate_rules(cfg.mesh.rules)
 
     if n_devices is not None:

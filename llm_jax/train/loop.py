@@ -1,4 +1,10 @@
-"""The training loop: config -> mesh -> sharded state -> data -> jitted steps -> metrics and checkpoints."""
+"""The training loop: config -> mesh -> sharded state -> data -> jitted steps -> metrics and checkpoints.
+
+Failure handling (docs/reliability.md): resume from the newest intact checkpoint; SIGTERM/SIGINT finish the
+step, checkpoint synchronously and exit with EXIT_PREEMPTED; a halted step (non-finite loss under
+train.nonfinite=stop, or too many loss spikes) checkpoints the last good state and stops; a checkpoint that
+cannot be written stops the run with the last good one intact.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +28,13 @@ from llm_jax.train import checkpoint
 from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.mfu import peak_flops
 from llm_jax.train.optimizer import make_optimizer, schedule
+from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.state import abstract_state, init_state
-from llm_jax.train.step import make_eval_step, make_train_step
+from llm_jax.train.step import StepPolicy, make_eval_step, make_train_step
 
 
 class TrainingError(RuntimeError):
-    """The run cannot continue (non-finite loss, a work directory that belongs to another run, ...)."""
+    """The run cannot continue (a halted step, a work directory that belongs to another run, ...)."""
 
 
 def prepare_workdir(workdir: str, cfg) -> None:
@@ -74,11 +81,9 @@ def compile_steps(cfg, mesh, model, tx, sched, shardings):
     rules = rules_tuple(cfg)
     data_sharding = batch_sharding(mesh, rules)
     batch_shardings = {"inputs": data_sharding, "targets": data_sharding, "segment_ids": data_sharding}
-    train_step = make_train_step(model, tx, sched, micro_batches=cfg.train.micro_batches,
-                                 dynamic_loss_scale=use_dynamic_loss_scale(cfg.train, cfg.model),
-                                 scale_period=cfg.train.loss_scale_period, seed=cfg.train.seed)
-    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
-                      donate_argnums=0)
+    policy = StepPolicy.from_config(cfg.train, use_dynamic_loss_scale(cfg.train, cfg.model))
+    step_fn = jax.jit(make_train_step(model, tx, sched, policy), in_shardings=(shardings, batch_shardings),
+                      out_shardings=(shardings, None), donate_argnums=0)
     eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params, batch_shardings))
     return step_fn, eval_fn, batch_shardings
 
@@ -103,19 +108,21 @@ class Evaluator:
         return total / count
 
 
-def restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log):
-    latest = mngr.latest_step()
-    rules = rules_tuple(cfg)
-    if latest is not None and checkpoint.has_train_state(mngr, latest):
-        log(f"resuming from the checkpoint at step {latest}")
-        return checkpoint.restore(mngr, latest, abstract)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
-    if latest is not None:  # parameters only (a converted or exported checkpoint): fine-tune from them
-        log(f"starting from the parameters of the checkpoint at step {latest} (fresh optimizer state)")
-        params = mngr.restore(latest, args=checkpoint.ocp.args.Composite(
-            params=checkpoint.ocp.args.StandardRestore(abstract.params)))["params"]
-        state = state.replace(params=params)
-    return state
+def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, model, tx, abstract, scale, mesh, log):
+    """The newest intact checkpoint of this run, else checkpoint.restore_from, else a fresh state."""
+    params, train, step = ckpt.restore_latest(abstract)
+    if step is not None:
+        log(f"resuming from the checkpoint at step {step}" if train else
+            f"starting from the parameters of the checkpoint at step {step} (fresh optimizer state)")
+    elif cfg.checkpoint.restore_from:
+        params_only = cfg.checkpoint.restore_mode == "params"
+        params, train, step = checkpoint.restore_other_run(cfg.checkpoint.restore_from, abstract, params_only)
+        log(f"starting from {cfg.checkpoint.restore_from} (step {step}, "
+            f"{'parameters only' if params_only else 'full state'})")
+    if train is not None:
+        return abstract.replace(params=params, **train)
+    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules_tuple(cfg))
+    return state if params is None else state.replace(params=params)
 
 
 class StepTimer:
@@ -146,15 +153,14 @@ class StepTimer:
         self.start, self.steps = time.perf_counter(), 0
 
 
-def check_finite(fetched, dynamic_loss_scale: bool) -> None:
-    """Stops at the first non-finite loss (with dynamic loss scaling an overflow is skipped, not fatal)."""
-    if dynamic_loss_scale:
-        return
-    for step, metrics in fetched:
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise TrainingError(f"the loss became non-finite ({loss}) at step {step}; stopping without "
-                                f"saving this state (try a lower train.lr or enable train.grad_clip)")
+def halt_message(cfg, metrics) -> str:
+    bad = int(metrics["state_step"]) + 1
+    if not math.isfinite(float(metrics["loss"])) or not math.isfinite(float(metrics["grad_norm"])):
+        why = "a non-finite loss or gradient"
+    else:
+        why = f"{cfg.train.spike_limit + 1} loss spikes in a row (train.spike_factor={cfg.train.spike_factor})"
+    return (f"stopped at step {bad}: {why} (train.nonfinite={cfg.train.nonfinite}); the last good state, step "
+            f"{bad - 1}, is checkpointed. Resume after lowering train.lr, or set train.nonfinite=skip")
 
 
 def train(cfg, workdir: str, log=print) -> dict:
@@ -173,10 +179,10 @@ def train(cfg, workdir: str, log=print) -> dict:
         f.write(config_lib.to_json(cfg))
     data.tokenizer.save(workdir)
 
-    mngr = checkpoint.manager(workdir, keep=cfg.checkpoint.keep)
-    state = restore_or_init(cfg, mngr, model, tx, abstract, scale, mesh, log)
+    ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint, log)
+    state = restore_or_init(cfg, ckpt, model, tx, abstract, scale, mesh, log)
     start_step = int(state.step)
-    saved_data = checkpoint.restore_data_state(mngr, start_step) if start_step else None
+    saved_data = checkpoint.restore_data_state(ckpt.mngr, start_step) if ckpt.last_good is not None else None
     if saved_data and saved_data.get("fingerprint") != data.fingerprint:
         log(f"warning: the data changed since the checkpoint at step {start_step} (fingerprint "
             f"{saved_data.get('fingerprint')} -> {data.fingerprint}); batches from here on differ from the "
@@ -197,9 +203,13 @@ def train(cfg, workdir: str, log=print) -> dict:
     tokens_per_step = t_cfg.batch_size * cfg.model.seq_len
     log(f"MFU peak: {peak / 1e12:.2f} TFLOP/s ({peak_source}); {fpt / 1e6:.1f} MFLOP per token")
 
+    def save(state, wait=False):
+        data_state = {"step": int(state.step), "seed": t_cfg.seed, "fingerprint": data.fingerprint}
+        ckpt.save(state, data_state, cfg.to_dict(), wait=wait)
+
     eval_loss = None
     try:
-        with activate(mesh, rules):
+        with activate(mesh, rules), PreemptionWatcher() as preemption:
             if start_step == 0:
                 eval_loss = evaluate(state.params)
                 writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
@@ -211,15 +221,19 @@ def train(cfg, workdir: str, log=print) -> dict:
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 pending.append((done, metrics))
                 timer.tick(metrics)
+                preempted = preemption.requested  # read once: a signal arriving later waits for the next step
                 log_now = done % t_cfg.log_every == 0 or is_last
-                save_now = (cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or is_last
+                save_now = ckpt.due(done) or is_last or preempted
                 if not (log_now or save_now):
                     continue
-                fetched = jax.device_get(pending)  # the only host sync: at log and checkpoint steps
+                fetched = jax.device_get(pending)  # the only host syncs: at log, checkpoint and signal steps
                 pending = []
-                check_finite(fetched, use_dynamic_loss_scale(t_cfg, cfg.model))
+                if fetched[-1][1]["halted"]:
+                    save(state, wait=True)
+                    raise TrainingError(halt_message(cfg, fetched[-1][1]))
                 if log_now:
-                    record = {k: float(v) for k, v in fetched[-1][1].items()}
+                    record = {k: float(v) for k, v in fetched[-1][1].items() if k not in ("halted", "state_step")}
+                    record["skipped"] = float(sum(m["skipped"] for _, m in fetched))
                     record["tokens_seen"] = done * tokens_per_step
                     tokens_per_sec = timer.tokens_per_sec(tokens_per_step)
                     if tokens_per_sec:
@@ -228,13 +242,14 @@ def train(cfg, workdir: str, log=print) -> dict:
                         eval_loss = record["eval_loss"] = evaluate(state.params)
                     writer.write(done, record)
                     log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * timer.step_time))
-                if save_now:  # never a state that produced a non-finite loss: check_finite ran first
-                    checkpoint.save(mngr, state, {"step": done, "seed": t_cfg.seed, "fingerprint": data.fingerprint})
+                if save_now:
+                    save(state, wait=preempted)
+                if preempted:
+                    raise Preempted(done, preemption.signal_name)
                 timer.restart()  # evaluation and checkpoint hand-off do not count as step time
-        mngr.wait_until_finished()
     finally:
         writer.close()
-        mngr.close()
+        ckpt.close()
 
     if eval_loss is None:
         log(f"nothing to do: the checkpoint is already at step {start_step} of {t_cfg.steps}")
@@ -248,4 +263,3 @@ def train(cfg, workdir: str, log=print) -> dict:
         f"{data.unigram_entropy:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
         f"work directory {workdir}")
     return summary
-

@@ -14,18 +14,28 @@ from llm_jax.parallel.mesh import activate, logical_shardings
 
 @flax.struct.dataclass
 class TrainState:
-    step: jnp.ndarray        # int32: updates applied so far
+    step: jnp.ndarray        # int32: steps taken (a skipped update still counts; a halted run stops counting)
     params: Any
     opt_state: Any
     loss_scale: jnp.ndarray  # float32; stays 1 unless dynamic loss scaling is on
     good_steps: jnp.ndarray  # int32: finite steps since the loss scale last changed
+    loss_ema: jnp.ndarray    # float32: running mean of the loss, for the spike guard (0 until the first step)
+    spikes: jnp.ndarray      # int32: loss spikes in a row
+    skipped: jnp.ndarray     # int32: updates skipped so far (non-finite, spike, or float16 overflow)
+    halted: jnp.ndarray      # bool: a bad step under train.nonfinite=stop (or too many spikes); frozen since
+
+
+def new_counters(loss_scale: float) -> dict:
+    return {"loss_scale": jnp.asarray(loss_scale, jnp.float32), "good_steps": jnp.zeros((), jnp.int32),
+            "loss_ema": jnp.zeros((), jnp.float32), "spikes": jnp.zeros((), jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32), "halted": jnp.zeros((), jnp.bool_)}
 
 
 def _init_boxed(model, tx, seq_len: int, loss_scale: float, rng):
     tokens = jnp.zeros((1, seq_len), jnp.int32)
     params = model.init({"params": rng}, tokens)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      loss_scale=jnp.asarray(loss_scale, jnp.float32), good_steps=jnp.zeros((), jnp.int32))
+                      **new_counters(loss_scale))
 
 
 def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules):

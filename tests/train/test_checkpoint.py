@@ -1,5 +1,9 @@
+import json
+import os
+
 import jax
 import numpy as np
+import pytest
 
 from helpers import small_config
 from llm_jax.infer.load import abstract_params
@@ -11,22 +15,83 @@ from llm_jax.train.loop import build
 from llm_jax.train.state import init_state
 
 
-def test_full_state_and_params_only_restore(tmp_path):
+@pytest.fixture
+def state_and_abstract():
     cfg = small_config()
     mesh = make_mesh(cfg)
     model, tx, _, abstract, _, scale = build(cfg, mesh)
     state, _ = init_state(model, tx, cfg.model.seq_len, scale, 0, mesh, rules_tuple(cfg))
-    state = state.replace(step=state.step + 7)
-    mngr = checkpoint.manager(str(tmp_path))
-    checkpoint.save(mngr, state)
-    mngr.wait_until_finished()
-    assert mngr.latest_step() == 7 and checkpoint.has_train_state(mngr, 7)
-    restored = checkpoint.restore(mngr, 7, abstract)
-    mngr.close()
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    params, step = checkpoint.restore_params(
-        str(tmp_path), abstract_params(Transformer(ModelConfig.from_config(cfg.model)), cfg.model.seq_len))
-    assert step == 7
+    return cfg, state, abstract
+
+
+def save_steps(workdir, cfg, state, steps, **ck):
+    cfg.checkpoint.update(ck)
+    ckpt = checkpoint.Checkpointer(str(workdir), cfg.checkpoint, log=lambda _: None)
+    for step in steps:
+        ckpt.save(state.replace(step=state.step * 0 + step), {"step": step}, cfg.to_dict())
+    ckpt.close()
+    return ckpt
+
+
+def test_full_state_params_only_and_data_state_round_trip(tmp_path, state_and_abstract):
+    cfg, state, abstract = state_and_abstract
+    save_steps(tmp_path, cfg, state, [7])
+    ckpt = checkpoint.Checkpointer(str(tmp_path), cfg.checkpoint, log=lambda _: None)
+    params, train, step = ckpt.restore_latest(abstract)
+    assert step == 7 and int(train["step"]) == 7
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert checkpoint.restore_data_state(ckpt.mngr, 7) == {"step": 7}
+    ckpt.close()
+    restored, step = checkpoint.restore_params(
+        str(tmp_path), abstract_params(Transformer(ModelConfig.from_config(cfg.model)), cfg.model.seq_len))
+    assert step == 7
+    saved_cfg = json.load(open(tmp_path / "checkpoints" / "7" / "config" / "metadata"))
+    assert saved_cfg["model"]["d_model"] == cfg.model.d_model  # the resolved config travels with the state
+
+
+def test_keep_last_k_plus_every_mth(tmp_path, state_and_abstract):
+    cfg, state, _ = state_and_abstract
+    save_steps(tmp_path, cfg, state, [10, 20, 30, 40, 50, 60], keep=2, keep_every=20)
+    assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [20, 40, 50, 60]
+
+
+def test_damaged_checkpoints_are_quarantined_and_the_previous_one_used(tmp_path, state_and_abstract):
+    cfg, state, abstract = state_and_abstract
+    save_steps(tmp_path, cfg, state, [10, 20, 30], keep=3)
+    data_files = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "checkpoints" / "30" / "params")
+                  for f in fs if "/d/" in os.path.join(r, f)]
+    with open(max(data_files, key=os.path.getsize), "r+b") as f:
+        f.truncate(10)
+    os.remove(next(os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "checkpoints" / "20" / "train")
+                   for f in fs if f == "_METADATA"))
+    logs = []
+    ckpt = checkpoint.Checkpointer(str(tmp_path), cfg.checkpoint, log=logs.append)
+    _, train, step = ckpt.restore_latest(abstract)
+    ckpt.close()
+    assert step == 10 and int(train["step"]) == 10
+    assert any("checkpoint 30 is unusable" in line and "bytes" in line for line in logs)
+    assert any("checkpoint 20 is unusable" in line and "missing" in line for line in logs)
+    assert sorted(os.listdir(tmp_path / "checkpoints_bad"))[0].startswith("20-")
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, state_and_abstract):
+    import subprocess
+    cfg, state, _ = state_and_abstract
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is untested")
+    try:
+        cfg.checkpoint.keep = 5
+        ckpt = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
+        with pytest.raises(checkpoint.CheckpointError, match=r"cannot write the checkpoint at step \d+.*"
+                                                             r"The last good checkpoint is step \d+"):
+            for step in range(1, 50):  # ~200 KB each: the 600 KB disk fills within a few saves
+                ckpt.save(state.replace(step=state.step * 0 + step), {"step": step}, cfg.to_dict())
+        good = ckpt.last_good
+        intact = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
+        assert good is not None and checkpoint.seal_problem(os.path.join(intact.directory, str(good))) is None
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
