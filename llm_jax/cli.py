@@ -128,10 +128,27 @@ def cmd_convert(args, extra) -> int:
     return 0
 
 
+def cmd_export(args, extra) -> int:
+    from llm_jax.infer.export import export_params
+    info = export_params(args.workdir, args.out, args.step)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"exported the parameters of step {info['step']} ({info['bytes'] / 2**20:.1f} MiB) -> {info['out']}")
+    return 0
+
+
 def cmd_bench(args, extra) -> int:
-    from llm_jax.train.bench import bench_train
-    cfg = _load_cfg(args, extra)
-    result = bench_train(cfg, steps=args.steps)
+    args.config = args.config or ("configs/gpt2_small.py" if args.what == "checkpoint" else "configs/bench_cpu.py")
+    if args.what == "checkpoint":
+        import jax
+        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+            jax.config.update("jax_num_cpu_devices", args.devices)  # only affects CPU, before JAX starts
+        from llm_jax.train.bench_checkpoint import bench_checkpoint
+        result = bench_checkpoint(_load_cfg(args, extra))
+    else:
+        from llm_jax.train.bench import bench_train
+        result = bench_train(_load_cfg(args, extra), steps=args.steps)
     if args.json:
         _print_json(result)
     return 0
@@ -224,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
 
+    x = sub.add_parser("export", help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")
+    x.add_argument("--workdir", required=True)
+    x.add_argument("--out", required=True)
+    x.add_argument("--step", type=int, help="default: the latest intact checkpoint")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export)
+
     dp = sub.add_parser("data", help="prepare corpora into shards; benchmark the data path")
     dp.add_argument("action", choices=["prepare", "bench"])
     dp.add_argument("--input", nargs="+", help="files, directories, tfds:NAME[:SPLIT], or 'shakespeare'")
@@ -246,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_tokenizer)
 
     b = sub.add_parser("bench", help="benchmarks that print their figures")
-    b.add_argument("what", choices=["train"])
-    b.add_argument("--config", default="configs/bench_cpu.py")
+    b.add_argument("what", choices=["train", "checkpoint"])
+    b.add_argument("--config", help="default: configs/bench_cpu.py (train), configs/gpt2_small.py (checkpoint)")
+    b.add_argument("--devices", type=int, default=8, help="checkpoint: fake CPU devices for sharded states")
     b.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)

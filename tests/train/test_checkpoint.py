@@ -95,3 +95,27 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_pat
         assert good is not None and checkpoint.seal_problem(os.path.join(intact.directory, str(good))) is None
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_checkpoint_benchmark_reports_blocking_and_restore_times():
+    from helpers import run_cli
+    proc = run_cli("bench", "checkpoint", "--config", "configs/tiny.py", "--devices", "4", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4 and result["save_mesh"] == {"data": 1, "fsdp": 4, "tensor": 1}
+    assert 0 < result["async_blocking_seconds"] <= result["async_total_seconds"]
+    assert result["restore_seconds"] > 0 and set(result["restore_other_mesh"]) == {"(2, 2, 1)", "(1, 2, 2)"}
+
+
+def test_save_policy_every_n_steps_and_every_t_minutes(tmp_path, monkeypatch):
+    cfg = small_config()
+    cfg.checkpoint.update(every=10, every_minutes=0.5)
+    clock = [1000.0]
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+    ckpt = checkpoint.Checkpointer(str(tmp_path), cfg.checkpoint, log=lambda _: None)
+    assert ckpt.due(10) and ckpt.due(20) and not ckpt.due(11)
+    clock[0] += 29
+    assert not ckpt.due(11)
+    clock[0] += 2  # 31 s since the last save
+    assert ckpt.due(11)
+    ckpt.close()
