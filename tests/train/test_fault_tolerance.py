@@ -43,11 +43,14 @@ def run(args, env=None):
     return out, err
 
 
-def wait_for_step(workdir, step, proc, timeout=300):
+def wait_for_step(workdir, step, proc, timeout=300, committed=None):
+    """Waits until metrics.jsonl reaches `step` (and checkpoint `committed` has been renamed into place)."""
     path = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.isfile(path):
+        if committed and not os.path.isdir(os.path.join(workdir, "checkpoints", str(committed))):
+            pass
+        elif os.path.isfile(path):
             with open(path) as f:
                 steps = [json.loads(line)["step"] for line in f if line.strip()]
             if steps and steps[-1] >= step:
@@ -73,7 +76,7 @@ def reference(small_corpus, tmp_path_factory):
 def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(small_corpus, tmp_path, reference, kill_at):
     workdir = tmp_path / "run"
     proc = start(train_args(small_corpus, workdir))
-    killed_at = wait_for_step(workdir, kill_at, proc)
+    killed_at = wait_for_step(workdir, kill_at, proc, committed=kill_at // 10 * 10)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out, err = run(train_args(small_corpus, workdir))
@@ -93,7 +96,7 @@ def test_resume_onto_another_mesh_matches_within_1e_5(small_corpus, tmp_path):
     run(train_args(small_corpus, reference, *mesh(8, 1, 1)), env)
     workdir = tmp_path / "run"
     proc = start(train_args(small_corpus, workdir, *mesh(8, 1, 1)), env)
-    wait_for_step(workdir, 25, proc)
+    wait_for_step(workdir, 25, proc, committed=20)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out, _ = run(train_args(small_corpus, workdir, *mesh(2, 2, 2)), env)
