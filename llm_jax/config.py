@@ -22,6 +22,7 @@ import ml_collections
 # wins). `embed` on fsdp shards parameters ZeRO-3 style; activations reuse the names, and an axis already taken
 # by `batch` falls back to unsharded.
 DEFAULT_RULES = (
+    ("stage", "stage"),
     ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
@@ -30,10 +31,10 @@ DEFAULT_RULES = (
     ("vocab", "tensor"),
     ("length", None),
     ("head_dim", None),
-    ("layers", None),
+    ("layers", "stage"),
 )
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("stage", "data", "fsdp", "tensor")
 
 CHOICES = {
     "model.positions": ("learned", "sinusoidal", "rope", "none"),
@@ -121,6 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
     t.inject_nan_step = 0        # testing: poison the loss of this (1-based) step with NaN; 0 = off
 
     c.mesh = ml_collections.ConfigDict()
+    c.mesh.stage = 1             # pipeline stages (the layer stack is cut into this many pieces)
+    c.mesh.pipeline_microbatches = 0  # micro-batches in flight through the stages; 0 = 2 x mesh.stage
+    c.mesh.pipeline_repeats = 1  # 1 = GPipe fill-drain; R > 1 = circular: each stage holds R layer groups
     c.mesh.data = -1             # -1 = all the devices the other axes leave
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
@@ -340,8 +344,8 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor) with the one -1 filled from the device count."""
+def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int, int]:
+    """(stage, data, fsdp, tensor) with the one -1 filled from the device count."""
     sizes = [cfg.mesh[a] for a in MESH_AXES]
     for axis, size in zip(MESH_AXES, sizes):
         _require(size == -1 or size >= 1, f"mesh.{axis}={size}: must be a positive integer or -1 (fill)")
@@ -354,10 +358,14 @@ def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int
                  f"for mesh.{fills[0]}=-1 to fill")
         sizes = [n_devices // fixed if s == -1 else s for s in sizes]
     _require(math.prod(sizes) == n_devices,
-             f"mesh: data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
+             f"mesh: stage*data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
              f"but there are {n_devices} devices; the product must equal the device count "
              f"(use -1 on one axis to fill)")
     return tuple(sizes)
+
+
+def pipeline_microbatches(cfg) -> int:
+    return cfg.mesh.pipeline_microbatches or 2 * cfg.mesh.stage
 
 
 def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> None:
@@ -420,12 +428,44 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(ck.keep_every >= 0, f"checkpoint.keep_every={ck.keep_every}: must be >= 0 (0 = none)")
     _validate_rules(cfg.mesh.rules)
 
+    _validate_pipeline(cfg)
     if n_devices is not None:
-        data, fsdp, _ = mesh_shape(cfg, n_devices)
+        _, data, fsdp, _ = mesh_shape(cfg, n_devices)
         per_micro = t.batch_size // t.micro_batches
         _require(per_micro % (data * fsdp) == 0,
                  f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} "
                  f"sequences per micro-batch must divide evenly over mesh.data*mesh.fsdp = {data * fsdp}")
+        if cfg.mesh.stage > 1:
+            per_pipe = per_micro // pipeline_microbatches(cfg)
+            _require(per_pipe % (data * fsdp) == 0,
+                     f"each pipeline micro-batch holds {per_pipe} sequences (train.batch_size={t.batch_size} / "
+                     f"train.micro_batches={t.micro_batches} / {pipeline_microbatches(cfg)} pipeline micro-batches)"
+                     f", which must divide over mesh.data*mesh.fsdp = {data * fsdp}")
+
+
+def _validate_pipeline(cfg) -> None:
+    m, t, stage, repeats = cfg.model, cfg.train, cfg.mesh.stage, cfg.mesh.pipeline_repeats
+    _require(isinstance(stage, int) and stage >= 1, f"mesh.stage={stage}: must be a positive integer (no -1 fill)")
+    _require(repeats >= 1 and cfg.mesh.pipeline_microbatches >= 0,
+             f"mesh.pipeline_repeats={repeats}, mesh.pipeline_microbatches={cfg.mesh.pipeline_microbatches}: "
+             f"must be >= 1 and >= 0")
+    if stage == 1:
+        return
+    groups = stage * repeats
+    _require(m.n_layers % groups == 0,
+             f"model.n_layers={m.n_layers} does not split into mesh.stage={stage} x mesh.pipeline_repeats="
+             f"{repeats} = {groups} equal layer groups; use a layer count divisible by {groups} (e.g. "
+             f"{groups * max(1, round(m.n_layers / groups))}) or other stage/repeat counts")
+    micro = pipeline_microbatches(cfg)
+    _require(repeats == 1 or micro >= stage,
+             f"mesh.pipeline_microbatches={micro} must be >= mesh.stage={stage} for the circular schedule "
+             f"(mesh.pipeline_repeats={repeats})")
+    per_micro = t.batch_size // t.micro_batches
+    _require(per_micro % micro == 0,
+             f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} sequences do "
+             f"not split into {micro} pipeline micro-batches; use a pipeline_microbatches dividing {per_micro}")
+    _require(m.dropout == 0, f"model.dropout={m.dropout}: pipeline parallelism (mesh.stage={stage}) does not "
+                             f"support dropout yet; set model.dropout=0")
 
 
 def _validate_data(d) -> None:

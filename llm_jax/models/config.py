@@ -35,12 +35,20 @@ class ModelConfig:
     init_std: float = 0.02
     attention_impl: str = "auto"
     document_mask: bool = False
+    pipeline_stages: int = 1          # from mesh.stage: >1 runs the layer stack as a pipeline
+    pipeline_microbatches: int = 1
+    pipeline_repeats: int = 1
 
     @classmethod
-    def from_config(cls, model_cfg) -> "ModelConfig":
-        """Builds from a resolved `cfg.model` (ConfigDict or dict); keys not used by modules are ignored."""
+    def from_config(cls, model_cfg, mesh_cfg=None) -> "ModelConfig":
+        """Builds from a resolved `cfg.model` (ConfigDict or dict); keys not used by modules are ignored.
+        With `mesh_cfg` (training), the pipeline layout comes along; without it (inference), none."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(model_cfg).items() if k in fields})
+        values = {k: v for k, v in dict(model_cfg).items() if k in fields}
+        if mesh_cfg is not None and mesh_cfg.stage > 1:
+            values.update(pipeline_stages=mesh_cfg.stage, pipeline_repeats=mesh_cfg.pipeline_repeats,
+                          pipeline_microbatches=mesh_cfg.pipeline_microbatches or 2 * mesh_cfg.stage)
+        return cls(**values)
 
     @property
     def compute_dtype(self):

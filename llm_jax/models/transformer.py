@@ -15,6 +15,7 @@ from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.layers import MLP, Dense, Norm, partitioned
 from llm_jax.models.positions import sinusoidal_table
+from llm_jax.parallel.pipeline import pipeline
 
 ACTIVATION_AXES = ("batch", "length", "embed")
 
@@ -76,8 +77,12 @@ class Transformer(nn.Module):
         # One scanned block: compile time and HLO size do not grow with depth.
         stack = nn.scan(
             block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-            in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
-        x_BLD, _ = stack(cfg, deterministic, name="layers")(x_BLD, positions_BL, segments_BL)
+            in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")
+        if cfg.pipeline_stages > 1 and not self.is_initializing():
+            x_BLD = self._pipelined_layers(block, deterministic, x_BLD, positions_BL, segments_BL)
+        else:
+            x_BLD, _ = stack(x_BLD, positions_BL, segments_BL)
 
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
@@ -88,3 +93,18 @@ class Transformer(nn.Module):
                          ("vocab",), cfg.init_std, name="head")
             logits_BLV = head(x_BLD)
         return nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))
+
+    def _pipelined_layers(self, block, deterministic, x_BLD, positions_BL, segments_BL):
+        """The same stacked layer parameters, applied as a pipeline over the `stage` mesh axis."""
+        cfg = self.cfg
+        layer = block(cfg, deterministic, parent=None)  # unbound: applied functionally to each layer's slice
+
+        def layer_fn(params, carry):
+            x, positions, segments = carry
+            used = segments if cfg.document_mask else None
+            return layer.apply({"params": params}, x, positions, used)[0], positions, segments
+
+        segments = segments_BL if segments_BL is not None else jnp.zeros(positions_BL.shape, jnp.int32)
+        x_BLD, _, _ = pipeline(layer_fn, self.variables["params"]["layers"], (x_BLD, positions_BL, segments),
+                               cfg.pipeline_stages, cfg.pipeline_microbatches, cfg.pipeline_repeats)
+        return x_BLD

@@ -23,6 +23,7 @@ from llm_jax.data.pipeline import training_data
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
+from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.scaling.accounting import flops_per_token, param_count
 from llm_jax.train import checkpoint
 from llm_jax.train.metrics import MetricsWriter, progress_line
@@ -70,7 +71,7 @@ def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
 
 def build(cfg, mesh):
     """Model, optimizer, schedule and the abstract sharded state for `cfg` on `mesh`."""
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = Transformer(ModelConfig.from_config(cfg.model, cfg.mesh))
     tx = make_optimizer(cfg.train)
     scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg.train, cfg.model) else 1.0
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules_tuple(cfg))
@@ -174,6 +175,11 @@ def train(cfg, workdir: str, log=print) -> dict:
     n_params = param_count(cfg.model)
     log(f"model: {n_params:,} parameters | mesh {dict(mesh.shape)} | {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) | {t_cfg.steps} steps x {t_cfg.batch_size} x {cfg.model.seq_len} tokens")
+    if cfg.mesh.stage > 1:
+        micro, repeats = config_lib.pipeline_microbatches(cfg), cfg.mesh.pipeline_repeats
+        log(f"pipeline: {cfg.mesh.stage} stages x {micro} micro-batches"
+            f"{f' x {repeats} repeats (circular)' if repeats > 1 else ' (GPipe)'}, bubble "
+            f"{100 * bubble_fraction(cfg.mesh.stage, micro, repeats):.1f}% of stage time")
 
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_lib.to_json(cfg))

@@ -1,7 +1,8 @@
-"""Runs 10 training steps of one small config on each given mesh and prints the losses as JSON.
+"""Runs 10 training steps of one small config on each given layout and prints the losses as JSON.
 
-Used by test_sharding.py in fresh interpreters, because the fake CPU device count must be set before JAX
-starts: `XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 8,1,1 1,8,1`.
+Used in fresh interpreters, because the fake CPU device count must be set before JAX starts:
+`XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 1,8,1 2,2,2,1/2/2`.
+A layout is `[stage,]data,fsdp,tensor[/grad-accumulation micro-batches[/pipeline repeats]]`.
 """
 
 import json
@@ -30,11 +31,21 @@ def batches(cfg):
         yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
 
 
-def run(mesh_shape):
-    cfg = small_config(d_model=64, n_heads=8, n_kv_heads=4, vocab_size=256, use_bias=False, positions="rope",
-                       norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
-    cfg.train.update(steps=STEPS, batch_size=8, warmup_steps=2, lr=5e-3)
-    cfg.mesh.update(data=mesh_shape[0], fsdp=mesh_shape[1], tensor=mesh_shape[2])
+def layout_config(layout: str):
+    mesh, *rest = layout.split("/")
+    sizes = [int(x) for x in mesh.split(",")]
+    if len(sizes) == 3:
+        sizes = [1] + sizes
+    micro, repeats = (int(rest[0]) if rest else 1), (int(rest[1]) if len(rest) > 1 else 1)
+    cfg = small_config(d_model=64, n_heads=8, n_kv_heads=4, n_layers=8, vocab_size=256, use_bias=False,
+                       positions="rope", norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
+    cfg.train.update(steps=STEPS, batch_size=32, micro_batches=micro, warmup_steps=2, lr=5e-3)
+    cfg.mesh.update(stage=sizes[0], data=sizes[1], fsdp=sizes[2], tensor=sizes[3], pipeline_repeats=repeats)
+    return cfg
+
+
+def run(layout: str):
+    cfg = layout_config(layout)
     mesh = make_mesh(cfg)
     rules = rules_tuple(cfg)
     model, tx, sched, _, shardings, scale = build(cfg, mesh)
@@ -47,15 +58,14 @@ def run(mesh_shape):
             device_batch = to_device(batch, batch_shardings)
             if i == 0:
                 analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
-                batch_bytes = sum(x.nbytes for x in batch.values()) / len(jax.devices())
-                batch_per_device = batch_bytes * (len(jax.devices()) / (mesh.shape["data"] * mesh.shape["fsdp"]))
-                memory = {"argument_bytes": analysis.argument_size_in_bytes, "batch_bytes": batch_per_device,
+                shards = mesh.shape["data"] * mesh.shape["fsdp"]
+                memory = {"argument_bytes": analysis.argument_size_in_bytes,
+                          "batch_bytes": sum(x.nbytes for x in batch.values()) / shards,
                           "total_state_bytes": total_state}
             state, metrics = step_fn(state, device_batch)
             losses.append(float(metrics["loss"]))
-    return {"mesh": list(mesh_shape), "losses": losses, "memory": memory}
+    return {"layout": layout, "losses": losses, "memory": memory}
 
 
 if __name__ == "__main__":
-    meshes = [tuple(int(x) for x in arg.split(",")) for arg in sys.argv[1:]]
-    print(json.dumps([run(m) for m in meshes]))
+    print(json.dumps([run(layout) for layout in sys.argv[1:]]))

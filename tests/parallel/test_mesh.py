@@ -7,8 +7,8 @@ from llm_jax.parallel.mesh import fit_spec, make_mesh
 
 def test_mesh_axes_and_shape():
     mesh = make_mesh(small_config())
-    assert mesh.axis_names == ("data", "fsdp", "tensor")
-    assert dict(mesh.shape) == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
+    assert mesh.axis_names == ("stage", "data", "fsdp", "tensor")
+    assert dict(mesh.shape) == {"stage": 1, "data": jax.device_count(), "fsdp": 1, "tensor": 1}
 
 
 class FakeMesh:
