@@ -56,10 +56,19 @@ def _print_json(obj) -> None:
 
 
 def cmd_train(args, extra) -> int:
-    from llm_jax.train.loop import train
+    from llm_jax.parallel import distributed
+    from llm_jax.train.loop import TrainingError, train
+    distributed.initialize()
     cfg = _load_cfg(args, extra)
     workdir = args.workdir or os.path.join("runs", cfg.name)
-    summary = train(cfg, workdir)
+    try:
+        summary = train(cfg, workdir)
+    except Exception as e:  # in a multi-process run, a dead peer surfaces as a failed collective
+        import jax
+        if jax.process_count() > 1 and type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError"):
+            raise TrainingError(f"a collective operation failed, most likely because another process of this "
+                                f"run died: {str(e).splitlines()[0][:300]}") from e
+        raise
     if args.json:
         _print_json(summary)
     return 0

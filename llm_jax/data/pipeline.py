@@ -14,6 +14,7 @@ import json
 import os
 
 from llm_jax.data import corpus as corpus_lib
+from llm_jax.parallel import distributed
 from llm_jax.data.loader import PackedWindows, fingerprint
 from llm_jax.data.prepare import MANIFEST_VERSION, prepare
 from llm_jax.data.shards import PreparedDataError, PreparedSplit, read_manifest
@@ -86,7 +87,11 @@ def training_data(cfg, log=print) -> TrainingData:
         specs, weights = [m[0] for m in d.mixture], [float(m[1]) for m in d.mixture]
     else:
         specs, weights = [d.prepared or d.corpus], None
-    dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
+    if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
+        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
+    distributed.barrier("llm_jax:data_prepared")
+    if not distributed.is_primary():
+        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
     manifests = [read_manifest(p) for p in dirs]
     shas = {m["tokenizer"]["sha256"] for m in manifests}
     if len(shas) > 1:

@@ -20,6 +20,8 @@ import time
 
 import orbax.checkpoint as ocp
 
+from llm_jax.parallel import distributed
+
 SEAL = "llm_jax_seal.json"
 TRAIN_FIELDS = ("step", "opt_state", "loss_scale", "good_steps", "loss_ema", "spikes", "skipped", "halted")
 
@@ -92,10 +94,14 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------------------ saving
 
+    def steps_due(self, step: int) -> bool:
+        return bool(self.cfg.every) and step % self.cfg.every == 0
+
+    def time_due(self) -> bool:
+        return bool(self.cfg.every_minutes) and time.monotonic() - self._last_save >= 60 * self.cfg.every_minutes
+
     def due(self, step: int) -> bool:
-        by_steps = bool(self.cfg.every) and step % self.cfg.every == 0
-        by_time = bool(self.cfg.every_minutes) and time.monotonic() - self._last_save >= 60 * self.cfg.every_minutes
-        return by_steps or by_time
+        return self.steps_due(step) or self.time_due()
 
     def save(self, state, data_state: dict, config: dict, wait: bool = False) -> None:
         """Starts saving `state` at its step (after finishing the previous save); `wait` blocks until done."""
@@ -126,7 +132,8 @@ class Checkpointer:
         for step in self._unsealed:
             step_dir = os.path.join(self.directory, str(step))
             if os.path.isdir(step_dir):
-                seal(step_dir)
+                if distributed.is_primary():
+                    seal(step_dir)
                 self.last_good = step
         self._unsealed = []
 
@@ -144,11 +151,15 @@ class Checkpointer:
     # ----------------------------------------------------------------------------------------- restoring
 
     def quarantine(self, step: int, reason: str) -> None:
-        bad_dir = os.path.join(os.path.dirname(self.directory), "checkpoints_bad")
-        os.makedirs(bad_dir, exist_ok=True)
-        dest = os.path.join(bad_dir, f"{step}-{int(time.time())}")
-        shutil.move(os.path.join(self.directory, str(step)), dest)
-        self.log(f"warning: checkpoint {step} is unusable ({reason}); moved to {dest}, trying the previous one")
+        """Moves a damaged checkpoint aside (the primary process does; every process reaches the same verdict
+        from the same files) so that it is never picked again and its step can be saved anew."""
+        if distributed.is_primary():
+            bad_dir = os.path.join(os.path.dirname(self.directory), "checkpoints_bad")
+            os.makedirs(bad_dir, exist_ok=True)
+            dest = os.path.join(bad_dir, f"{step}-{int(time.time())}")
+            shutil.move(os.path.join(self.directory, str(step)), dest)
+            self.log(f"warning: checkpoint {step} is unusable ({reason}); moved to {dest}, trying the previous one")
+        distributed.barrier(f"llm_jax:quarantine:{step}")
         self.mngr.reload()
 
     def restore_latest(self, abstract_state):

@@ -22,6 +22,7 @@ from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
+from llm_jax.parallel import distributed
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.scaling.accounting import flops_per_token, param_count
@@ -181,9 +182,10 @@ def train(cfg, workdir: str, log=print) -> dict:
             f"{f' x {repeats} repeats (circular)' if repeats > 1 else ' (GPipe)'}, bubble "
             f"{100 * bubble_fraction(cfg.mesh.stage, micro, repeats):.1f}% of stage time")
 
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_lib.to_json(cfg))
-    data.tokenizer.save(workdir)
+    if distributed.is_primary():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config_lib.to_json(cfg))
+        data.tokenizer.save(workdir)
 
     ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint, log)
     state = restore_or_init(cfg, ckpt, model, tx, abstract, scale, mesh, log)
@@ -229,7 +231,12 @@ def train(cfg, workdir: str, log=print) -> dict:
                 timer.tick(metrics)
                 preempted = preemption.requested  # read once: a signal arriving later waits for the next step
                 log_now = done % t_cfg.log_every == 0 or is_last
-                save_now = ckpt.due(done) or is_last or preempted
+                time_due = ckpt.time_due()
+                if nproc > 1:  # processes must agree on every sync; they meet only at step-count sync points
+                    regular = log_now or ckpt.steps_due(done) or is_last
+                    preempted = regular and distributed.any_process(preempted)
+                    time_due = regular and distributed.any_process(time_due)
+                save_now = ckpt.steps_due(done) or time_due or is_last or preempted
                 if not (log_now or save_now):
                     continue
                 fetched = jax.device_get(pending)  # the only host syncs: at log, checkpoint and signal steps
