@@ -112,16 +112,68 @@ def cmd_eval(args, extra) -> int:
 
 
 def cmd_estimate(args, extra) -> int:
+    import jax
+    from llm_jax.config import load_config
     from llm_jax.scaling.accounting import summary
-    cfg = _load_cfg(args, extra)
-    out = {"config": cfg.name, **summary(cfg.model), "tokens_per_step": cfg.train.batch_size * cfg.model.seq_len}
-    out["training_flops"] = out["flops_per_token"] * out["tokens_per_step"] * cfg.train.steps
+    if not (args.devices or args.topology):
+        cfg = _load_cfg(args, extra)
+        out = {"config": cfg.name, **summary(cfg.model), "tokens_per_step": cfg.train.batch_size * cfg.model.seq_len}
+        out["training_flops"] = out["flops_per_token"] * out["tokens_per_step"] * cfg.train.steps
+    else:
+        from llm_jax.scaling.memory import estimate, parse_topology
+        from llm_jax.train.mfu import table_peak
+        target = parse_topology(args.topology) if args.topology else {}
+        devices = target.get("chips") or args.devices
+        cfg = load_config(args.config, split_overrides(extra), n_devices=devices)
+        peak = target.get("peak_flops") or table_peak(args.device_kind or jax.devices()[0].device_kind)
+        hbm = target.get("hbm_bytes") or (args.device_memory_gib * 2**30 if args.device_memory_gib else None)
+        out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu)}
+        if args.compile:
+            out["compiled"] = compiled_memory(cfg, devices)
     if args.json:
         _print_json(out)
     else:
-        for key, value in out.items():
-            print(f"{key:>22}: {value:,}" if isinstance(value, (int, float)) else f"{key:>22}: {value}")
+        _print_estimate(out)
     return 0
+
+
+def compiled_memory(cfg, devices: int) -> dict:
+    """memory_analysis() of the real compiled train step (per device), where this machine has the devices."""
+    import jax
+    import numpy as np
+    from llm_jax.config import ConfigError
+    from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
+    from llm_jax.train.loop import build, compile_steps
+    if jax.device_count() != devices:
+        raise ConfigError(f"--compile needs the {devices} devices being estimated; this machine has "
+                          f"{jax.device_count()} (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count={devices})")
+    mesh = make_mesh(cfg)
+    model, tx, sched, abstract, shardings, _ = build(cfg, mesh)
+    with activate(mesh, rules_tuple(cfg)):
+        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+        shape = (cfg.train.batch_size, cfg.model.seq_len)
+        batch = {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in batch_shardings.items()}
+        analysis = step_fn.lower(abstract, batch).compile().memory_analysis()
+    return {"argument_bytes": analysis.argument_size_in_bytes, "output_bytes": analysis.output_size_in_bytes,
+            "temp_bytes": analysis.temp_size_in_bytes, "alias_bytes": analysis.alias_size_in_bytes,
+            "generated_code_bytes": analysis.generated_code_size_in_bytes}
+
+
+def _print_estimate(out: dict) -> None:
+    gib = lambda b: f"{b / 2**30:,.2f} GiB"
+    for key, value in out.items():
+        if key == "per_device_bytes":
+            for part, size in value.items():
+                print(f"{'per device ' + part:>28}: {gib(size)}")
+        elif key == "compiled":
+            for part, size in value.items():
+                print(f"{'compiled ' + part:>28}: {gib(size)}")
+        elif isinstance(value, float):
+            print(f"{key:>28}: {value:,.4g}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            print(f"{key:>28}: {value:,}")
+        else:
+            print(f"{key:>28}: {value}")
 
 
 def cmd_convert(args, extra) -> int:
@@ -237,8 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("estimate", help="parameters and FLOPs of a config, without building it")
+    s = sub.add_parser("estimate", help="parameters, FLOPs, per-device memory and step time of a config")
     s.add_argument("--config")
+    s.add_argument("--devices", type=int, help="size the run for this many devices")
+    s.add_argument("--topology", help="or a named slice/cluster: v4-128, v5p-256, v5e-64, v6e-256, h100-16, ...")
+    s.add_argument("--device-kind", help="with --devices: the chip, for its peak FLOP/s (default: this machine's)")
+    s.add_argument("--device-memory-gib", type=float, help="with --devices: memory per device, to check the fit")
+    s.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the step time")
+    s.add_argument("--compile", action="store_true", help="also compile the real step here and report "
+                                                          "memory_analysis() (needs the same device count)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_estimate)
 
@@ -300,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax reports routine checkpoint I/O as warnings
     errors = _user_errors()
+    from llm_jax.scaling.memory import TopologyError
     from llm_jax.train.preemption import EXIT_PREEMPTED, Preempted
+    errors = errors + (TopologyError,)
     try:
         return args.func(args, extra)
     except Preempted as e:

@@ -1,0 +1,121 @@
+"""Per-device memory and step time of a config on a device count or a named topology (the guide's Memory
+Estimation), without any accelerator: a job is sized before it is launched.
+
+Parameters, optimizer state and gradients are exact: every parameter's shard is computed from the config's
+own logical-axis rules and mesh, as the sharded initialisation would lay it out. Activations follow
+Korthikanti et al. (2022): per layer and token, h·(34 + 5·a·s/h) bytes of 16-bit activations without
+recomputation (tensor parallelism t divides most of it: h·(10 + 24/t + 5·a·s/(h·t))), 2·h with full
+recomputation; float32 compute doubles them; the float32 logits and their gradient come on top.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llm_jax import config as config_lib
+from llm_jax.models.config import ModelConfig
+from llm_jax.models.transformer import Transformer
+from llm_jax.parallel.mesh import fit_spec, rules_tuple
+from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.train.mfu import PEAK_FLOPS
+
+# name prefix -> (device kind for the peak table, TensorCores per chip (TPU names count cores), HBM GiB per chip)
+TOPOLOGIES = {
+    "v4": ("TPU v4", 2, 32), "v5p": ("TPU v5p", 2, 95), "v5e": ("TPU v5e", 1, 16), "v5litepod": ("TPU v5e", 1, 16),
+    "v6e": ("TPU v6e", 1, 32), "a100": ("A100", 1, 80), "h100": ("H100", 1, 80), "h200": ("H200", 1, 141),
+}
+
+
+class TopologyError(ValueError):
+    """An unknown or malformed --topology."""
+
+
+def parse_topology(name: str) -> dict:
+    """'v5p-256' (256 TensorCores = 128 chips), 'v5e-64', 'h100-16' (16 GPUs) -> chips, kind, peak, HBM."""
+    match = re.fullmatch(r"([a-z0-9]+)-(\d+)", name.lower())
+    if not match or match.group(1) not in TOPOLOGIES:
+        raise TopologyError(f"--topology {name!r}: expected NAME-COUNT with NAME in {', '.join(TOPOLOGIES)}")
+    kind, cores_per_chip, hbm = TOPOLOGIES[match.group(1)]
+    cores = int(match.group(2))
+    if cores % cores_per_chip:
+        raise TopologyError(f"--topology {name!r}: {match.group(1)} counts {cores_per_chip} cores per chip")
+    return {"topology": name, "chips": cores // cores_per_chip, "device_kind": kind, "peak_flops": PEAK_FLOPS[kind],
+            "hbm_bytes": hbm * 2**30}
+
+
+class _MeshShape:
+    def __init__(self, shape: dict):
+        self.shape = shape
+
+
+def parameter_bytes_per_device(cfg, mesh_sizes: dict) -> int:
+    """Bytes of one device's parameter shards under the config's rules (parameters in model.param_dtype)."""
+    model = Transformer(ModelConfig.from_config(cfg.model))
+    boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
+    specs = nn.logical_to_mesh(nn.get_partition_spec(boxed), rules_tuple(cfg))
+    shapes = nn.unbox(boxed)
+    mesh = _MeshShape(mesh_sizes)
+    total = 0
+    for spec, leaf in zip(jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec)),
+                          jax.tree.leaves(shapes)):
+        fitted = fit_spec(spec, leaf.shape, mesh)
+        shard = 1
+        for dim, axes in zip(leaf.shape, list(fitted) + [None] * (len(leaf.shape) - len(fitted))):
+            names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+            shard_count = math.prod(mesh_sizes[a] for a in names)
+            shard *= dim // shard_count
+        total += shard * leaf.dtype.itemsize
+    return total
+
+
+def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
+    m, t = cfg.model, cfg.train
+    tokens = t.batch_size // t.micro_batches // (mesh_sizes["data"] * mesh_sizes["fsdp"]) * m.seq_len
+    if mesh_sizes["stage"] > 1:  # a stage holds its layers' activations for every micro-batch in flight
+        layers = m.n_layers // mesh_sizes["stage"]
+    else:
+        layers = m.n_layers
+    h, a, s, tp = m.d_model, m.n_heads, m.seq_len, mesh_sizes["tensor"]
+    width = 2 if m.dtype != "float32" else 4
+    if m.remat == "full":
+        per_token_layer = 2 * h
+    elif tp > 1:
+        per_token_layer = h * (10 + 24 / tp + 5 * a * s / (h * tp))
+    else:
+        per_token_layer = h * (34 + 5 * a * s / h)
+    if m.remat == "dots":  # matmul outputs kept, element-wise intermediates recomputed: about half
+        per_token_layer /= 2
+    logits = tokens * m.vocab_size * 4 * 2 / tp  # float32 logits and their gradient
+    return int(tokens * layers * per_token_layer * width / 2 + logits)
+
+
+def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float) -> dict:
+    sizes = dict(zip(config_lib.MESH_AXES, config_lib.mesh_shape(cfg, devices)))
+    params = parameter_bytes_per_device(cfg, sizes)
+    opt_width = 2 * 4 / jnp.dtype(cfg.model.param_dtype).itemsize  # Adam: two float32 moments per parameter
+    memory = {
+        "params": params,
+        "optimizer_state": int(params * opt_width),
+        "gradients": int(params * 4 / jnp.dtype(cfg.model.param_dtype).itemsize),  # accumulated in float32
+        "activations": activation_bytes_per_device(cfg, sizes),
+    }
+    memory["total"] = sum(memory.values())
+    tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
+    out = {"params": param_count(cfg.model), "non_embedding_params": non_embedding_params(cfg.model),
+           "flops_per_token": flops_per_token(cfg.model), "devices": devices, "mesh": sizes,
+           "per_device_bytes": memory, "tokens_per_step": tokens_per_step}
+    if hbm_bytes:
+        out["device_memory_bytes"] = hbm_bytes
+        out["fits"] = memory["total"] <= 0.9 * hbm_bytes  # leave room for XLA's temporaries and fragmentation
+    if peak_flops:
+        step_flops = out["flops_per_token"] * tokens_per_step
+        out["mfu"] = mfu
+        out["step_seconds"] = step_flops / (peak_flops * devices * mfu)
+        out["tokens_per_sec"] = tokens_per_step / out["step_seconds"]
+        out["training_days"] = out["step_seconds"] * cfg.train.steps / 86400
+    return out

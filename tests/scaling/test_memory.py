@@ -1,0 +1,57 @@
+import json
+import os
+
+import pytest
+
+from helpers import REPO, run_cli
+from llm_jax.config import load_config
+from llm_jax.scaling.memory import TopologyError, estimate, parameter_bytes_per_device, parse_topology
+
+
+def test_topologies_count_chips_not_cores():
+    assert parse_topology("v5p-256")["chips"] == 128 and parse_topology("v4-128")["chips"] == 64
+    assert parse_topology("v5e-64")["chips"] == 64 and parse_topology("h100-16")["device_kind"] == "H100"
+    with pytest.raises(TopologyError, match="expected NAME-COUNT"):
+        parse_topology("v9x-8")
+    with pytest.raises(TopologyError, match="2 cores per chip"):
+        parse_topology("v5p-3")
+
+
+def test_parameter_shards_follow_the_rules():
+    cfg = load_config(os.path.join(REPO, "configs", "gpt2_small.py"), {"mesh.fsdp": "-1", "mesh.data": "1"},
+                      n_devices=8)
+    whole = 124_439_808 * 4
+    sharded = parameter_bytes_per_device(cfg, {"stage": 1, "data": 1, "fsdp": 8, "tensor": 1})
+    assert whole / 8 <= sharded <= whole / 8 * 1.01  # every weight has an `embed` axis over fsdp
+    replicated = parameter_bytes_per_device(cfg, {"stage": 1, "data": 8, "fsdp": 1, "tensor": 1})
+    assert replicated == whole
+
+
+def test_estimate_for_a_pod_and_the_step_time():
+    cfg = load_config(os.path.join(REPO, "configs", "llama_7b.py"), n_devices=128)
+    out = estimate(cfg, 128, peak_flops=459e12, hbm_bytes=95 * 2**30, mfu=0.5)
+    assert out["mesh"]["fsdp"] == 128 and out["fits"]
+    mem = out["per_device_bytes"]
+    assert mem["optimizer_state"] == 2 * mem["params"] and mem["total"] == sum(v for k, v in mem.items() if k != "total")
+    expected = out["flops_per_token"] * 1024 * 4096 / (459e12 * 128 * 0.5)
+    assert out["step_seconds"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("devices, mesh", [(1, []), (8, ["--config.mesh.data=1", "--config.mesh.fsdp=8"])])
+def test_estimate_agrees_with_the_compiled_step(devices, mesh):
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", devices, "--compile", "--json", *mesh,
+                   env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    est, compiled = out["per_device_bytes"], out["compiled"]
+    batch = 3 * 8 * 256 * 4 // devices  # inputs, targets, segment ids (int32)
+    state = compiled["argument_bytes"] - batch
+    assert abs(est["params"] + est["optimizer_state"] - state) / state < 0.05, (est, compiled)
+    transient = est["gradients"] + est["activations"]
+    assert 0.5 < transient / compiled["temp_bytes"] < 2.0, (est, compiled)
+
+
+def test_compile_needs_the_devices():
+    proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", "8", "--compile")
+    assert proc.returncode == 2 and "--compile needs the 8 devices" in proc.stderr
