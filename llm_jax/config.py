@@ -128,6 +128,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1             # -1 = all the devices the other axes leave
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
+    # Multi-slice (TPU pods joined over the data-centre network): each axis above is the size *within* a
+    # slice, and mesh.dcn_<axis> multiplies it across slices (usually dcn_data: data parallelism over DCN).
+    c.mesh.dcn_stage = 1
+    c.mesh.dcn_data = 1
+    c.mesh.dcn_fsdp = 1
+    c.mesh.dcn_tensor = 1
     c.mesh.rules = DEFAULT_RULES
 
     c.data = ml_collections.ConfigDict()
@@ -344,8 +350,15 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int, int]:
-    """(stage, data, fsdp, tensor) with the one -1 filled from the device count."""
+def mesh_layout(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(within-slice sizes, across-slice sizes) of (stage, data, fsdp, tensor); the one -1 is filled."""
+    dcn = tuple(cfg.mesh[f"dcn_{a}"] for a in MESH_AXES)
+    for axis, size in zip(MESH_AXES, dcn):
+        _require(isinstance(size, int) and size >= 1, f"mesh.dcn_{axis}={size}: must be a positive integer")
+    slices = math.prod(dcn)
+    _require(n_devices % slices == 0, f"mesh: the dcn axes multiply to {slices} slices, which does not divide "
+                                      f"the {n_devices} devices")
+    per_slice = n_devices // slices
     sizes = [cfg.mesh[a] for a in MESH_AXES]
     for axis, size in zip(MESH_AXES, sizes):
         _require(size == -1 or size >= 1, f"mesh.{axis}={size}: must be a positive integer or -1 (fill)")
@@ -353,15 +366,22 @@ def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int
     _require(len(fills) <= 1, f"mesh: only one axis may be -1, got {', '.join('mesh.' + a for a in fills)}")
     fixed = math.prod(s for s in sizes if s != -1)
     if fills:
-        _require(n_devices % fixed == 0,
-                 f"mesh: the fixed axes multiply to {fixed}, which does not divide the {n_devices} devices "
-                 f"for mesh.{fills[0]}=-1 to fill")
-        sizes = [n_devices // fixed if s == -1 else s for s in sizes]
-    _require(math.prod(sizes) == n_devices,
+        _require(per_slice % fixed == 0,
+                 f"mesh: the fixed axes multiply to {fixed}, which does not divide the {per_slice} devices "
+                 f"{'per slice ' if slices > 1 else ''}for mesh.{fills[0]}=-1 to fill")
+        sizes = [per_slice // fixed if s == -1 else s for s in sizes]
+    where = f" per slice ({n_devices} devices / {slices} slices)" if slices > 1 else ""
+    _require(math.prod(sizes) == per_slice,
              f"mesh: stage*data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
-             f"but there are {n_devices} devices; the product must equal the device count "
+             f"but there are {per_slice} devices{where}; the product must equal the device count "
              f"(use -1 on one axis to fill)")
-    return tuple(sizes)
+    return tuple(sizes), dcn
+
+
+def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int, int]:
+    """Global (stage, data, fsdp, tensor) sizes: within-slice size x across-slice size per axis."""
+    ici, dcn = mesh_layout(cfg, n_devices)
+    return tuple(i * d for i, d in zip(ici, dcn))
 
 
 def pipeline_microbatches(cfg) -> int:

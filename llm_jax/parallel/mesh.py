@@ -10,19 +10,41 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from llm_jax.config import MESH_AXES, mesh_shape
+from llm_jax.config import MESH_AXES, mesh_layout
+
+
+def _grid(shape, devices):
+    try:
+        from jax.experimental import mesh_utils
+        return mesh_utils.create_device_mesh(shape, devices=devices)
+    except (ValueError, NotImplementedError, AssertionError):  # unusual topologies: plain order is still correct
+        return np.asarray(devices).reshape(shape)
+
+
+def slices_of(devices, count: int) -> list[list]:
+    """Devices grouped by slice: TPU `slice_index` where devices have one, else by process, else in order."""
+    for key in ("slice_index", "process_index"):
+        values = sorted({getattr(d, key, None) for d in devices} - {None})
+        if len(values) == count:
+            return [[d for d in devices if getattr(d, key, None) == v] for v in values]
+    per = len(devices) // count
+    return [devices[i * per:(i + 1) * per] for i in range(count)]
 
 
 def make_mesh(cfg, devices=None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices (or `devices`), with Auto axes for GSPMD propagation."""
+    """The (stage, data, fsdp, tensor) mesh over all devices (or `devices`), with Auto axes for GSPMD.
+
+    With mesh.dcn_* > 1 (multi-slice) every slice gets the within-slice grid and slices are laid side by side
+    along each axis, so collectives over a within-slice axis never leave the slice."""
     devices = list(jax.devices() if devices is None else devices)
-    shape = mesh_shape(cfg, len(devices))
-    try:
-        from jax.experimental import mesh_utils
-        grid = mesh_utils.create_device_mesh(shape, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):  # unusual topologies: plain order is still correct
-        grid = np.asarray(devices).reshape(shape)
-    return Mesh(grid, MESH_AXES)
+    ici, dcn = mesh_layout(cfg, len(devices))
+    if math.prod(dcn) == 1:
+        return Mesh(_grid(ici, devices), MESH_AXES)
+    per_slice = np.stack([_grid(ici, s) for s in slices_of(devices, math.prod(dcn))])  # (slices, *ici)
+    per_slice = per_slice.reshape(dcn + ici)
+    n = len(MESH_AXES)
+    interleaved = per_slice.transpose([k for axis in range(n) for k in (axis, n + axis)])  # (dcn0, ici0, ...)
+    return Mesh(interleaved.reshape([d * i for d, i in zip(dcn, ici)]), MESH_AXES)
 
 
 def rules_tuple(cfg) -> tuple:

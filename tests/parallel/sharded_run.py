@@ -2,7 +2,7 @@
 
 Used in fresh interpreters, because the fake CPU device count must be set before JAX starts:
 `XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 1,8,1 2,2,2,1/2/2`.
-A layout is `[stage,]data,fsdp,tensor[/grad-accumulation micro-batches[/pipeline repeats]]`.
+A layout is `[stage,]data,fsdp,tensor[@dcn_data][/grad-accumulation micro-batches[/pipeline repeats]]`.
 """
 
 import json
@@ -33,6 +33,7 @@ def batches(cfg):
 
 def layout_config(layout: str):
     mesh, *rest = layout.split("/")
+    mesh, _, dcn_data = mesh.partition("@")
     sizes = [int(x) for x in mesh.split(",")]
     if len(sizes) == 3:
         sizes = [1] + sizes
@@ -40,7 +41,8 @@ def layout_config(layout: str):
     cfg = small_config(d_model=64, n_heads=8, n_kv_heads=4, n_layers=8, vocab_size=256, use_bias=False,
                        positions="rope", norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
     cfg.train.update(steps=STEPS, batch_size=32, micro_batches=micro, warmup_steps=2, lr=5e-3)
-    cfg.mesh.update(stage=sizes[0], data=sizes[1], fsdp=sizes[2], tensor=sizes[3], pipeline_repeats=repeats)
+    cfg.mesh.update(stage=sizes[0], data=sizes[1], fsdp=sizes[2], tensor=sizes[3], pipeline_repeats=repeats,
+                    dcn_data=int(dcn_data or 1))
     return cfg
 
 

@@ -1,5 +1,6 @@
 """Layout invariance on 8 fake CPU devices: every (stage, data, fsdp, tensor) mesh — pipelined or not, with
-or without gradient accumulation — gives the 1-device losses; FSDP divides parameter + optimizer memory."""
+or without gradient accumulation, one slice or two — gives the 1-device losses; FSDP divides parameter +
+optimizer memory."""
 
 import json
 import os
@@ -12,7 +13,9 @@ from helpers import REPO, run_script
 SCRIPT = os.path.join(REPO, "tests", "parallel", "sharded_run.py")
 DATA_LAYOUTS = ["8,1,1", "1,8,1", "2,2,2", "1,2,4"]
 PIPELINE_LAYOUTS = ["2,2,2,1", "4,1,1,2", "2,1,1,4", "8,1,1,1"]
-LAYOUTS = DATA_LAYOUTS + PIPELINE_LAYOUTS + [f"{p}/2" for p in PIPELINE_LAYOUTS] + ["2,2,2,1/1/2", "4,1,1,2/2/2"]
+MULTI_SLICE = ["1,1,2,2@2", "2,1,2,1@2"]  # two slices joined over DCN on the data axis
+LAYOUTS = (DATA_LAYOUTS + PIPELINE_LAYOUTS + [f"{p}/2" for p in PIPELINE_LAYOUTS] + ["2,2,2,1/1/2", "4,1,1,2/2/2"]
+           + MULTI_SLICE)
 
 
 def run_layouts(layouts, devices):
