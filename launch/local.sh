@@ -20,8 +20,10 @@ PORT=${PORT:-$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.
 LLM_JAX=${LLM_JAX:-"$PYTHON -m llm_jax"}
 
 command_for() {
+  local args
+  args=$(printf '%q ' "${@:2}")
   echo "LLM_JAX_COORDINATOR=127.0.0.1:$PORT LLM_JAX_NUM_PROCESSES=$N LLM_JAX_PROCESS_ID=$1" \
-       "LLM_JAX_LOCAL_DEVICES=$LOCAL_DEVICES JAX_PLATFORMS=cpu $LLM_JAX train $(printf '%q ' "${@:2}")"
+       "LLM_JAX_LOCAL_DEVICES=$LOCAL_DEVICES JAX_PLATFORMS=cpu $LLM_JAX train ${args% }"
 }
 
 if [[ $DRY_RUN == 1 ]]; then

@@ -37,7 +37,7 @@ def table_peak(device_kind: str) -> float | None:
 def measure_matmul_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 10, device=None,
                          preferred=None) -> float:
     """FLOP/s of a jitted n x n matmul on one device (best of `repeats`)."""
-    device = device or jax.devices()[0]
+    device = device or jax.local_devices()[0]
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.device_put(jax.random.normal(key_a, (n, n), jnp.float32).astype(dtype), device)
     b = jax.device_put(jax.random.normal(key_b, (n, n), jnp.float32).astype(dtype), device)
