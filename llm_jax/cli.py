@@ -1,4 +1,4 @@
-"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, convert, bench.
+"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, convert, bench, data, tokenizer, scaling, sweep.
 
 Config overrides follow the config file: `llm-jax train --config configs/tiny.py --config.model.n_layers=2`.
 Every command with `--json` prints one JSON object as its last line of output.
@@ -22,8 +22,9 @@ def _user_errors() -> tuple:
     from llm_jax.infer.load import WorkdirError
     from llm_jax.interop.hf import ConversionError
     from llm_jax.train.checkpoint import CheckpointError
+    from llm_jax.scaling.runs import RunsError
     from llm_jax.train.loop import TrainingError
-    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
+    return (RunsError, ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
             PreparedDataError, CheckpointError)
 
 
@@ -344,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    from llm_jax.scaling import command as scaling_command
+    scaling_command.add_parser(sub)
     return p
 
 
