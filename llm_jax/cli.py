@@ -130,34 +130,14 @@ def cmd_estimate(args, extra) -> int:
         hbm = target.get("hbm_bytes") or (args.device_memory_gib * 2**30 if args.device_memory_gib else None)
         out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu)}
         if args.compile:
-            out["compiled"] = compiled_memory(cfg, devices)
+            from llm_jax.train import compiled
+            step = compiled.compile_train_step(cfg, devices)
+            out["compiled"] = {**compiled.memory(step), "flops_per_token": compiled.flops_per_token(step, cfg)}
     if args.json:
         _print_json(out)
     else:
         _print_estimate(out)
     return 0
-
-
-def compiled_memory(cfg, devices: int) -> dict:
-    """memory_analysis() of the real compiled train step (per device), where this machine has the devices."""
-    import jax
-    import numpy as np
-    from llm_jax.config import ConfigError
-    from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
-    from llm_jax.train.loop import build, compile_steps
-    if jax.device_count() != devices:
-        raise ConfigError(f"--compile needs the {devices} devices being estimated; this machine has "
-                          f"{jax.device_count()} (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count={devices})")
-    mesh = make_mesh(cfg)
-    model, tx, sched, abstract, shardings, _ = build(cfg, mesh)
-    with activate(mesh, rules_tuple(cfg)):
-        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
-        shape = (cfg.train.batch_size, cfg.model.seq_len)
-        batch = {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in batch_shardings.items()}
-        analysis = step_fn.lower(abstract, batch).compile().memory_analysis()
-    return {"argument_bytes": analysis.argument_size_in_bytes, "output_bytes": analysis.output_size_in_bytes,
-            "temp_bytes": analysis.temp_size_in_bytes, "alias_bytes": analysis.alias_size_in_bytes,
-            "generated_code_bytes": analysis.generated_code_size_in_bytes}
 
 
 def _print_estimate(out: dict) -> None:
@@ -168,7 +148,8 @@ def _print_estimate(out: dict) -> None:
                 print(f"{'per device ' + part:>28}: {gib(size)}")
         elif key == "compiled":
             for part, size in value.items():
-                print(f"{'compiled ' + part:>28}: {gib(size)}")
+                shown = f"{size:,.4g}" if part == "flops_per_token" else gib(size)
+                print(f"{'compiled ' + part:>28}: {shown}")
         elif isinstance(value, float):
             print(f"{key:>28}: {value:,.4g}")
         elif isinstance(value, int) and not isinstance(value, bool):

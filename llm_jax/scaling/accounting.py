@@ -76,3 +76,28 @@ def summary(model_cfg) -> dict[str, float]:
         "embedding_params": embedding_params(model_cfg),
         "flops_per_token": flops_per_token(model_cfg),
     }
+
+
+def training_flops(params: float, tokens: float) -> float:
+    """The guide's compute budget C = 6 * N * D (forward 2ND + backward 4ND)."""
+    return 6.0 * params * tokens
+
+
+def training_steps(tokens: float, batch_size: int, seq_len: int) -> float:
+    """The guide's Steps = Total_Tokens / (Batch_Size * Sequence_Length)."""
+    return tokens / (batch_size * seq_len)
+
+
+def device_hours(flops: float, peak_flops_per_s: float, mfu: float = 1.0) -> float:
+    """The guide's GPU_Hours = FLOPs / (FLOP/s * 3600), at a utilisation `mfu` of the peak (1 = the guide's)."""
+    return flops / (peak_flops_per_s * mfu * 3600.0)
+
+
+def training_cost(hours: float, price_per_device_hour: float) -> float:
+    """The guide's Cost = GPU_Hours * Cost_Per_Hour."""
+    return hours * price_per_device_hour
+
+
+def training_time_days(flops: float, devices: int, peak_flops_per_s: float, mfu: float) -> float:
+    """Wall-clock days on `devices` chips at utilisation `mfu`."""
+    return device_hours(flops, peak_flops_per_s, mfu) / devices / 24.0

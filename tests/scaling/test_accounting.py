@@ -28,3 +28,15 @@ def test_flops_per_token_is_6n_plus_attention():
     n = non_embedding_params(cfg.model) + 50257 * 768
     assert flops_per_token(cfg.model) == pytest.approx(6 * n + 12 * 12 * 1024 * 768)
     assert flops_per_token(cfg.model, seq_len=2048) > flops_per_token(cfg.model)
+
+
+def test_guide_compute_budget_examples():
+    from llm_jax.scaling.accounting import (device_hours, training_cost, training_flops, training_steps,
+                                            training_time_days)
+    flops = training_flops(175e9, 300e9)
+    assert flops == pytest.approx(3.15e23)                               # the guide: ~3.14e23 for GPT-3
+    hours = device_hours(flops, 312e12)
+    assert hours == pytest.approx(280_449, rel=1e-4)                     # the guide: ~280,000 A100-hours
+    assert training_cost(hours, 2.0) == pytest.approx(560_897, rel=1e-4)  # the guide: ~$560,000
+    assert training_steps(300e9, 512, 2048) == pytest.approx(286_102, rel=1e-5)
+    assert training_time_days(flops, 1024, 312e12, 0.5) == pytest.approx(hours / 0.5 / 1024 / 24)

@@ -1,0 +1,46 @@
+"""The real train step, lowered and compiled without data: XLA's own memory and FLOP counts for a config.
+
+`llm-jax estimate --compile` reports these beside the analytic estimates, and the tests hold the analytic
+FLOPs per token (`llm_jax.scaling.accounting`) to within 10% of `cost_analysis()`.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from llm_jax.config import ConfigError
+
+
+def compile_train_step(cfg, devices: int | None = None):
+    """The compiled step of `cfg` on this machine's devices (which must number `devices`, if given)."""
+    from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
+    from llm_jax.train.loop import build, compile_steps
+    if devices is not None and jax.device_count() != devices:
+        raise ConfigError(f"--compile needs the {devices} devices being estimated; this machine has "
+                          f"{jax.device_count()} (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count={devices})")
+    mesh = make_mesh(cfg)
+    model, tx, sched, abstract, shardings, _ = build(cfg, mesh)
+    with activate(mesh, rules_tuple(cfg)):
+        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+        shape = (cfg.train.batch_size, cfg.model.seq_len)
+        batch = {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in batch_shardings.items()}
+        return step_fn.lower(abstract, batch).compile()
+
+
+def memory(compiled) -> dict:
+    """memory_analysis() per device."""
+    analysis = compiled.memory_analysis()
+    return {"argument_bytes": analysis.argument_size_in_bytes, "output_bytes": analysis.output_size_in_bytes,
+            "temp_bytes": analysis.temp_size_in_bytes, "alias_bytes": analysis.alias_size_in_bytes,
+            "generated_code_bytes": analysis.generated_code_size_in_bytes}
+
+
+def flops_per_token(compiled, cfg) -> float:
+    """cost_analysis() FLOPs of one step (summed over devices) per trained token.
+
+    XLA counts a while loop's body once, so a layer scan must be unrolled (model.scan_unroll = n_layers) for
+    this to cover every layer."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) * jax.device_count() / (cfg.train.batch_size * cfg.model.seq_len)
