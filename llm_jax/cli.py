@@ -23,8 +23,9 @@ def _user_errors() -> tuple:
     from llm_jax.interop.hf import ConversionError
     from llm_jax.train.checkpoint import CheckpointError
     from llm_jax.scaling.runs import RunsError
+    from llm_jax.sweep.spec import SweepError
     from llm_jax.train.loop import TrainingError
-    return (RunsError, ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
+    return (RunsError, SweepError, ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
             PreparedDataError, CheckpointError)
 
 
@@ -329,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from llm_jax.scaling import command as scaling_command
     scaling_command.add_parser(sub)
+    from llm_jax.sweep import command as sweep_command
+    sweep_command.add_parser(sub)
     return p
 
 

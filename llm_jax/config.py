@@ -91,6 +91,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.init_std = 0.02
     m.attention_impl = "auto"    # jax.nn.dot_product_attention backend; auto = cuDNN flash attention on GPU
     m.document_mask = False      # attend only within the same document of a packed sequence (segment ids)
+    m.mup = False                # maximal update parametrization (Yang et al.): hyperparameters transfer across width
+    m.mup_base_width = 256       # the d_model at which muP equals the standard parametrization (but for 1/d attention)
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -411,6 +413,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(m.norm_eps > 0, f"model.norm_eps={m.norm_eps}: must be positive")
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
     _require(m.init_std > 0, f"model.init_std={m.init_std}: must be positive")
+    _require(m.mup_base_width > 0, f"model.mup_base_width={m.mup_base_width}: must be positive")
     _require(m.ffn_multiple_of > 0, f"model.ffn_multiple_of={m.ffn_multiple_of}: must be positive")
     _require(1 <= m.scan_unroll <= m.n_layers and m.n_layers % m.scan_unroll == 0,
              f"model.scan_unroll={m.scan_unroll}: must divide model.n_layers={m.n_layers}")

@@ -126,6 +126,9 @@ def model_fields_from_hf(hf: dict) -> tuple[str, dict]:
 def family_of(m) -> str:
     """Which HF architecture a model config is, or a ConversionError naming the field that has none."""
     m = dict(m)
+    if m.get("mup"):
+        raise ConversionError("a muP model (model.mup=True) has no Hugging Face equivalent: its 1/d attention "
+                              "scale and output multiplier are not fields of GPT-2 or Llama configs")
     gpt2 = dict(positions="learned", norm="layernorm", norm_position="pre", use_bias=True, tie_embeddings=True)
     llama = dict(positions="rope", norm="rmsnorm", norm_position="pre", use_bias=False, ffn="swiglu")
     if all(m[k] == v for k, v in gpt2.items()) and m["ffn"] in ("gelu_tanh", "gelu", "relu") \

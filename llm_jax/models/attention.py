@@ -11,8 +11,10 @@ from llm_jax.models.layers import dense
 from llm_jax.models.positions import apply_rope
 
 
-def causal_attention(q_BLHd, k_BSKd, v_BSKd, segments_BL=None):
+def causal_attention(q_BLHd, k_BSKd, v_BSKd, segments_BL=None, scale=None):
     """softmax(Q K^T / sqrt(d_k) + M) V with the causal mask M; each K/V head serves H/K query heads.
+
+    `scale` replaces 1/sqrt(d_k) (muP uses 1/d_k: query-key products grow like d_k once they correlate).
 
     With `segments_BL` (document ids of packed sequences) M also hides other documents' positions.
 
@@ -23,7 +25,7 @@ def causal_attention(q_BLHd, k_BSKd, v_BSKd, segments_BL=None):
     K = k_BSKd.shape[2]
     q_BLKGd = q_BLHd.reshape(B, L, K, H // K, hd)
     scores_BKGLS = jnp.einsum("blkgd,bskd->bkgls", q_BLKGd, k_BSKd, preferred_element_type=jnp.float32)
-    scores_BKGLS = scores_BKGLS / jnp.sqrt(jnp.float32(hd))
+    scores_BKGLS = scores_BKGLS * (scale if scale is not None else 1.0 / jnp.sqrt(jnp.float32(hd)))
     mask_BLS = jnp.tril(jnp.ones((L, k_BSKd.shape[1]), dtype=bool))[None]
     if segments_BL is not None:
         mask_BLS = mask_BLS & (segments_BL[:, :, None] == segments_BL[:, None, :])
@@ -50,16 +52,17 @@ class Attention(nn.Module):
             k_BLKd = apply_rope(k_BLKd, positions_BL, cfg.rope_theta)
         q_BLHd = nn.with_logical_constraint(q_BLHd, ("batch", "length", "heads", "head_dim"))
         out_BLHd = None
+        scale = 1.0 / hd if cfg.mup else None
         if segments_BL is None and (cfg.attention_impl == "cudnn" or (  # cuDNN flash attention: GPU, 16-bit
                 cfg.attention_impl == "auto" and jax.default_backend() == "gpu" and cfg.dtype != "float32")):
             try:
                 out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=True,
-                                                        implementation="cudnn")
+                                                        scale=scale, implementation="cudnn")
             except (ValueError, NotImplementedError, RuntimeError):
                 if cfg.attention_impl == "cudnn":  # asked for explicitly: say why it cannot run
                     raise
         if out_BLHd is None:  # the shape/dtype check runs at trace time, so "auto" can fall back here
-            out_BLHd = causal_attention(q_BLHd, k_BLKd, v_BLKd, segments_BL)
+            out_BLHd = causal_attention(q_BLHd, k_BLKd, v_BLKd, segments_BL, scale)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)

@@ -35,6 +35,8 @@ class ModelConfig:
     init_std: float = 0.02
     attention_impl: str = "auto"
     document_mask: bool = False
+    mup: bool = False
+    mup_base_width: int = 256
     pipeline_stages: int = 1          # from mesh.stage: >1 runs the layer stack as a pipeline
     pipeline_microbatches: int = 1
     pipeline_repeats: int = 1
@@ -49,6 +51,11 @@ class ModelConfig:
             values.update(pipeline_stages=mesh_cfg.stage, pipeline_repeats=mesh_cfg.pipeline_repeats,
                           pipeline_microbatches=mesh_cfg.pipeline_microbatches or 2 * mesh_cfg.stage)
         return cls(**values)
+
+    @property
+    def width_mult(self) -> float:
+        """muP's width multiplier d_model / base width (1 without muP)."""
+        return self.d_model / self.mup_base_width if self.mup else 1.0
 
     @property
     def compute_dtype(self):

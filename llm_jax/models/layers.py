@@ -41,8 +41,11 @@ class Dense(nn.Module):
 
 
 def dense(cfg: ModelConfig, features, n_in: int, kernel_names, bias_names, name: str, std: float | None = None):
+    """A hidden (width x width) projection. Under muP its init std shrinks by 1/sqrt(width_mult), keeping the
+    variance 1/fan_in-proportional as width grows (its learning rate shrinks by 1/width_mult, in the optimizer)."""
     features = features if isinstance(features, tuple) else (features,)
-    return Dense(cfg, features, n_in, tuple(kernel_names), tuple(bias_names), std or cfg.init_std, name=name)
+    std = (std or cfg.init_std) / cfg.width_mult ** 0.5
+    return Dense(cfg, features, n_in, tuple(kernel_names), tuple(bias_names), std, name=name)
 
 
 class Norm(nn.Module):

@@ -84,6 +84,7 @@ class Transformer(nn.Module):
         else:
             x_BLD, _ = stack(x_BLD, positions_BL, segments_BL)
 
+        self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
         if cfg.tie_embeddings:
@@ -92,6 +93,8 @@ class Transformer(nn.Module):
             head = Dense(dataclasses.replace(cfg, use_bias=False), (cfg.vocab_size,), 1, ("embed", "vocab"),
                          ("vocab",), cfg.init_std, name="head")
             logits_BLV = head(x_BLD)
+        if cfg.mup:  # muP's output multiplier: the readout sums width-many correlated terms after training
+            logits_BLV = logits_BLV / cfg.width_mult
         return nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))
 
     def _pipelined_layers(self, block, deterministic, x_BLD, positions_BL, segments_BL):

@@ -73,7 +73,7 @@ def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
 def build(cfg, mesh):
     """Model, optimizer, schedule and the abstract sharded state for `cfg` on `mesh`."""
     model = Transformer(ModelConfig.from_config(cfg.model, cfg.mesh))
-    tx = make_optimizer(cfg.train)
+    tx = make_optimizer(cfg.train, cfg.model)
     scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg.train, cfg.model) else 1.0
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules_tuple(cfg))
     return model, tx, schedule(cfg.train), abstract, shardings, scale

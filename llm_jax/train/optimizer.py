@@ -40,15 +40,43 @@ def decay_mask(params):
     """True where weight decay applies: every weight but norm scales and biases."""
     def keep(path, _):
         # The last dict key names the parameter (a logical-partitioning box adds a `.value` attribute after it).
-        names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
-        return names[-1] not in NO_DECAY
+        return _names(path)[-1] not in NO_DECAY
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(t_cfg) -> optax.GradientTransformation:
+def _names(path) -> list[str]:
+    return [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+
+
+def mup_lr_multipliers(params, width_mult: float):
+    """muP with Adam: hidden (width x width) kernels — every kernel inside the layer stack — learn at
+    lr / width_mult; embeddings, the readout, norms and biases keep the base learning rate."""
+    def factor(path, _):
+        names = _names(path)
+        return 1.0 / width_mult if "layers" in names and names[-1] == "kernel" else 1.0
+    return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def scale_by_tree(multipliers_fn) -> optax.GradientTransformation:
+    """Multiplies each update by its parameter's factor (a tree computed from the parameters at init)."""
+    def init(params):
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        factors = multipliers_fn(updates)
+        return jax.tree_util.tree_map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(t_cfg, m_cfg=None) -> optax.GradientTransformation:
+    """AdamW (+ clipping); with `m_cfg.mup`, muP's per-layer learning rates on top."""
     parts = []
     if t_cfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t_cfg.grad_clip))
     parts.append(optax.adamw(schedule(t_cfg), b1=t_cfg.b1, b2=t_cfg.b2, eps=t_cfg.eps,
                              weight_decay=t_cfg.weight_decay, mask=decay_mask))
+    if m_cfg is not None and m_cfg.mup:
+        width_mult = m_cfg.d_model / m_cfg.mup_base_width
+        parts.append(scale_by_tree(lambda tree: mup_lr_multipliers(tree, width_mult)))
     return optax.chain(*parts)

@@ -133,5 +133,8 @@ def test_unsupported_inputs_are_clear_errors(tmp_path):
         family_of({"positions": "sinusoidal", "norm": "layernorm", "norm_position": "pre", "use_bias": True,
                    "tie_embeddings": True, "ffn": "gelu", "n_kv_heads": 4, "n_heads": 4, "head_dim": 8,
                    "d_model": 32})
+    with pytest.raises(ConversionError, match="muP"):
+        family_of({"positions": "rope", "norm": "rmsnorm", "norm_position": "pre", "use_bias": False,
+                   "ffn": "swiglu", "mup": True})
     proc = run_cli("convert", "from-hf", "--hf-dir", tmp_path, "--out", tmp_path / "out")
     assert proc.returncode == 2 and "has no config.json" in proc.stderr

@@ -1,0 +1,152 @@
+"""`llm-jax sweep report`: one row per member and one per variant (mean ± std over seeds), as CSV, markdown
+and loss-curve PNG in the sweep's results directory, headed by the command that reproduces them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.sweep.runner import DONE_FILE, read_attempts
+from llm_jax.sweep.spec import Sweep, member_config, members, workdir
+
+MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
+                  "final_eval_loss", "best_eval_loss", "tokens_per_sec", "wall_seconds")
+
+
+def _records(wd: str) -> list[dict]:
+    path = os.path.join(wd, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _eval_curve(records: list[dict]) -> list[tuple[int, float]]:
+    """(tokens seen, eval loss), the last record winning where a resumed run repeated a step."""
+    points = {}
+    for r in records:
+        if isinstance(r.get("eval_loss"), (int, float)):
+            points[r.get("tokens_seen", 0)] = r["eval_loss"]
+    return sorted(points.items())
+
+
+def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
+    rows, curves = [], {}
+    for member in members(sweep):
+        wd = workdir(sweep, member)
+        if not os.path.isfile(os.path.join(wd, DONE_FILE)):
+            continue
+        cfg = member_config(sweep, member)
+        records = _records(wd)
+        curve = _eval_curve(records)
+        speeds = [r["tokens_per_sec"] for r in records if isinstance(r.get("tokens_per_sec"), (int, float))]
+        tokens = max((r.get("tokens_seen", 0) for r in records), default=0)
+        n_total, n_body = param_count(cfg.model), non_embedding_params(cfg.model)
+        rows.append({
+            "member": member.name, "variant": member.variant, "seed": member.seed, **member.meta,
+            "params": n_total, "non_embedding_params": n_body, "tokens": tokens,
+            "flops": flops_per_token(cfg.model) * tokens, "flops_6nd": 6.0 * n_body * tokens,
+            "final_eval_loss": curve[-1][1] if curve else float("nan"),
+            "best_eval_loss": min(v for _, v in curve) if curve else float("nan"),
+            "tokens_per_sec": float(np.median(speeds)) if speeds else float("nan"),
+            "wall_seconds": sum(a["wall_seconds"] for a in read_attempts(wd)),
+        })
+        curves[member.name] = curve
+    return rows, curves
+
+
+def variant_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        group = [r for r in rows if r["variant"] == variant]
+        stat = lambda key: (float(np.mean([r[key] for r in group])),
+                            float(np.std([r[key] for r in group], ddof=1)) if len(group) > 1 else 0.0)
+        out.append({"variant": variant, "seeds": len(group), "params": group[0]["params"],
+                    "non_embedding_params": group[0]["non_embedding_params"], "tokens": group[0]["tokens"],
+                    "flops": group[0]["flops"], "final_eval_loss": stat("final_eval_loss"),
+                    "best_eval_loss": stat("best_eval_loss"), "tokens_per_sec": stat("tokens_per_sec")})
+    return out
+
+
+def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[dict]) -> str:
+    wall = sum(r["wall_seconds"] for r in rows)
+    lines = [f"# Sweep `{sweep.name}`", ""]
+    if sweep.description:
+        lines += [sweep.description, ""]
+    lines += [f"- Command: `llm-jax sweep run {sweep_path} && llm-jax sweep report {sweep_path}`",
+              f"- Wall time: {wall / 60:.1f} min of training over {len(rows)} runs "
+              f"({platform.machine()}, {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')})",
+              f"- Base config: `{sweep.base}`; seeds {sweep.seeds}; per-member values in `members.csv`", "",
+              "| variant | params (non-emb.) | tokens | final eval loss | best eval loss | tokens/s | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    best = min(v["final_eval_loss"][0] for v in variants) if variants else None
+    for v in variants:
+        mean, std = v["final_eval_loss"]
+        final = f"{mean:.4f} ± {std:.4f}"
+        if mean == best:
+            final = f"**{final}**"
+        lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['tokens']:,} | "
+                     f"{final} | {v['best_eval_loss'][0]:.4f} ± {v['best_eval_loss'][1]:.4f} | "
+                     f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
+    lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
+              f"![eval loss curves](loss_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+        for j, r in enumerate(x for x in rows if x["variant"] == variant):
+            tokens, losses = zip(*curves[r["member"]][1:]) if len(curves[r["member"]]) > 1 else ((), ())
+            ax.plot(tokens, losses, color=f"C{i % 10}", lw=1.2, alpha=0.8, label=variant if j == 0 else None)
+    ax.set(xlabel="training tokens", ylabel="eval loss (nats/token)", title=title)
+    ax.set_xscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_csv(path: str, rows: list[dict], columns) -> None:
+    extra = [k for r in rows for k in r if k not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns) + list(dict.fromkeys(extra)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
+    rows, curves = member_rows(sweep)
+    if not rows:
+        from llm_jax.sweep.spec import SweepError
+        raise SweepError(f"sweep {sweep.name}: no finished members under {sweep.runs_dir} "
+                         f"(run `llm-jax sweep run {sweep_path}` first)")
+    out = sweep.results_dir
+    os.makedirs(out, exist_ok=True)
+    _write_csv(os.path.join(out, "members.csv"), rows, MEMBER_COLUMNS)
+    with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "params", "non_embedding_params", "tokens", "loss"])
+        for r in rows:
+            for tokens, loss in curves[r["member"]]:
+                if tokens > 0:
+                    writer.writerow([r["member"], r["params"], r["non_embedding_params"], tokens, loss])
+    variants = variant_rows(rows)
+    markdown = _markdown(sweep, sweep_path, rows, variants)
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(markdown)
+    _plot(curves, rows, os.path.join(out, "loss_curves.png"), f"sweep {sweep.name}")
+    expected = len(members(sweep))
+    log(markdown)
+    log(f"{len(rows)} of {expected} members finished; wrote members.csv, curves.csv, README.md, "
+        f"loss_curves.png to {out}")
+    return {"results_dir": out, "finished": len(rows), "members": expected, "variants": variants}

@@ -1,0 +1,138 @@
+"""Running a sweep: every member as its own `llm-jax train` process, N at a time, resumably.
+
+A member is finished when its work directory holds `sweep_member.json` (written after its process exits 0);
+finished members are skipped, and an interrupted one is simply launched again — `llm-jax train` resumes from
+its last checkpoint. Each attempt's wall time is appended to `attempts.jsonl`; its output goes to `train.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from llm_jax.sweep.spec import Member, Sweep, SweepError, member_config, members, train_args, workdir
+
+DONE_FILE = "sweep_member.json"
+LAUNCHERS = ("local", "slurm", "tpu")
+
+
+def is_done(sweep: Sweep, member: Member) -> bool:
+    return os.path.isfile(os.path.join(workdir(sweep, member), DONE_FILE))
+
+
+def emit(sweep: Sweep, launcher: str = "local") -> list[str]:
+    """One shell command per unfinished member, for a cluster scheduler or a shell loop."""
+    if launcher not in LAUNCHERS:
+        raise SweepError(f"--emit takes one of {', '.join(LAUNCHERS)}, not {launcher!r}")
+    lines = []
+    for member in members(sweep):
+        member_config(sweep, member)
+        if is_done(sweep, member):
+            continue
+        args = shlex.join(train_args(sweep, member)[1:])
+        lines.append({
+            "local": f"llm-jax train {args}",
+            "slurm": f"sbatch --job-name={shlex.quote(sweep.name + '/' + member.name)} launch/slurm.sbatch {args}",
+            "tpu": f"launch/tpu_vm.sh --name TPU_NAME --zone ZONE --type TPU_TYPE -- {args}",
+        }[launcher])
+    return lines
+
+
+def _warm_data_cache(sweep: Sweep, todo: list[Member], log) -> None:
+    """Prepare each distinct dataset once here, so parallel members do not race to build the same cache entry."""
+    from llm_jax.data.pipeline import cache_key, corpus_inputs, prepared_dir
+    seen = set()
+    for member in todo:
+        cfg = member_config(sweep, member)
+        specs = [m[0] for m in cfg.data.mixture] if cfg.data.mixture else [cfg.data.prepared or cfg.data.corpus]
+        for spec in specs:
+            key = (spec, cache_key(corpus_inputs(spec), cfg.data, cfg.model.vocab_size)
+                   if not os.path.isfile(os.path.join(spec, "manifest.json")) else spec)
+            if key not in seen:
+                seen.add(key)
+                prepared_dir(spec, cfg.data, cfg.model.vocab_size, cfg.model.seq_len, log=log)
+
+
+def _launch(sweep: Sweep, member: Member, python: str):
+    wd = workdir(sweep, member)
+    os.makedirs(wd, exist_ok=True)
+    log_file = open(os.path.join(wd, "train.log"), "a")
+    cmd = [python, "-m", "llm_jax", *train_args(sweep, member), "--json"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log_file.write(f"$ {shlex.join(cmd)}\n")
+    log_file.flush()
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env)
+    return proc, log_file, time.time()
+
+
+def _finish(sweep: Sweep, member: Member, proc, log_file, started: float) -> int:
+    log_file.close()
+    wd = workdir(sweep, member)
+    seconds = time.time() - started
+    with open(os.path.join(wd, "attempts.jsonl"), "a") as f:
+        f.write(json.dumps({"returncode": proc.returncode, "wall_seconds": seconds, "finished": time.time()}) + "\n")
+    if proc.returncode == 0:
+        summary = _last_summary(os.path.join(wd, "train.log"))
+        record = {"member": member.name, "variant": member.variant, "seed": member.seed, "meta": member.meta,
+                  "overrides": member.overrides, "summary": summary,
+                  "command": "llm-jax " + shlex.join(train_args(sweep, member)),
+                  "wall_seconds": sum(a["wall_seconds"] for a in read_attempts(wd))}
+        with open(os.path.join(wd, DONE_FILE), "w") as f:
+            json.dump(record, f, indent=1)
+    return proc.returncode
+
+
+def _last_summary(log_path: str) -> dict:
+    """The JSON summary `llm-jax train --json` prints as its last line of output."""
+    with open(log_path) as f:
+        for line in reversed(f.read().splitlines()):
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+    return {}
+
+
+def read_attempts(wd: str) -> list[dict]:
+    path = os.path.join(wd, "attempts.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = sys.executable, log=print) -> dict:
+    """Runs every unfinished member (or those whose name contains `only`); returns counts and failures."""
+    if parallel < 1:
+        raise SweepError(f"--parallel must be at least 1, got {parallel}")
+    chosen = [m for m in members(sweep) if only is None or only in m.name]
+    for member in chosen:
+        member_config(sweep, member)            # every member's overrides are valid before the first launch
+    todo = [m for m in chosen if not is_done(sweep, m)]
+    log(f"sweep {sweep.name}: {len(chosen)} members, {len(chosen) - len(todo)} finished, {len(todo)} to run "
+        f"({parallel} at a time) under {sweep.runs_dir}")
+    if todo:
+        _warm_data_cache(sweep, todo, log)
+    running, failed, queue, t0 = [], [], list(todo), time.time()
+    while queue or running:
+        while queue and len(running) < parallel:
+            member = queue.pop(0)
+            log(f"  start {member.name}")
+            running.append((member, *_launch(sweep, member, python)))
+        time.sleep(0.5)
+        for item in [r for r in running if r[1].poll() is not None]:
+            running.remove(item)
+            member, proc, log_file, started = item
+            rc = _finish(sweep, member, proc, log_file, started)
+            done = len(todo) - len(queue) - len(running)
+            status = "done" if rc == 0 else f"FAILED (exit {rc}; see {workdir(sweep, member)}/train.log)"
+            log(f"  {status}: {member.name} in {time.time() - started:.0f} s [{done}/{len(todo)}, "
+                f"{time.time() - t0:.0f} s elapsed]")
+            if rc != 0:
+                failed.append(member.name)
+    return {"members": len(chosen), "ran": len(todo), "failed": failed, "wall_seconds": time.time() - t0}
