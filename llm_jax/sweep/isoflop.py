@@ -19,15 +19,16 @@ def shape(d_model: int, n_layers: int, head_dim: int = 32) -> dict:
     return {"model.d_model": d_model, "model.n_layers": n_layers, "model.n_heads": max(1, d_model // head_dim)}
 
 
-def isoflop_variants(base: str, budgets: list[float], shapes: list[dict], *, base_overrides: dict | None = None,
+def isoflop_variants(base: str, budgets: list[float], shapes: list[dict] | dict[float, list[dict]], *, base_overrides: dict | None = None,
                      lr_rule: Callable | None = None, batch_rule: Callable | None = None,
                      min_steps: int = 50) -> tuple[dict[str, dict], dict[str, dict]]:
     """Variants (name -> overrides) and their metadata (budget, N, tokens) for every budget x shape.
 
+    `shapes` is one ladder for every budget, or a ladder per budget (bracketing each budget's optimum).
     A shape whose run would be shorter than `min_steps` at a budget is left out of that budget."""
     variants, meta = {}, {}
     for budget in budgets:
-        for s in shapes:
+        for s in (shapes[budget] if isinstance(shapes, dict) else shapes):
             overrides = {**(base_overrides or {}), **s}
             cfg = load_config(base, {k: str(v) for k, v in overrides.items()})
             if batch_rule:

@@ -13,7 +13,7 @@ import numpy as np
 
 from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
 from llm_jax.sweep.runner import DONE_FILE, read_attempts
-from llm_jax.sweep.spec import Sweep, member_config, members, workdir
+from llm_jax.sweep.spec import Sweep, member_config, members, runs_root, workdir
 
 MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
                   "final_eval_loss", "best_eval_loss", "tokens_per_sec", "wall_seconds")
@@ -116,6 +116,50 @@ def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> N
     plt.close(fig)
 
 
+def _plot_grid(rows: list[dict], key: str, path: str, title: str) -> None:
+    """Final eval loss against the one grid key (e.g. the learning rate), a line per declared variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, group in enumerate(dict.fromkeys(r["group"] for r in rows)):
+        xs = sorted({r[key] for r in rows if r["group"] == group})
+        ys = [np.mean([r["final_eval_loss"] for r in rows if r["group"] == group and r[key] == x]) for x in xs]
+        ax.plot(xs, ys, "o-", color=f"C{i % 10}", label=group)
+        best = int(np.nanargmin(ys))
+        ax.plot([xs[best]], [ys[best]], "*", color=f"C{i % 10}", ms=14)
+    ax.set(xscale="log", xlabel=key, ylabel="final eval loss (nats/token)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _isoflop_fit(rows: list[dict], curves: dict, out: str, log) -> str:
+    """For IsoFLOP members (meta `budget`): the runs as a scaling-law table, fitted by approaches 1-3."""
+    from llm_jax.scaling.command import fit_all, format_report
+    from llm_jax.scaling.plots import plot_fit
+    from llm_jax.scaling.runs import load_runs
+    table = os.path.join(out, "isoflop.csv")
+    _write_csv(table, [{"run": r["member"], "params": r["compute_params"], "tokens": r["tokens"],
+                        "loss": r["final_eval_loss"], "budget": r["budget"]} for r in rows],
+               ("run", "params", "tokens", "loss", "budget"))
+    curve_table = os.path.join(out, "isoflop_curves.csv")
+    _write_csv(curve_table, [{"run": r["member"], "params": r["compute_params"], "tokens": t, "loss": v}
+                             for r in rows for t, v in curves[r["member"]] if t > 0],
+               ("run", "params", "tokens", "loss"))
+    runs = load_runs(table)
+    fits = fit_all(runs, ["3", "2"], bootstrap=200, log=log)
+    fits["approach1"] = fit_all(load_runs(curve_table), ["1"], bootstrap=0, log=log)["approach1"]
+    plot_fit(runs, fits["fit"], os.path.join(out, "scaling_fit.png"), approach2=fits["approach2"],
+             approach1=fits["approach1"], title="IsoFLOP study: fits of approaches 1-3")
+    text = format_report(fits)
+    fits.pop("fit")
+    with open(os.path.join(out, "scaling_fit.json"), "w") as f:
+        json.dump(fits, f, indent=1, sort_keys=True)
+    return text
+
+
 def _write_csv(path: str, rows: list[dict], columns) -> None:
     extra = [k for r in rows for k in r if k not in columns]
     with open(path, "w", newline="") as f:
@@ -128,7 +172,7 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
     rows, curves = member_rows(sweep)
     if not rows:
         from llm_jax.sweep.spec import SweepError
-        raise SweepError(f"sweep {sweep.name}: no finished members under {sweep.runs_dir} "
+        raise SweepError(f"sweep {sweep.name}: no finished members under {runs_root(sweep)} "
                          f"(run `llm-jax sweep run {sweep_path}` first)")
     out = sweep.results_dir
     os.makedirs(out, exist_ok=True)
@@ -142,6 +186,14 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
                     writer.writerow([r["member"], r["params"], r["non_embedding_params"], tokens, loss])
     variants = variant_rows(rows)
     markdown = _markdown(sweep, sweep_path, rows, variants)
+    if len(sweep.grid) == 1:
+        key = next(iter(sweep.grid))
+        _plot_grid(rows, key, os.path.join(out, "grid.png"), f"sweep {sweep.name}: final loss vs {key}")
+        markdown += f"\n![final loss against {key}](grid.png)\n"
+    if all("budget" in r for r in rows):
+        fit_text = _isoflop_fit(rows, curves, out, log=lambda _: None)
+        markdown += ("\n## Scaling-law fits (`isoflop.csv`, `isoflop_curves.csv`; N = FLOPs per token / 6)\n\n"
+                     f"```\n{fit_text}\n```\n\n![fits](scaling_fit.png)\n")
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(markdown)
     _plot(curves, rows, os.path.join(out, "loss_curves.png"), f"sweep {sweep.name}")

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 
-from llm_jax.sweep.spec import Member, Sweep, SweepError, member_config, members, train_args, workdir
+from llm_jax.sweep.spec import (Member, Sweep, SweepError, member_config, members, runs_root, train_args,
+                                 workdir)
 
 DONE_FILE = "sweep_member.json"
 LAUNCHERS = ("local", "slurm", "tpu")
@@ -115,7 +116,7 @@ def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = 
         member_config(sweep, member)            # every member's overrides are valid before the first launch
     todo = [m for m in chosen if not is_done(sweep, m)]
     log(f"sweep {sweep.name}: {len(chosen)} members, {len(chosen) - len(todo)} finished, {len(todo)} to run "
-        f"({parallel} at a time) under {sweep.runs_dir}")
+        f"({parallel} at a time) under {runs_root(sweep)}")
     if todo:
         _warm_data_cache(sweep, todo, log)
     running, failed, queue, t0 = [], [], list(todo), time.time()

@@ -40,27 +40,29 @@ class SweepError(ValueError):
     """A sweep file that cannot be run; the message names the file and the problem."""
 
 
-def _grid_variants(variants: dict[str, dict], grid: dict[str, list]) -> dict[str, dict]:
+def _grid_variants(variants: dict[str, dict], grid: dict[str, list]) -> list[tuple[str, str, dict]]:
+    """(member variant name, declared variant name, overrides) for every variant crossed with the grid."""
     if not grid:
-        return variants
+        return [(name, name, overrides) for name, overrides in variants.items()]
     keys = sorted(grid)
-    out = {}
+    out = []
     for name, overrides in variants.items():
         for values in itertools.product(*(grid[k] for k in keys)):
             label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
             full = label if name == "base" and len(variants) == 1 else f"{name},{label}"
-            out[full] = {**overrides, **dict(zip(keys, values))}
+            out.append((full, name, {**overrides, **dict(zip(keys, values))}))
     return out
 
 
 def members(sweep: Sweep) -> list[Member]:
     out = []
-    for variant, overrides in _grid_variants(sweep.variants, sweep.grid).items():
-        base_variant = variant.split(",")[0] if sweep.grid and len(sweep.variants) > 1 else variant
+    for variant, declared, overrides in _grid_variants(sweep.variants, sweep.grid):
         for seed in sweep.seeds:
             merged = {**sweep.overrides, **overrides, "train.seed": seed}
-            out.append(Member(f"{variant}-seed{seed}", variant, seed, merged,
-                              dict(sweep.meta.get(variant) or sweep.meta.get(base_variant) or {})))
+            meta = dict(sweep.meta.get(variant) or sweep.meta.get(declared) or {})
+            if sweep.grid:   # the grid values become columns (e.g. train.lr), for plots against them
+                meta.update({k: overrides[k] for k in sweep.grid}, group=declared)
+            out.append(Member(f"{variant}-seed{seed}", variant, seed, merged, meta))
     return out
 
 
@@ -78,8 +80,6 @@ def load_sweep(path: str) -> tuple[Sweep, str]:
         raise SweepError(f"{path}: get_sweep() returned {type(sweep).__name__}, not llm_jax.sweep.Sweep")
     if not sweep.results_dir:
         sweep.results_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "results", sweep.name)
-    if not sweep.runs_dir:
-        sweep.runs_dir = os.path.join("runs", "sweeps", sweep.name)
     return sweep, path
 
 
@@ -92,8 +92,12 @@ def member_config(sweep: Sweep, member: Member):
         raise SweepError(f"sweep {sweep.name}, member {member.name}: {e}") from None
 
 
+def runs_root(sweep: Sweep) -> str:
+    return sweep.runs_dir or os.path.join("runs", "sweeps", sweep.name)
+
+
 def workdir(sweep: Sweep, member: Member) -> str:
-    return os.path.join(sweep.runs_dir, member.name)
+    return os.path.join(runs_root(sweep), member.name)
 
 
 def train_args(sweep: Sweep, member: Member) -> list[str]:
