@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     s.add_argument("--exclude-highest-loss", type=int, default=0, metavar="K", help="drop the K worst points")
     s.add_argument("--bootstrap", type=int, default=200, help="approach 3 resamples for the intervals; 0 = none")
     s.add_argument("--starts", choices=["full", "coarse"], default="full",
-                   help="approach 3 grid of L-BFGS starts: Besiroglu et al.'s 5,400, or 576")
+                   help="approach 3 grid of L-BFGS starts: Besiroglu et al.'s 4,500, or 432")
     s.add_argument("--budgets", help="comma-separated FLOP budgets for the compute-optimal table")
     s.add_argument("--plot", help="write a PNG of the data, the fits and the frontier here")
     s.add_argument("--json", action="store_true")

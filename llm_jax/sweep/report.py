@@ -12,19 +12,11 @@ import time
 import numpy as np
 
 from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
-from llm_jax.sweep.runner import DONE_FILE, read_attempts
+from llm_jax.sweep.runner import DONE_FILE, read_attempts, read_jsonl
 from llm_jax.sweep.spec import Sweep, member_config, members, runs_root, workdir
 
 MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
                   "final_eval_loss", "best_eval_loss", "tokens_per_sec", "wall_seconds")
-
-
-def _records(wd: str) -> list[dict]:
-    path = os.path.join(wd, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _eval_curve(records: list[dict]) -> list[tuple[int, float]]:
@@ -43,7 +35,7 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
         if not os.path.isfile(os.path.join(wd, DONE_FILE)):
             continue
         cfg = member_config(sweep, member)
-        records = _records(wd)
+        records = read_jsonl(os.path.join(wd, "metrics.jsonl"))
         curve = _eval_curve(records)
         speeds = [r["tokens_per_sec"] for r in records if isinstance(r.get("tokens_per_sec"), (int, float))]
         tokens = max((r.get("tokens_seen", 0) for r in records), default=0)
@@ -74,14 +66,24 @@ def variant_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _sweep_wall(sweep: Sweep) -> tuple[float, list[int]]:
+    """Elapsed seconds of every `sweep run` invocation that ran members, and their --parallel values."""
+    runs = read_jsonl(os.path.join(runs_root(sweep), "sweep_runs.jsonl"))
+    if not runs:
+        return float("nan"), []
+    return sum(r["wall_seconds"] for r in runs), sorted({r.get("parallel", 1) for r in runs})
+
+
 def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[dict]) -> str:
     wall = sum(r["wall_seconds"] for r in rows)
+    elapsed, parallel = _sweep_wall(sweep)
     lines = [f"# Sweep `{sweep.name}`", ""]
     if sweep.description:
         lines += [sweep.description, ""]
     lines += [f"- Command: `llm-jax sweep run {sweep_path} && llm-jax sweep report {sweep_path}`",
-              f"- Wall time: {wall / 60:.1f} min of training over {len(rows)} runs "
-              f"({platform.machine()}, {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')})",
+              f"- Wall time: {elapsed / 60:.1f} min elapsed running {len(rows)} members "
+              f"(--parallel {'/'.join(map(str, parallel)) or '?'}; {wall / 60:.1f} min summed over members), "
+              f"{platform.machine()} with {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')}",
               f"- Base config: `{sweep.base}`; seeds {sweep.seeds}; per-member values in `members.csv`", "",
               "| variant | params (non-emb.) | tokens | final eval loss | best eval loss | tokens/s | seeds |",
               "|---|---:|---:|---:|---:|---:|---:|"]

@@ -99,12 +99,16 @@ def _last_summary(log_path: str) -> dict:
     return {}
 
 
-def read_attempts(wd: str) -> list[dict]:
-    path = os.path.join(wd, "attempts.jsonl")
+def read_jsonl(path: str) -> list[dict]:
+    """Every object of a JSON-lines file; none if it does not exist yet."""
     if not os.path.isfile(path):
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_attempts(wd: str) -> list[dict]:
+    return read_jsonl(os.path.join(wd, "attempts.jsonl"))
 
 
 def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = sys.executable, log=print) -> dict:
@@ -136,4 +140,9 @@ def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = 
                 f"{time.time() - t0:.0f} s elapsed]")
             if rc != 0:
                 failed.append(member.name)
-    return {"members": len(chosen), "ran": len(todo), "failed": failed, "wall_seconds": time.time() - t0}
+    result = {"members": len(chosen), "ran": len(todo), "failed": failed, "wall_seconds": time.time() - t0,
+              "parallel": parallel}
+    if todo:
+        with open(os.path.join(runs_root(sweep), "sweep_runs.jsonl"), "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result

@@ -1,12 +1,11 @@
-import json
 import os
 
 import numpy as np
 import pytest
 
-from helpers import REPO, run_cli
+from helpers import REPO
 from llm_jax.scaling import fit
-from llm_jax.scaling.runs import Runs, RunsError, load_runs
+from llm_jax.scaling.runs import Runs, load_runs
 
 CHINCHILLA = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
 
@@ -50,30 +49,6 @@ def test_power_law_and_kaplan_exponents():
     assert k["alpha"] == pytest.approx(0.076) and k["critical_scale"] == pytest.approx(8.8e13, rel=1e-6)
 
 
-def test_loader_accepts_the_shared_column_names_and_params_tokens_loss(tmp_path):
-    shared = load_runs(CHINCHILLA)
-    assert len(shared) == 245
-    assert np.allclose(shared.flops[:3], [9.993852799709755e18, 9.227541223049181e18, 9.753046550244106e18])
-    simple = tmp_path / "runs.csv"
-    simple.write_text("params,tokens,loss\n1e6,2e7,3.5\n2e6,1e7,3.4\n")
-    runs = load_runs(str(simple))
-    assert runs.params.tolist() == [1e6, 2e6] and runs.tokens.tolist() == [2e7, 1e7]
-    assert runs.exclude_highest_loss(1).loss.tolist() == [3.4]
-
-
-@pytest.mark.parametrize("text,problem", [
-    ("params,loss\n1,2\n", "need two of"),
-    ("params,tokens\n1,2\n", "no loss column"),
-    ("params,tokens,loss\n1,x,2\n", "not a number"),
-    ("params,tokens,loss\n1,-2,2\n", "positive"),
-])
-def test_loader_names_the_problem(tmp_path, text, problem):
-    path = tmp_path / "bad.csv"
-    path.write_text(text)
-    with pytest.raises(RunsError, match=problem):
-        load_runs(str(path))
-
-
 def test_reproduces_besiroglu_et_al_on_the_chinchilla_points():
     """Approach 3 on the 245 extracted Figure 4 points, the 5 highest-loss excluded, as in Besiroglu et al."""
     runs = load_runs(CHINCHILLA).exclude_highest_loss(5)
@@ -83,24 +58,3 @@ def test_reproduces_besiroglu_et_al_on_the_chinchilla_points():
         assert getattr(got, name) == pytest.approx(ref[name], rel=0.02), name
     for name in ("A", "B"):
         assert getattr(got, name) == pytest.approx(ref[name], rel=0.15), name
-
-
-def test_scaling_fit_command_prints_fit_intervals_and_both_references(tmp_path):
-    plot = tmp_path / "fit.png"
-    proc = run_cli("scaling", "fit", "--csv", CHINCHILLA, "--exclude-highest-loss", "5", "--starts", "coarse",
-                   "--bootstrap", "20", "--plot", str(plot), "--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["n_points"] == 240 and out["excluded_highest_loss"] == 5
-    assert out["E"] == pytest.approx(1.82, rel=0.02)
-    assert out["intervals"]["alpha"]["low"] < out["alpha"] < out["intervals"]["alpha"]["high"]
-    assert out["approach3"]["reference"]["hoffmann_2022"]["beta"] == 0.28
-    assert plot.stat().st_size > 10_000
-    human = run_cli("scaling", "fit", "--csv", CHINCHILLA, "--exclude-highest-loss", "5", "--starts", "coarse",
-                    "--bootstrap", "0")
-    assert "Besiroglu 2024" in human.stdout and "Hoffmann 2022" in human.stdout
-
-
-def test_scaling_fit_rejects_a_bad_file_with_one_line(tmp_path):
-    proc = run_cli("scaling", "fit", "--csv", str(tmp_path / "missing.csv"))
-    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr

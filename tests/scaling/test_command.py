@@ -1,0 +1,29 @@
+import json
+import os
+
+import pytest
+
+from helpers import REPO, run_cli
+
+CHINCHILLA = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
+
+
+def test_scaling_fit_command_prints_fit_intervals_and_both_references(tmp_path):
+    plot = tmp_path / "fit.png"
+    proc = run_cli("scaling", "fit", "--csv", CHINCHILLA, "--exclude-highest-loss", "5", "--starts", "coarse",
+                   "--bootstrap", "20", "--plot", str(plot), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n_points"] == 240 and out["excluded_highest_loss"] == 5
+    assert out["E"] == pytest.approx(1.82, rel=0.02)
+    assert out["intervals"]["alpha"]["low"] < out["alpha"] < out["intervals"]["alpha"]["high"]
+    assert out["approach3"]["reference"]["hoffmann_2022"]["beta"] == 0.28
+    assert plot.stat().st_size > 10_000
+    human = run_cli("scaling", "fit", "--csv", CHINCHILLA, "--exclude-highest-loss", "5", "--starts", "coarse",
+                    "--bootstrap", "0")
+    assert "Besiroglu 2024" in human.stdout and "Hoffmann 2022" in human.stdout
+
+
+def test_scaling_fit_rejects_a_bad_file_with_one_line(tmp_path):
+    proc = run_cli("scaling", "fit", "--csv", str(tmp_path / "missing.csv"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
