@@ -130,6 +130,9 @@ def cmd_estimate(args, extra) -> int:
         peak = target.get("peak_flops") or table_peak(args.device_kind or jax.devices()[0].device_kind)
         hbm = target.get("hbm_bytes") or (args.device_memory_gib * 2**30 if args.device_memory_gib else None)
         out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu)}
+        if args.price_per_device_hour is not None and "device_hours" in out:
+            from llm_jax.scaling.accounting import training_cost
+            out["cost"] = training_cost(out["device_hours"], args.price_per_device_hour)
         if args.compile:
             from llm_jax.train import compiled
             step = compiled.compile_train_step(cfg, devices)
@@ -279,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device-kind", help="with --devices: the chip, for its peak FLOP/s (default: this machine's)")
     s.add_argument("--device-memory-gib", type=float, help="with --devices: memory per device, to check the fit")
     s.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the step time")
+    s.add_argument("--price-per-device-hour", type=float, help="with --devices/--topology: the run's cost too")
     s.add_argument("--compile", action="store_true", help="also compile the real step here and report "
                                                           "memory_analysis() (needs the same device count)")
     s.add_argument("--json", action="store_true")

@@ -21,7 +21,8 @@ from llm_jax import config as config_lib
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
-from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.scaling.accounting import (device_hours, flops_per_token, non_embedding_params, param_count,
+                                        training_time_days)
 from llm_jax.train.mfu import PEAK_FLOPS
 
 # name prefix -> (device kind for the peak table, TensorCores per chip (TPU names count cores), HBM GiB per chip)
@@ -117,5 +118,7 @@ def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | Non
         out["mfu"] = mfu
         out["step_seconds"] = step_flops / (peak_flops * devices * mfu)
         out["tokens_per_sec"] = tokens_per_step / out["step_seconds"]
-        out["training_days"] = out["step_seconds"] * cfg.train.steps / 86400
+        out["training_flops"] = step_flops * cfg.train.steps
+        out["device_hours"] = device_hours(out["training_flops"], peak_flops, mfu)   # the guide's GPU-hours
+        out["training_days"] = training_time_days(out["training_flops"], devices, peak_flops, mfu)
     return out

@@ -35,6 +35,8 @@ def test_estimate_for_a_pod_and_the_step_time():
     assert mem["optimizer_state"] == 2 * mem["params"] and mem["total"] == sum(v for k, v in mem.items() if k != "total")
     expected = out["flops_per_token"] * 1024 * 4096 / (459e12 * 128 * 0.5)
     assert out["step_seconds"] == pytest.approx(expected)
+    days = expected * cfg.train.steps / 86400
+    assert out["training_days"] == pytest.approx(days) and out["device_hours"] == pytest.approx(days * 24 * 128)
 
 
 @pytest.mark.parametrize("devices, mesh", [(1, []), (8, ["--config.mesh.data=1", "--config.mesh.fsdp=8"])])
@@ -55,3 +57,12 @@ def test_estimate_agrees_with_the_compiled_step(devices, mesh):
 def test_compile_needs_the_devices():
     proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", "8", "--compile")
     assert proc.returncode == 2 and "--compile needs the 8 devices" in proc.stderr
+
+
+def test_estimate_prices_a_run_for_a_topology():
+    proc = run_cli("estimate", "--config", "configs/llama_7b.py", "--topology", "v5p-128",
+                   "--price-per-device-hour", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cost"] == pytest.approx(2 * out["device_hours"])
+    assert out["training_flops"] == pytest.approx(out["flops_per_token"] * out["tokens_per_step"] * 250_000)
