@@ -25,8 +25,8 @@ def _user_errors() -> tuple:
     from llm_jax.scaling.runs import RunsError
     from llm_jax.sweep.spec import SweepError
     from llm_jax.train.loop import TrainingError
-    return (RunsError, SweepError, ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
-            PreparedDataError, CheckpointError)
+    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
+            PreparedDataError, CheckpointError, RunsError, SweepError)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:

@@ -82,12 +82,12 @@ def format_report(out: dict) -> str:
             lines.append(f"    C = {row['flops']:.3g}: N* = {row['params']:.3g}, D* = {row['tokens']:.3g}, "
                          f"{row['tokens_per_param']:.1f} tokens/parameter")
     for key in ("approach2", "approach1"):
-        res = out.get(key)
+        res, label = out.get(key), key.replace("approach", "approach ")
         if res and "a" in res:
-            lines.append(f"{key.replace('approach', 'approach ')}: N_opt ∝ C^{res['a']:.3f} ± {res['a_stderr']:.3f}, "
+            lines.append(f"{label}: N_opt ∝ C^{res['a']:.3f} ± {res['a_stderr']:.3f}, "
                          f"D_opt ∝ C^{res['b']:.3f} ± {res['b_stderr']:.3f}")
         elif res is not None:
-            lines.append(f"{key.replace('approach', 'approach ')}: too few budgets/runs for a power law")
+            lines.append(f"{label}: too few budgets/runs for a power law")
     for name, law in out["kaplan"].items():
         lines.append(f"Kaplan {name}: alpha = {law['alpha']:.4f} ± {law['alpha_stderr']:.4f} "
                      f"(critical scale {law['critical_scale']:.3g}, {law['n_points']} points)")

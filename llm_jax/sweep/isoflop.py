@@ -19,7 +19,8 @@ def shape(d_model: int, n_layers: int, head_dim: int = 32) -> dict:
     return {"model.d_model": d_model, "model.n_layers": n_layers, "model.n_heads": max(1, d_model // head_dim)}
 
 
-def isoflop_variants(base: str, budgets: list[float], shapes: list[dict] | dict[float, list[dict]], *, base_overrides: dict | None = None,
+def isoflop_variants(base: str, budgets: list[float], shapes: list[dict] | dict[float, list[dict]], *,
+                     base_overrides: dict | None = None,
                      lr_rule: Callable | None = None, batch_rule: Callable | None = None,
                      min_steps: int = 50) -> tuple[dict[str, dict], dict[str, dict]]:
     """Variants (name -> overrides) and their metadata (budget, N, tokens) for every budget x shape.

@@ -58,7 +58,8 @@ def mup_lr_multipliers(params, width_mult: float):
 
 
 def scale_by_tree(multipliers_fn) -> optax.GradientTransformation:
-    """Multiplies each update by its parameter's factor (a tree computed from the parameters at init)."""
+    """Multiplies each update by its parameter's factor; `multipliers_fn(tree)` names the factors by path, so
+    it is traced once into the step (the factors are constants there)."""
     def init(params):
         return optax.EmptyState()
 
