@@ -61,7 +61,19 @@ def fit_all(runs, approaches, *, bootstrap=200, starts="full", budgets=ALLOCATIO
         out["approach2"] = isoflop.approach2(runs)
     if "1" in approaches:
         out["approach1"] = isoflop.approach1(runs)
+    for key in ("approach1", "approach2"):
+        if key in out and "a" in out[key]:
+            out[key]["allocation"] = _power_law_allocation(out[key], budgets)
     return out
+
+
+def _power_law_allocation(res: dict, budgets) -> list[dict]:
+    """N_opt(C) = k C^a from approach 1 or 2, and D_opt = C / (6 N_opt), at each budget."""
+    rows = []
+    for c in budgets:
+        n = res["n_coefficient"] * c ** res["a"]
+        rows.append({"flops": c, "params": n, "tokens": c / (6 * n), "tokens_per_param": c / (6 * n * n)})
+    return rows
 
 
 def format_report(out: dict) -> str:
@@ -86,6 +98,8 @@ def format_report(out: dict) -> str:
         if res and "a" in res:
             lines.append(f"{label}: N_opt ∝ C^{res['a']:.3f} ± {res['a_stderr']:.3f}, "
                          f"D_opt ∝ C^{res['b']:.3f} ± {res['b_stderr']:.3f}")
+            lines += [f"    C = {r['flops']:.3g}: N_opt = {r['params']:.3g}, D_opt = {r['tokens']:.3g}, "
+                      f"{r['tokens_per_param']:.1f} tokens/parameter" for r in res["allocation"]]
         elif res is not None:
             lines.append(f"{label}: too few budgets/runs for a power law")
     for name, law in out["kaplan"].items():
