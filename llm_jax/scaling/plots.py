@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from llm_jax.scaling.fit import ParametricFit, compute_optimal
-from llm_jax.scaling.runs import Runs
+from llm_jax.scaling.runs import Runs, RunsError
 
 
-def _pyplot():
-    import matplotlib
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or one clear error where the `plots` extra is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RunsError("plots need matplotlib: pip install -e '.[plots]' (make train/test install it)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -17,7 +21,7 @@ def _pyplot():
 
 def plot_fit(runs: Runs, fit: ParametricFit | None, path: str, *, approach2: dict | None = None,
              approach1: dict | None = None, title: str = "") -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     log_c = np.log10(runs.flops)
     points = left.scatter(runs.params, runs.loss, c=log_c, cmap="viridis", s=14)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.scaling.plots import pyplot
 from llm_jax.sweep.runner import DONE_FILE, read_attempts, read_jsonl
 from llm_jax.sweep.spec import Sweep, member_config, members, runs_root, workdir
 
@@ -102,9 +103,7 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
 
 
 def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
         for j, r in enumerate(x for x in rows if x["variant"] == variant):
@@ -120,9 +119,7 @@ def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> N
 
 def _plot_grid(rows: list[dict], key: str, path: str, title: str) -> None:
     """Final eval loss against the one grid key (e.g. the learning rate), a line per declared variant."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, group in enumerate(dict.fromkeys(r["group"] for r in rows)):
         xs = sorted({r[key] for r in rows if r["group"] == group})
