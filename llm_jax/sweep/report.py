@@ -86,8 +86,8 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
               f"(--parallel {'/'.join(map(str, parallel)) or '?'}; {wall / 60:.1f} min summed over members), "
               f"{platform.machine()} with {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')}",
               f"- Base config: `{sweep.base}`; seeds {sweep.seeds}; per-member values in `members.csv`", "",
-              "| variant | params (non-emb.) | tokens | final eval loss | best eval loss | tokens/s | seeds |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| variant | params (non-emb.) | tokens | FLOPs | final eval loss | best eval loss | tokens/s | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     best = min(v["final_eval_loss"][0] for v in variants) if variants else None
     for v in variants:
         mean, std = v["final_eval_loss"]
@@ -95,7 +95,7 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
         if mean == best:
             final = f"**{final}**"
         lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['tokens']:,} | "
-                     f"{final} | {v['best_eval_loss'][0]:.4f} ± {v['best_eval_loss'][1]:.4f} | "
+                     f"{v['flops']:.3g} | {final} | {v['best_eval_loss'][0]:.4f} ± {v['best_eval_loss'][1]:.4f} | "
                      f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
     lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
               f"![eval loss curves](loss_curves.png)", ""]
