@@ -67,6 +67,9 @@ class Transformer(nn.Module):
                                (cfg.seq_len, cfg.d_model), cfg.weight_dtype)
             x_BLD = x_BLD + jnp.take(table, positions_BL, axis=0).astype(cfg.compute_dtype)
         elif cfg.positions == "sinusoidal":
+            # Vaswani et al. scale the token embeddings by sqrt(d_model) before adding the unit-amplitude
+            # sinusoids; without it the 0.02-std embeddings are drowned (eval loss 5.46 vs 4.19 learned, ablation).
+            x_BLD = x_BLD * jnp.sqrt(jnp.float32(cfg.d_model)).astype(cfg.compute_dtype)
             x_BLD = x_BLD + sinusoidal_table(jnp.arange(L), cfg.d_model)[positions_BL].astype(cfg.compute_dtype)
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)

@@ -56,3 +56,23 @@ def test_rope_preserves_norms_and_frequencies():
     np.testing.assert_allclose(jnp.linalg.norm(apply_rope(x, pos, 10000.0), axis=-1), jnp.linalg.norm(x, axis=-1),
                                rtol=1e-5)
     np.testing.assert_allclose(rope_frequencies(8, 10000.0), 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)
+
+
+def test_sinusoidal_model_input_is_sqrt_d_scaled_embedding_plus_table():
+    """Vaswani et al.: token embeddings times sqrt(d_model), plus the sinusoids."""
+    import flax.linen as nn
+    import jax
+
+    from helpers import small_config
+    from llm_jax.models.config import ModelConfig
+    from llm_jax.models.transformer import Transformer
+    cfg = small_config(positions="sinusoidal")
+    model = Transformer(ModelConfig.from_config(cfg.model))
+    tokens = jnp.arange(16, dtype=jnp.int32)[None] % cfg.model.vocab_size
+    variables = model.init(jax.random.key(0), tokens)
+    _, state = model.apply(variables, tokens, capture_intermediates=True, mutable=["intermediates"])
+    got = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0][0])
+    table = np.asarray(nn.unbox(variables["params"]["embed"]["embedding"]))
+    sinusoids = np.asarray(sinusoidal_table(jnp.arange(16), cfg.model.d_model))
+    expected = table[np.asarray(tokens[0])] * np.sqrt(cfg.model.d_model) + sinusoids
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
