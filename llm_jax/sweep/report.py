@@ -75,6 +75,19 @@ def _sweep_wall(sweep: Sweep) -> tuple[float, list[int]]:
     return sum(r["wall_seconds"] for r in runs), sorted({r.get("parallel", 1) for r in runs})
 
 
+def _unfinished(sweep: Sweep) -> str:
+    """Members that ran but did not finish (diverged, crashed, interrupted), with their last exit status."""
+    lines = []
+    for member in members(sweep):
+        wd = workdir(sweep, member)
+        attempts = read_attempts(wd)
+        if attempts and not os.path.isfile(os.path.join(wd, DONE_FILE)):
+            tail = [line for line in open(os.path.join(wd, "train.log")).read().splitlines() if line.strip()][-1:]
+            lines.append(f"- `{member.name}`: exit status {attempts[-1]['returncode']} after {len(attempts)} "
+                         f"attempt(s): {tail[0][:200] if tail else ''}")
+    return "\n## Members that did not finish\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[dict]) -> str:
     wall = sum(r["wall_seconds"] for r in rows)
     elapsed, parallel = _sweep_wall(sweep)
@@ -184,7 +197,7 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
                 if tokens > 0:
                     writer.writerow([r["member"], r["params"], r["non_embedding_params"], tokens, loss])
     variants = variant_rows(rows)
-    markdown = _markdown(sweep, sweep_path, rows, variants)
+    markdown = _markdown(sweep, sweep_path, rows, variants) + _unfinished(sweep)
     if len(sweep.grid) == 1:
         key = next(iter(sweep.grid))
         _plot_grid(rows, key, os.path.join(out, "grid.png"), f"sweep {sweep.name}: final loss vs {key}")
