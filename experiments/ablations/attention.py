@@ -1,6 +1,6 @@
 """Ablation: MHA vs GQA vs MQA with 6 heads of 16: 6, 2 and 1 key/value heads.
 
-Run:    llm-jax sweep run experiments/ablations/attention.py --parallel 2
+Run:    llm-jax sweep run experiments/ablations/attention.py
 Report: llm-jax sweep report experiments/ablations/attention.py   # -> experiments/ablations/results/attention/
 """
 

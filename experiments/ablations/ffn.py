@@ -1,6 +1,6 @@
 """Ablation: ReLU vs GELU vs SwiGLU at matched parameters: d_ff = 4d = 384 for the two-matrix FFNs, 256 for SwiGLU's three (3 x 96 x 256 = 2 x 96 x 384).
 
-Run:    llm-jax sweep run experiments/ablations/ffn.py --parallel 2
+Run:    llm-jax sweep run experiments/ablations/ffn.py
 Report: llm-jax sweep report experiments/ablations/ffn.py   # -> experiments/ablations/results/ffn/
 """
 

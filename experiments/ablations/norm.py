@@ -1,6 +1,6 @@
 """Ablation: LayerNorm vs RMSNorm (the guide's Layer Normalization section), pre-LN, everything else as configs/ablation.py.
 
-Run:    llm-jax sweep run experiments/ablations/norm.py --parallel 2
+Run:    llm-jax sweep run experiments/ablations/norm.py
 Report: llm-jax sweep report experiments/ablations/norm.py   # -> experiments/ablations/results/norm/
 """
 

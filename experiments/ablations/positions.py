@@ -1,6 +1,6 @@
 """Ablation: Learned vs sinusoidal vs RoPE vs no position information (causal attention alone can infer order).
 
-Run:    llm-jax sweep run experiments/ablations/positions.py --parallel 2
+Run:    llm-jax sweep run experiments/ablations/positions.py
 Report: llm-jax sweep report experiments/ablations/positions.py   # -> experiments/ablations/results/positions/
 """
 

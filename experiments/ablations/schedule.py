@@ -1,6 +1,6 @@
 """Ablation: Cosine vs warmup-stable-decay (last 20% linear) vs inverse square root, same peak learning rate and warmup.
 
-Run:    llm-jax sweep run experiments/ablations/schedule.py --parallel 2
+Run:    llm-jax sweep run experiments/ablations/schedule.py
 Report: llm-jax sweep report experiments/ablations/schedule.py   # -> experiments/ablations/results/schedule/
 """
 

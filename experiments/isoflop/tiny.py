@@ -6,7 +6,7 @@ with N = FLOPs per token / 6 (the compute parameters: at this scale the 1,024 x 
 share of them, so it is counted). Learning rate rule: 3e-3 x sqrt(96 / d_model) (smaller models take larger
 steps); batch 16 x 128 tokens; cosine decay to lr/10. `llm-jax sweep report` fits approaches 1-3 to the result.
 
-Run:    llm-jax sweep run experiments/isoflop/tiny.py --parallel 2
+Run:    llm-jax sweep run experiments/isoflop/tiny.py
 Report: llm-jax sweep report experiments/isoflop/tiny.py   # -> experiments/isoflop/results/tiny/
 """
 

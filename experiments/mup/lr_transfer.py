@@ -5,7 +5,7 @@ muP's promise (Yang et al., Tensor Programs V): tune at the small width, reuse a
 Adam the best learning rate shrinks as the model widens. Base width 32 (where muP equals SP but for 1/d
 attention); 2 layers, heads of 16, 300 steps of 16 x 128 tokens, constant learning rate after 30 warmup steps.
 
-Run:    llm-jax sweep run experiments/mup/lr_transfer.py --parallel 2
+Run:    llm-jax sweep run experiments/mup/lr_transfer.py
 Report: llm-jax sweep report experiments/mup/lr_transfer.py   # -> experiments/mup/results/lr_transfer/
 """
 
