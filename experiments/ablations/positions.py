@@ -10,7 +10,8 @@ from llm_jax.sweep import Sweep
 def get_sweep():
     return Sweep(
         name="positions",
-        description='Learned vs sinusoidal vs RoPE vs no position information (causal attention alone can infer order).',
+        description=("Learned vs sinusoidal vs RoPE vs no position information (causal attention alone can infer "
+                     "order)."),
         base="configs/ablation.py",
         variants={"learned": {"model.positions": "learned"}, "sinusoidal": {"model.positions": "sinusoidal"},
                 "rope": {"model.positions": "rope"}, "none": {"model.positions": "none"}},
