@@ -88,6 +88,10 @@ def _unfinished(sweep: Sweep) -> str:
     return "\n## Members that did not finish\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
+def _cell(mean_std: tuple[float, float], seeds: int) -> str:
+    return f"{mean_std[0]:.4f} ± {mean_std[1]:.4f}" if seeds > 1 else f"{mean_std[0]:.4f}"
+
+
 def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[dict]) -> str:
     wall = sum(r["wall_seconds"] for r in rows)
     elapsed, parallel = _sweep_wall(sweep)
@@ -103,12 +107,11 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     best = min(v["final_eval_loss"][0] for v in variants) if variants else None
     for v in variants:
-        mean, std = v["final_eval_loss"]
-        final = f"{mean:.4f} ± {std:.4f}"
-        if mean == best:
+        final = _cell(v["final_eval_loss"], v["seeds"])
+        if v["final_eval_loss"][0] == best:
             final = f"**{final}**"
         lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['tokens']:,} | "
-                     f"{v['flops']:.3g} | {final} | {v['best_eval_loss'][0]:.4f} ± {v['best_eval_loss'][1]:.4f} | "
+                     f"{v['flops']:.3g} | {final} | {_cell(v['best_eval_loss'], v['seeds'])} | "
                      f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
     lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
               f"![eval loss curves](loss_curves.png)", ""]
@@ -161,8 +164,10 @@ def _isoflop_fit(rows: list[dict], curves: dict, out: str, log) -> str:
                              for r in rows for t, v in curves[r["member"]] if t > 0],
                ("run", "params", "tokens", "loss"))
     runs = load_runs(table)
-    fits = fit_all(runs, ["3", "2"], bootstrap=200, log=log)
-    fits["approach1"] = fit_all(load_runs(curve_table), ["1"], bootstrap=0, log=log)["approach1"]
+    budgets = sorted({r["budget"] for r in rows})
+    budgets.append(10 * budgets[-1])              # the study's budgets, and one decade past them
+    fits = fit_all(runs, ["3", "2"], bootstrap=200, budgets=budgets, log=log)
+    fits["approach1"] = fit_all(load_runs(curve_table), ["1"], bootstrap=0, budgets=budgets, log=log)["approach1"]
     plot_fit(runs, fits["fit"], os.path.join(out, "scaling_fit.png"), approach2=fits["approach2"],
              approach1=fits["approach1"], title="IsoFLOP study: fits of approaches 1-3")
     text = format_report(fits)
