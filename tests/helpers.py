@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The 245 Chinchilla Figure 4 points (Besiroglu et al. 2024) in ../shared beside the checkout.
+CHINCHILLA_CSV = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
 
 
 def small_config(**model):

@@ -1,11 +1,8 @@
 import json
-import os
 
 import pytest
 
-from helpers import REPO, run_cli
-
-CHINCHILLA = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
+from helpers import CHINCHILLA_CSV as CHINCHILLA, run_cli
 
 
 def test_scaling_fit_command_prints_fit_intervals_and_both_references(tmp_path):

@@ -1,13 +1,9 @@
-import os
-
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import CHINCHILLA_CSV as CHINCHILLA
 from llm_jax.scaling import fit
 from llm_jax.scaling.runs import Runs, load_runs
-
-CHINCHILLA = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
 
 
 def synthetic_runs(truth, sizes, budgets, noise=0.0, seed=0):

@@ -1,12 +1,8 @@
-import os
-
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import CHINCHILLA_CSV as CHINCHILLA
 from llm_jax.scaling.runs import RunsError, load_runs
-
-CHINCHILLA = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
 
 
 def test_loader_accepts_the_shared_column_names_and_params_tokens_loss(tmp_path):
