@@ -37,6 +37,9 @@ def cmd_sweep(args, extra) -> int:
         out = run(sweep, parallel=args.parallel, only=args.only, log=quiet if args.json else print)
         if args.json:
             print(json.dumps(out, sort_keys=True))
+        if out["interrupted"]:
+            from llm_jax.train.preemption import EXIT_PREEMPTED
+            return EXIT_PREEMPTED
         return 1 if out["failed"] else 0
     if args.json:
         print(json.dumps(out, sort_keys=True, default=str))

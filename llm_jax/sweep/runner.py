@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +100,21 @@ def _last_summary(log_path: str) -> dict:
     return {}
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop(sweep: Sweep, running: list, log) -> None:
+    """SIGTERM to every running member: each writes a checkpoint and exits 75, so the next `run` resumes it."""
+    for _, proc, _, _ in running:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for member, proc, log_file, started in running:
+        proc.wait()
+        _finish(sweep, member, proc, log_file, started)
+    log(f"interrupted: {len(running)} running member(s) stopped at a checkpoint; `sweep run` again resumes them")
+
+
 def read_jsonl(path: str) -> list[dict]:
     """Every object of a JSON-lines file; none if it does not exist yet."""
     if not os.path.isfile(path):
@@ -124,24 +140,32 @@ def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = 
     if todo:
         _warm_data_cache(sweep, todo, log)
     running, failed, queue, t0 = [], [], list(todo), time.time()
-    while queue or running:
-        while queue and len(running) < parallel:
-            member = queue.pop(0)
-            log(f"  start {member.name}")
-            running.append((member, *_launch(sweep, member, python)))
-        time.sleep(0.5)
-        for item in [r for r in running if r[1].poll() is not None]:
-            running.remove(item)
-            member, proc, log_file, started = item
-            rc = _finish(sweep, member, proc, log_file, started)
-            done = len(todo) - len(queue) - len(running)
-            status = "done" if rc == 0 else f"FAILED (exit {rc}; see {workdir(sweep, member)}/train.log)"
-            log(f"  {status}: {member.name} in {time.time() - started:.0f} s [{done}/{len(todo)}, "
-                f"{time.time() - t0:.0f} s elapsed]")
-            if rc != 0:
-                failed.append(member.name)
+    interrupted = False
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                member = queue.pop(0)
+                log(f"  start {member.name}")
+                running.append((member, *_launch(sweep, member, python)))
+            time.sleep(0.5)
+            for item in [r for r in running if r[1].poll() is not None]:
+                running.remove(item)
+                member, proc, log_file, started = item
+                rc = _finish(sweep, member, proc, log_file, started)
+                done = len(todo) - len(queue) - len(running)
+                status = "done" if rc == 0 else f"FAILED (exit {rc}; see {workdir(sweep, member)}/train.log)"
+                log(f"  {status}: {member.name} in {time.time() - started:.0f} s [{done}/{len(todo)}, "
+                    f"{time.time() - t0:.0f} s elapsed]")
+                if rc != 0:
+                    failed.append(member.name)
+    except KeyboardInterrupt:
+        interrupted = True
+        _stop(sweep, running, log)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     result = {"members": len(chosen), "ran": len(todo), "failed": failed, "wall_seconds": time.time() - t0,
-              "parallel": parallel}
+              "parallel": parallel, "interrupted": interrupted}
     if todo:
         with open(os.path.join(runs_root(sweep), "sweep_runs.jsonl"), "a") as f:
             f.write(json.dumps(result) + "\n")

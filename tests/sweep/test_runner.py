@@ -62,3 +62,31 @@ def test_sweep_with_a_bad_member_fails_before_launching_anything(tmp_path):
     proc = run_cli("sweep", "run", str(path))
     assert proc.returncode == 2 and "member x-seed0" in proc.stderr and "n_heads" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_sigterm_stops_running_members_at_a_checkpoint_and_the_next_run_resumes(tmp_path, small_corpus):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO
+    path = tmp_path / "sweep.py"
+    runs = tmp_path / "runs"
+    path.write_text(SWEEP.format(corpus=small_corpus, runs=str(runs), results=str(tmp_path / "results"))
+                    .replace('"train.steps": 12', '"train.steps": 3000').replace(
+                        'variants={"ln": {"model.norm": "layernorm"}, "rms": {"model.norm": "rmsnorm"}}',
+                        'variants={"ln": {"model.norm": "layernorm"}}'))
+    runner = subprocess.Popen([sys.executable, "-m", "llm_jax", "sweep", "run", str(path)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = runs / "ln-seed0" / "train.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "step  " in log.read_text()):
+        time.sleep(0.5)
+    runner.send_signal(signal.SIGTERM)
+    out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 75, err[-2000:]
+    attempts = [json.loads(line) for line in (runs / "ln-seed0" / "attempts.jsonl").read_text().splitlines()]
+    assert attempts[-1]["returncode"] == 75 and os.listdir(runs / "ln-seed0" / "checkpoints")
+    assert not (runs / "ln-seed0" / "sweep_member.json").exists() and "interrupted" in out
