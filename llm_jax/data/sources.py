@@ -46,6 +46,16 @@ def _emit(text: str, stats: InputStats) -> Iterator[str]:
         stats["empty_documents"] += 1
 
 
+def _emit_field(value, stats: InputStats) -> Iterator[str]:
+    """A record's text field (str, or UTF-8 bytes), counted as missing when it is neither."""
+    if isinstance(value, bytes):
+        value = _decode(value, stats)
+    if not isinstance(value, str):
+        stats["missing_field"] += 1
+        return
+    yield from _emit(value, stats)
+
+
 def _file_bytes(path: str, stats: InputStats) -> bytes | None:
     """The file's bytes (gunzipped), or None — counted — for an unreadable or blank file."""
     try:
@@ -85,11 +95,7 @@ def _jsonl_file(path: str, field: str, stats: InputStats) -> Iterator[str]:
         except json.JSONDecodeError:
             stats["bad_json_lines"] += 1
             continue
-        value = row.get(field) if isinstance(row, dict) else None
-        if not isinstance(value, str):
-            stats["missing_field"] += 1
-            continue
-        yield from _emit(value, stats)
+        yield from _emit_field(row.get(field) if isinstance(row, dict) else None, stats)
 
 
 def _parquet_file(path: str, field: str, stats: InputStats) -> Iterator[str]:
@@ -110,12 +116,7 @@ def _parquet_file(path: str, field: str, stats: InputStats) -> Iterator[str]:
         return
     for batch in table.iter_batches(columns=[field]):
         for value in batch.column(0).to_pylist():
-            if isinstance(value, bytes):
-                value = _decode(value, stats)
-            if not isinstance(value, str):
-                stats["missing_field"] += 1
-                continue
-            yield from _emit(value, stats)
+            yield from _emit_field(value, stats)
 
 
 def _tfds(spec: str, field: str, data_dir: str | None, stats: InputStats) -> Iterator[str]:
@@ -131,13 +132,7 @@ def _tfds(spec: str, field: str, data_dir: str | None, stats: InputStats) -> Ite
         raise SourceError(f"cannot open TFDS dataset {spec!r}: {e}") from e
     for i in range(len(source)):
         example = source[i]
-        value = example.get(field) if isinstance(example, dict) else None
-        if isinstance(value, bytes):
-            value = _decode(value, stats)
-        if not isinstance(value, str):
-            stats["missing_field"] += 1
-            continue
-        yield from _emit(value, stats)
+        yield from _emit_field(example.get(field) if isinstance(example, dict) else None, stats)
 
 
 def input_files(inputs: list[str]) -> list[str]:
