@@ -58,8 +58,12 @@ def _content_key(inputs: list[str]) -> dict:
     return key
 
 
+def _settings(data_cfg) -> dict:
+    return {k: (data_cfg[k].to_dict() if hasattr(data_cfg[k], "to_dict") else data_cfg[k]) for k in PREPARE_KEYS}
+
+
 def cache_key(inputs: list[str], data_cfg, vocab_size: int) -> str:
-    settings = {k: (data_cfg[k].to_dict() if hasattr(data_cfg[k], "to_dict") else data_cfg[k]) for k in PREPARE_KEYS}
+    settings = _settings(data_cfg)
     if data_cfg.tokenizer and os.path.isfile(data_cfg.tokenizer):
         with open(data_cfg.tokenizer, "rb") as f:
             settings["tokenizer_sha256"] = hashlib.sha256(f.read()).hexdigest()
@@ -81,12 +85,22 @@ def prepared_dir(spec: str, data_cfg, vocab_size: int, seq_len: int, log=print) 
     return out
 
 
+def data_specs(data_cfg) -> list[str]:
+    """The corpora or prepared directories a run reads: the mixture's, else data.prepared or data.corpus."""
+    if data_cfg.mixture:
+        return [m[0] for m in data_cfg.mixture]
+    return [data_cfg.prepared or data_cfg.corpus]
+
+
+def prepare_settings(data_cfg, vocab_size: int) -> str:
+    """What decides the prepared data (inputs, PREPARE_KEYS, vocabulary), as a string to compare runs by."""
+    return json.dumps({"specs": data_specs(data_cfg), "settings": _settings(data_cfg), "vocab_size": vocab_size}, sort_keys=True)
+
+
 def training_data(cfg, log=print) -> TrainingData:
     d, seq_len = cfg.data, cfg.model.seq_len
-    if d.mixture:
-        specs, weights = [m[0] for m in d.mixture], [float(m[1]) for m in d.mixture]
-    else:
-        specs, weights = [d.prepared or d.corpus], None
+    specs = data_specs(d)
+    weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
         dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
     distributed.barrier("llm_jax:data_prepared")

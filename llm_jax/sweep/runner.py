@@ -46,16 +46,14 @@ def emit(sweep: Sweep, launcher: str = "local") -> list[str]:
 
 def _warm_data_cache(sweep: Sweep, todo: list[Member], log) -> None:
     """Prepare each distinct dataset once here, so parallel members do not race to build the same cache entry."""
-    from llm_jax.data.pipeline import cache_key, corpus_inputs, prepared_dir
+    from llm_jax.data.pipeline import data_specs, prepare_settings, prepared_dir
     seen = set()
     for member in todo:
         cfg = member_config(sweep, member)
-        specs = [m[0] for m in cfg.data.mixture] if cfg.data.mixture else [cfg.data.prepared or cfg.data.corpus]
-        for spec in specs:
-            key = (spec, cache_key(corpus_inputs(spec), cfg.data, cfg.model.vocab_size)
-                   if not os.path.isfile(os.path.join(spec, "manifest.json")) else spec)
-            if key not in seen:
-                seen.add(key)
+        key = prepare_settings(cfg.data, cfg.model.vocab_size)
+        if key not in seen:
+            seen.add(key)
+            for spec in data_specs(cfg.data):
                 prepared_dir(spec, cfg.data, cfg.model.vocab_size, cfg.model.seq_len, log=log)
 
 
