@@ -162,12 +162,11 @@ def kaplan_laws(runs: Runs) -> dict[str, dict[str, float]]:
     over the best loss per data size (each best point approximates the other resource being unconstrained)."""
     out = {}
     for name, x in (("L(N)", runs.params), ("L(D)", runs.tokens)):
-        keys = np.unique(np.round(np.log10(x), 3))
+        rounded = np.round(np.log10(x), 3)        # one group per distinct size (to 0.1%)
+        keys = np.unique(rounded)
         if len(keys) < 2:
             continue
-        best_x = [x[np.round(np.log10(x), 3) == k] for k in keys]
-        best_l = [runs.loss[np.round(np.log10(x), 3) == k].min() for k in keys]
-        law = fit_power_law([v[0] for v in best_x], best_l)
+        law = fit_power_law([x[rounded == k][0] for k in keys], [runs.loss[rounded == k].min() for k in keys])
         alpha = -law.exponent
         scale = law.coefficient ** (1.0 / alpha) if alpha > 0 else float("nan")
         out[name] = {"alpha": alpha, "alpha_stderr": law.exponent_stderr, "critical_scale": scale,

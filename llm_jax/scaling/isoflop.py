@@ -74,7 +74,7 @@ def approach1(runs: Runs, n_grid: int = 40) -> dict:
             curves.append((np.log(runs.flops[idx]), runs.loss[idx], float(runs.params[idx[0]])))
     if len(curves) < 2:
         raise ValueError("approach 1 needs at least two runs with two or more points each")
-    lo = max(min(c[0][0] for c in curves), np.log(runs.flops.min()))
+    lo = min(c[0][0] for c in curves)
     hi = max(c[0][-1] for c in curves)
     envelope = []
     for log_c in np.linspace(lo, hi, n_grid):
