@@ -11,22 +11,16 @@ import json
 import os
 import sys
 
+from llm_jax import argtypes
+from llm_jax.errors import EXIT_USAGE, LlmJaxError, Preempted, UserError
 
-def _user_errors() -> tuple:
-    """Exceptions that mean bad input: reported as one line, exit status 2, no traceback."""
-    from llm_jax.config import ConfigError
-    from llm_jax.data.corpus import CorpusError
-    from llm_jax.data.shards import PreparedDataError
-    from llm_jax.data.sources import SourceError
-    from llm_jax.data.tokenizers import TokenizerError
-    from llm_jax.infer.load import WorkdirError
-    from llm_jax.interop.hf import ConversionError
-    from llm_jax.train.checkpoint import CheckpointError
-    from llm_jax.scaling.runs import RunsError
-    from llm_jax.sweep.spec import SweepError
-    from llm_jax.train.loop import TrainingError
-    return (ConfigError, CorpusError, TokenizerError, WorkdirError, TrainingError, ConversionError, SourceError,
-            PreparedDataError, CheckpointError, RunsError, SweepError)
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line (`error: llm-jax generate: ...`) with exit status 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
 
 
 def split_overrides(extra: list[str]) -> dict[str, str]:
@@ -49,6 +43,7 @@ def split_overrides(extra: list[str]) -> dict[str, str]:
 
 def _load_cfg(args, extra):
     import jax
+
     from llm_jax.config import load_config
     return load_config(args.config, split_overrides(extra), n_devices=jax.device_count())
 
@@ -58,19 +53,14 @@ def _print_json(obj) -> None:
 
 
 def cmd_train(args, extra) -> int:
-    from llm_jax.parallel import distributed
-    from llm_jax.train.loop import TrainingError, train
+    from llm_jax.parallel import agent, distributed
+    if agent.should_supervise():  # multi-process: this process watches a worker running the same command
+        return agent.supervise(args.argv)
     distributed.initialize()
     cfg = _load_cfg(args, extra)
     workdir = args.workdir or os.path.join("runs", cfg.name)
-    try:
-        summary = train(cfg, workdir)
-    except Exception as e:  # in a multi-process run, a dead peer surfaces as a failed collective
-        import jax
-        if jax.process_count() > 1 and type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError"):
-            raise TrainingError(f"a collective operation failed, most likely because another process of this "
-                                f"run died: {str(e).splitlines()[0][:300]}") from e
-        raise
+    from llm_jax.train.loop import train
+    summary = train(cfg, workdir, restart=args.restart)
     if args.json:
         _print_json(summary)
     return 0
@@ -79,8 +69,8 @@ def cmd_train(args, extra) -> int:
 def cmd_generate(args, extra) -> int:
     from llm_jax.infer.generate import generate_ids
     from llm_jax.infer.load import load_workdir
-    if extra:
-        split_overrides(extra)  # raises on anything unexpected
+    if not args.prompt:
+        raise UserError("--prompt is empty; generation needs at least one token to continue")
     loaded = load_workdir(args.workdir)
     prompt_ids = loaded.tokenizer.encode(args.prompt)
     new_ids = generate_ids(loaded.model, loaded.params, prompt_ids, args.max_new_tokens, loaded.cfg.model.seq_len,
@@ -96,13 +86,11 @@ def cmd_generate(args, extra) -> int:
 
 
 def cmd_eval(args, extra) -> int:
-    from llm_jax.eval.perplexity import perplexity
-    from llm_jax.infer.load import WorkdirError, load_workdir
-    if not os.path.isfile(args.text):
-        raise WorkdirError(f"--text {args.text!r} does not exist")
+    from llm_jax.eval.perplexity import perplexity, read_text_for_eval
+    from llm_jax.infer.load import load_workdir
+    text = read_text_for_eval(args.text)  # refuses a directory, a missing, empty or binary file
     loaded = load_workdir(args.workdir)
-    with open(args.text, encoding="utf-8", errors="replace") as f:
-        ids = loaded.tokenizer.encode(f.read())
+    ids = loaded.tokenizer.encode(text)
     result = perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)
     result["step"] = loaded.step
     if args.json:
@@ -115,6 +103,7 @@ def cmd_eval(args, extra) -> int:
 
 def cmd_estimate(args, extra) -> int:
     import jax
+
     from llm_jax.config import load_config
     from llm_jax.scaling.accounting import summary
     if not (args.devices or args.topology):
@@ -163,6 +152,9 @@ def _print_estimate(out: dict) -> None:
 
 
 def cmd_convert(args, extra) -> int:
+    needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
+    if getattr(args, needed[2:].replace("-", "_")) is None:
+        args.parser.error(f"convert {args.direction} needs {needed}")
     from llm_jax.interop import hf
     if args.direction == "from-hf":
         info = hf.from_hf(args.hf_dir, args.out)
@@ -206,6 +198,8 @@ def cmd_tokenizer(args, extra) -> int:
     from llm_jax.data.tokenizers import train_tokenizer
     from llm_jax.data.tokenizers.report import compression_report, format_table
     if args.action == "train":
+        if not args.out:
+            args.parser.error("tokenizer train needs --out")
         train_docs, _ = split_documents(load_documents(args.corpus), args.val_fraction)
         tok = train_tokenizer(args.kind, train_docs, args.vocab_size, args.out, log=print)
         info = {"kind": tok.kind, "vocab_size": tok.vocab_size, "out": args.out, "special": tok.special}
@@ -228,9 +222,8 @@ def cmd_data(args, extra) -> int:
             _print_json(result)
         return 0
     from llm_jax.data.prepare import prepare
-    from llm_jax.data.sources import SourceError
     if not args.input or not args.output:
-        raise SourceError("data prepare needs --input PATH [PATH ...] and --output DIR")
+        args.parser.error("data prepare needs --input PATH [PATH ...] and --output DIR")
     manifest = prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, cfg.model.seq_len,
                        tokenizer=args.tokenizer or cfg.data.tokenizer, log=(lambda _: None) if args.json else print)
     counts = dict(manifest["counts"])
@@ -247,121 +240,153 @@ def cmd_data(args, extra) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llm-jax", description=__doc__.splitlines()[0])
+def _command(sub, name: str, func, overrides: bool = False, **kwargs) -> ArgumentParser:
+    """A subcommand parser; `overrides` says whether it takes `--config.KEY=VALUE` arguments after its flags."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(func=func, overrides=overrides, parser=parser)
+    return parser
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="llm-jax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a model; no --config trains the embedded default")
+    t = _command(sub, "train", cmd_train, overrides=True,
+                 help="train (or resume) a model; no --config trains the embedded default")
     t.add_argument("--config", help="configs/NAME.py (default: the tiny Shakespeare run)")
     t.add_argument("--workdir", help="output directory (default: runs/<config name>)")
+    t.add_argument("--restart", action="store_true", help="move a previous run in --workdir to previous/<time>/ "
+                                                          "and start from step 0 instead of resuming")
     t.add_argument("--json", action="store_true")
-    t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="sample a continuation of a prompt")
+    g = _command(sub, "generate", cmd_generate, help="sample a continuation of a prompt")
     g.add_argument("--workdir", required=True)
     g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=int, default=100)
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
-    g.add_argument("--top-p", type=float, default=1.0, help="1 = no nucleus filter")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=argtypes.positive_int, default=100)
+    g.add_argument("--temperature", type=argtypes.nonneg_number, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=argtypes.nonneg_int, default=0, help="0 = no top-k filter")
+    g.add_argument("--top-p", type=argtypes.probability, default=1.0, help="in (0, 1]; 1 = no nucleus filter")
+    g.add_argument("--seed", type=argtypes.nonneg_int, default=0)
     g.add_argument("--json", action="store_true")
-    g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("eval", help="evaluate a work directory's model")
+    e = _command(sub, "eval", cmd_eval, help="evaluate a work directory's model")
     e.add_argument("metric", choices=["perplexity"])
     e.add_argument("--workdir", required=True)
     e.add_argument("--text", required=True, help="a UTF-8 text file")
     e.add_argument("--json", action="store_true")
-    e.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("estimate", help="parameters, FLOPs, per-device memory and step time of a config")
+    s = _command(sub, "estimate", cmd_estimate, overrides=True,
+                 help="parameters, FLOPs, per-device memory and step time of a config")
     s.add_argument("--config")
-    s.add_argument("--devices", type=int, help="size the run for this many devices")
+    s.add_argument("--devices", type=argtypes.positive_int, help="size the run for this many devices")
     s.add_argument("--topology", help="or a named slice/cluster: v4-128, v5p-256, v5e-64, v6e-256, h100-16, ...")
     s.add_argument("--device-kind", help="with --devices: the chip, for its peak FLOP/s (default: this machine's)")
-    s.add_argument("--device-memory-gib", type=float, help="with --devices: memory per device, to check the fit")
-    s.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation for the step time")
-    s.add_argument("--price-per-device-hour", type=float, help="with --devices/--topology: the run's cost too")
+    s.add_argument("--device-memory-gib", type=argtypes.positive_number,
+                   help="with --devices: memory per device, to check the fit")
+    s.add_argument("--mfu", type=argtypes.probability, default=0.4,
+                   help="assumed model FLOPs utilisation for the step time, in (0, 1]")
+    s.add_argument("--price-per-device-hour", type=argtypes.nonneg_number,
+                   help="with --devices/--topology: the run's cost too")
     s.add_argument("--compile", action="store_true", help="also compile the real step here and report "
                                                           "memory_analysis() (needs the same device count)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_estimate)
 
-    c = sub.add_parser("convert", help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
+    c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
     c.add_argument("direction", choices=["from-hf", "to-hf"])
     c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json")
     c.add_argument("--workdir", help="to-hf: the work directory to export")
     c.add_argument("--out", required=True, help="from-hf: the new work directory; to-hf: the new HF directory")
     c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_convert)
 
-    x = sub.add_parser("export", help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")
+    x = _command(sub, "export", cmd_export, help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")
     x.add_argument("--workdir", required=True)
     x.add_argument("--out", required=True)
-    x.add_argument("--step", type=int, help="default: the latest intact checkpoint")
+    x.add_argument("--step", type=argtypes.nonneg_int, help="default: the latest intact checkpoint")
     x.add_argument("--json", action="store_true")
-    x.set_defaults(func=cmd_export)
 
-    dp = sub.add_parser("data", help="prepare corpora into shards; benchmark the data path")
+    dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path")
     dp.add_argument("action", choices=["prepare", "bench"])
     dp.add_argument("--input", nargs="+", help="files, directories, tfds:NAME[:SPLIT], or 'shakespeare'")
     dp.add_argument("--output", help="the new prepared-data directory")
     dp.add_argument("--tokenizer", help="an existing tokenizer (default: train data.tokenizer_kind)")
     dp.add_argument("--config", help="a config file whose data.* and model.vocab_size/seq_len apply")
     dp.add_argument("--json", action="store_true")
-    dp.set_defaults(func=cmd_data)
 
-    k = sub.add_parser("tokenizer", help="train tokenizers and compare their compression")
+    k = _command(sub, "tokenizer", cmd_tokenizer, help="train tokenizers and compare their compression")
     k.add_argument("action", choices=["train", "report"])
     k.add_argument("--corpus", default="shakespeare", help="an embedded corpus name or a text file/directory")
-    k.add_argument("--vocab-size", type=int, default=2048)
+    k.add_argument("--vocab-size", type=argtypes.integer(2, what="an integer >= 2"), default=2048)
     k.add_argument("--kind", default="bytelevel_bpe", help="train: the kind to train")
     k.add_argument("--kinds", help="report: comma-separated kinds (default: all)")
     k.add_argument("--tokenizer", action="append", help="report: also measure this existing tokenizer")
     k.add_argument("--out", help="train: the output directory")
-    k.add_argument("--val-fraction", type=float, default=0.05, help="documents held out of training")
+    k.add_argument("--val-fraction", type=argtypes.fraction_open, default=0.05,
+                   help="documents held out of training, in (0, 1)")
     k.add_argument("--json", action="store_true")
-    k.set_defaults(func=cmd_tokenizer)
 
-    b = sub.add_parser("bench", help="benchmarks that print their figures")
+    b = _command(sub, "bench", cmd_bench, overrides=True, help="benchmarks that print their figures")
     b.add_argument("what", choices=["train", "checkpoint"])
     b.add_argument("--config", help="default: configs/bench_cpu.py (train), configs/gpt2_small.py (checkpoint)")
-    b.add_argument("--devices", type=int, default=8, help="checkpoint: fake CPU devices for sharded states")
-    b.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
+    b.add_argument("--devices", type=argtypes.positive_int, default=8,
+                   help="checkpoint: fake CPU devices for sharded states")
+    b.add_argument("--steps", type=argtypes.positive_int, default=20, help="timed steps (after warm-up)")
     b.add_argument("--json", action="store_true")
-    b.set_defaults(func=cmd_bench)
 
     from llm_jax.scaling import command as scaling_command
     scaling_command.add_parser(sub)
     from llm_jax.sweep import command as sweep_command
     sweep_command.add_parser(sub)
+    for name, parser in sub.choices.items():  # the packages' own commands take no config overrides
+        parser.set_defaults(**{k: v for k, v in (("overrides", False), ("parser", parser))
+                               if parser.get_default(k) is None})
     return p
 
 
+def _quiet_library_logs() -> None:
+    """Keeps library chatter off the console, so that a failure reaches the user as the project's one-line error
+    (which names the root cause) instead of pages of tracebacks: orbax logs routine checkpoint I/O as warnings
+    and every failed background write as an error with a traceback; asyncio reports the failed write tasks
+    again; tensorstore's callbacks raise "Event loop is closed" as unraisable exceptions at exit.
+    LLM_JAX_LIBRARY_LOGS=1 shows all of it."""
+    import logging
+
+    from absl import logging as absl_logging
+    if os.environ.get("LLM_JAX_LIBRARY_LOGS", "") not in ("", "0"):
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        return
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+
+
+def report(e: LlmJaxError) -> int:
+    """Prints the one line a user sees for a project error; returns its exit status."""
+    sys.stdout.flush()
+    print(f"{'preempted' if isinstance(e, Preempted) else 'error'}: {e}", file=sys.stderr, flush=True)
+    return e.exit_status
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "tokenizer" and args.action == "train" and not args.out:
-        parser.error("tokenizer train needs --out")
-    if args.command == "convert":
-        needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
-        if getattr(args, needed[2:].replace("-", "_")) is None:
-            parser.error(f"convert {args.direction} needs {needed}")
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax reports routine checkpoint I/O as warnings
-    errors = _user_errors()
-    from llm_jax.scaling.memory import TopologyError
-    from llm_jax.train.preemption import EXIT_PREEMPTED, Preempted
-    errors = errors + (TopologyError,)
+    if extra and not args.overrides:
+        args.parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    args.argv = argv
+    _quiet_library_logs()
+    from llm_jax.parallel import distributed
     try:
-        return args.func(args, extra)
-    except Preempted as e:
-        print(f"preempted: {e}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except errors as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        status = args.func(args, extra)
+    except LlmJaxError as e:
+        status = report(e)
+    except KeyboardInterrupt:
+        status = report(Preempted(None, "SIGINT"))
+    except Exception as e:  # noqa: BLE001 (a dead peer surfaces as a failed collective; the rest are bugs)
+        peer = distributed.peer_failure(e)
+        if peer is None:
+            raise
+        status = report(peer)
+    return distributed.finish(status)
 
 
 if __name__ == "__main__":

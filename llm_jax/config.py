@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from llm_jax.errors import UserError
+
 # Logical axis -> mesh axes, in priority order (flax semantics: the first rule whose mesh axes are still free
 # wins). `embed` on fsdp shards parameters ZeRO-3 style; activations reuse the names, and an axis already taken
 # by `batch` falls back to unsharded.
@@ -54,7 +56,7 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot run; the message names the key and the rule."""
 
 
@@ -121,7 +123,6 @@ def default_config() -> ml_collections.ConfigDict:
     t.spike_factor = 0.0         # skip an update whose loss exceeds spike_factor x the running mean (0 = off)
     t.spike_limit = 5            # ... up to this many in a row, then stop as for a non-finite loss
     t.spike_warmup_steps = 100   # the running mean (EMA, decay 0.99) must settle before spikes are judged
-    t.inject_nan_step = 0        # testing: poison the loss of this (1-based) step with NaN; 0 = off
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.stage = 1             # pipeline stages (the layer stack is cut into this many pieces)
@@ -309,9 +310,17 @@ def load_config(path: str | None, overrides: dict[str, str] | None = None,
     return cfg
 
 
+# Keys that older versions wrote into config.json and no longer exist: dropped when such a file is read back.
+RETIRED_KEYS = ("train.inject_nan_step",)
+
+
 def config_from_json(text: str) -> ml_collections.ConfigDict:
     """Reads a work directory's config.json back (tuples come back as lists; rules are re-tupled)."""
     raw = json.loads(text)
+    for key in RETIRED_KEYS:
+        section, _, name = key.partition(".")
+        if isinstance(raw.get(section), dict):
+            raw[section].pop(name, None)
     cfg = ml_collections.ConfigDict(raw)
     _check_known_keys(cfg, "config.json")
     cfg = _complete(cfg)
@@ -442,7 +451,6 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.spike_factor == 0 or t.spike_factor > 1, f"train.spike_factor={t.spike_factor}: must be 0 (off) or > 1")
     _require(t.spike_limit >= 0 and t.spike_warmup_steps >= 0,
              f"train.spike_limit={t.spike_limit}, train.spike_warmup_steps={t.spike_warmup_steps}: must be >= 0")
-    _require(t.inject_nan_step >= 0, f"train.inject_nan_step={t.inject_nan_step}: must be >= 0 (0 = off)")
     _validate_data(cfg.data)
     ck = cfg.checkpoint
     _require(ck.every >= 0, f"checkpoint.every={ck.every}: must be >= 0")

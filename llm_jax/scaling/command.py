@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from llm_jax import argtypes
 from llm_jax.scaling import fit as fitting
 from llm_jax.scaling import isoflop
 from llm_jax.scaling.runs import load_runs
@@ -20,8 +21,8 @@ def add_parser(sub) -> None:
     s.add_argument("--csv", required=True, help="runs: params/Model Size, tokens or Training FLOP, loss")
     s.add_argument("--approach", default="auto",
                    help="comma-separated of 1,2,3 (default: 3, plus 2 with a budget column, 1 with a run column)")
-    s.add_argument("--exclude-highest-loss", type=int, default=0, metavar="K", help="drop the K worst points")
-    s.add_argument("--bootstrap", type=int, default=200, help="approach 3 resamples for the intervals; 0 = none")
+    s.add_argument("--exclude-highest-loss", type=argtypes.nonneg_int, default=0, metavar="K", help="drop the K worst points")
+    s.add_argument("--bootstrap", type=argtypes.nonneg_int, default=200, help="approach 3 resamples for the intervals; 0 = none")
     s.add_argument("--starts", choices=["full", "coarse"], default="full",
                    help="approach 3 grid of L-BFGS starts: Besiroglu et al.'s 4,500, or 432")
     s.add_argument("--budgets", help="comma-separated FLOP budgets for the compute-optimal table")

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax import config as config_lib
+from llm_jax.errors import UserError
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
@@ -32,7 +33,7 @@ TOPOLOGIES = {
 }
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError):
     """An unknown or malformed --topology."""
 
 

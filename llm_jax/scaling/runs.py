@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import os
 
 import numpy as np
+
+from llm_jax.errors import StorageError, UserError
+from llm_jax.fileio import read_text
 
 _ALIASES = {
     "params": ("params", "n", "model size", "model_size", "parameters"),
@@ -23,7 +28,7 @@ _ALIASES = {
 }
 
 
-class RunsError(ValueError):
+class RunsError(UserError):
     """A runs table that cannot be fitted; the message names the file and the problem."""
 
 
@@ -65,21 +70,37 @@ def _column(header: list[str], role: str) -> str | None:
 
 
 def _floats(rows, column, path) -> np.ndarray:
-    try:
-        values = np.array([float(r[column]) for r in rows])
-    except ValueError as e:
-        raise RunsError(f"{path}: column {column!r} holds a value that is not a number ({e})") from None
-    return values
+    values = []
+    for number, r in enumerate(rows, 1):
+        if r[column] is None:
+            raise RunsError(f"{path}: data row {number} is shorter than the header (it has no {column!r} value)")
+        try:
+            values.append(float(r[column]))
+        except ValueError as e:
+            raise RunsError(f"{path}: data row {number}, column {column!r} holds a value that is not a number "
+                            f"({e})") from None
+    return np.array(values)
 
 
 def load_runs(path: str) -> Runs:
+    if os.path.isdir(path):
+        raise RunsError(f"{path}: is a directory, not a CSV file")
+    if not os.path.exists(path):
+        raise RunsError(f"{path}: no such file")
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except FileNotFoundError:
-        raise RunsError(f"{path}: no such file") from None
+        text = read_text(path, "runs table")
+    except StorageError:
+        raise
+    except UserError as e:  # unreadable, or not UTF-8
+        raise RunsError(str(e)) from e
+    if "\0" in text:
+        raise RunsError(f"{path}: holds NUL bytes; it is not a CSV text file")
+    try:
+        reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))  # Excel writes a BOM
+        header = reader.fieldnames or []
+        rows = list(reader)
+    except csv.Error as e:
+        raise RunsError(f"{path}: not a readable CSV table ({e})") from None
     if not rows:
         raise RunsError(f"{path}: no rows")
     cols = {role: _column(header, role) for role in _ALIASES}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from llm_jax import argtypes
 from llm_jax.sweep.spec import SweepError, load_sweep
 
 
@@ -11,7 +12,7 @@ def add_parser(sub) -> None:
     s = sub.add_parser("sweep", help="run a sweep file's members and report them as tables and plots")
     s.add_argument("action", choices=["run", "report"])
     s.add_argument("file", help="a sweep file, e.g. experiments/ablations/norm.py")
-    s.add_argument("--parallel", type=int, default=1, help="run: members at once, as separate processes")
+    s.add_argument("--parallel", type=argtypes.positive_int, default=1, help="run: members at once, as separate processes")
     s.add_argument("--only", help="run: only members whose name contains this")
     s.add_argument("--emit", nargs="?", const="local", choices=["local", "slurm", "tpu"],
                    help="run: print each unfinished member's launch command instead of running it")
@@ -40,7 +41,7 @@ def cmd_sweep(args, extra) -> int:
         if out["interrupted"]:
             from llm_jax.train.preemption import EXIT_PREEMPTED
             return EXIT_PREEMPTED
-        return 1 if out["failed"] else 0
+        return out["first_failure_status"]  # 0, or the exit status of the first member that failed
     if args.json:
         print(json.dumps(out, sort_keys=True, default=str))
     return 0

@@ -11,6 +11,7 @@ import itertools
 import os
 
 from llm_jax.config import ConfigError, load_config
+from llm_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -36,7 +37,7 @@ class Member:
     meta: dict
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A sweep file that cannot be run; the message names the file and the problem."""
 
 
