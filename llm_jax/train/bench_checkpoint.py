@@ -1,5 +1,6 @@
 """`llm-jax bench checkpoint`: how long an asynchronous save blocks training, against the full save time,
-and how long restoring takes — onto the same mesh and onto other mesh shapes (resharding on restore).
+how long the checksums of the seal take (written in the background before the commit, verified before every
+restore), and how long restoring takes — onto the same mesh and onto other mesh shapes (resharding on restore).
 
 On CPU the command runs on `--devices` fake devices (default 8) so that the state is sharded (FSDP) and a
 restore can change the mesh shape. Everything is measured in one process, one after the other.
@@ -16,7 +17,7 @@ import jax
 from llm_jax import config as config_lib
 from llm_jax.parallel.mesh import make_mesh, rules_tuple
 from llm_jax.scaling.accounting import param_count
-from llm_jax.train import checkpoint
+from llm_jax.train import checkpoint, seal
 from llm_jax.train.loop import build
 from llm_jax.train.state import init_state, state_bytes
 
@@ -38,6 +39,12 @@ def _timed_restore(workdir, cfg, shape, step):
     seconds = time.perf_counter() - start
     mngr.close()
     return seconds
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def bench_checkpoint(cfg, save_mesh=(1, -1, 1), restore_meshes=((2, -1, 1), (1, -1, 2)), repeats: int = 2,
@@ -77,6 +84,12 @@ def bench_checkpoint(cfg, save_mesh=(1, -1, 1), restore_meshes=((2, -1, 1), (1, 
             f"{result['async_total_seconds']:.3f}s ({100 * result['blocking_fraction']:.1f}%, target < 10%); "
             f"synchronous save {result['sync_save_seconds']:.3f}s")
         workdir = os.path.join(tmp, "async")
+        step_dir = os.path.join(checkpoint.checkpoint_dir(workdir), str(repeats))
+        result["seal_seconds"] = min(_timed(lambda: seal.seal(step_dir)) for _ in range(repeats))
+        result["verify_seconds"] = min(_timed(lambda: seal.problem(step_dir)) for _ in range(repeats))
+        log(f"bench checkpoint: checksums of the {size / 2**30:.2f} GiB checkpoint: sealing "
+            f"{result['seal_seconds']:.3f}s (in the background save), verifying {result['verify_seconds']:.3f}s "
+            f"(before a restore)")
         result["restore_seconds"] = min(_timed_restore(workdir, cfg, save_mesh, repeats) for _ in range(repeats))
         log(f"bench checkpoint: restore onto the same mesh {result['restore_seconds']:.3f}s")
         result["restore_other_mesh"] = {}

@@ -1,81 +1,209 @@
 """Checkpoints of a run (orbax-checkpoint): `checkpoints/<step>/{params,train,data,config}` in the work directory.
 
-- Saves are asynchronous: training continues while the previous save is written; a save is waited for
-  (and sealed) only when the next one starts, at the end of the run, or on preemption.
-- A checkpoint is only "latest" once complete: orbax writes each one into a temporary directory and renames
-  it when done, and old checkpoints are deleted only after a newer one is committed. After the commit we
-  add `llm_jax_seal.json` (every file and its size), so a truncated or deleted file is detected at restore;
-  a checkpoint that fails the check, or fails to restore, is moved to `checkpoints_bad/` with a warning and
-  the previous one is used. A run never starts from scratch while a restorable checkpoint exists.
+- Saves are asynchronous: training continues while the previous save is written; a save is waited for only
+  when the next one starts, at the end of the run, or on preemption (`checkpoint.async_save=False` waits at
+  once).
+- A checkpoint is only "latest" once complete: orbax writes it into `<step>.orbax-checkpoint-tmp` and renames
+  it when done; old checkpoints are deleted only after a newer one is committed. Just before that rename we
+  seal it (`seal.py`: every file's size and CRC-32), so a committed checkpoint is always sealed.
+- Restore (`Checkpointer.restore_latest`) walks from the newest checkpoint down:
+  1. integrity: a checkpoint whose files fail their seal is *damaged*: moved to `checkpoints_bad/` with a
+     warning, and the previous one is tried. Nothing else is ever quarantined.
+  2. compatibility: the caller's check of the config saved with it (`check_config`), then the saved arrays'
+     paths, shapes and dtypes against what this run needs. A mismatch refuses to resume (`CheckpointError`,
+     one line naming the difference); the checkpoint is left where it is.
+  3. reading, retried (RESTORE_ATTEMPTS): an intact checkpoint that still cannot be read is a storage problem
+     (`CheckpointReadError`), never a reason to move it or to start from scratch.
+  If checkpoints existed and all were damaged, the run refuses to start from step 0 (`--restart` does).
+- Arrays are restored by path (`'opt_state/1/0/mu/embed/embedding'`), not by container type, so a state tree
+  that gained or lost an empty node (an optimizer wrapper without state) still restores, and a real
+  difference is reported leaf by leaf. Restoring against `jax.ShapeDtypeStruct`s with shardings reshards onto
+  the current mesh.
 - Parameters and the rest of the state are separate items, so inference, conversion and fine-tuning restore
-  parameters alone. Restoring against `jax.ShapeDtypeStruct`s with shardings reshards onto the current mesh.
+  parameters alone.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import shutil
 import time
+from typing import Callable
 
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from llm_jax import fileio
+from llm_jax.errors import StorageError, UserError, one_line
 from llm_jax.parallel import distributed
+from llm_jax.train import seal
 
-SEAL = "llm_jax_seal.json"
 TRAIN_FIELDS = ("step", "opt_state", "loss_scale", "good_steps", "loss_ema", "spikes", "skipped", "halted")
+ITEMS = ("params", "train", "data", "config")
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+RESTORE_ATTEMPTS = 3
+RETRY_SECONDS = 1.0  # doubled after each failed attempt
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written (disk full, not writable) or no checkpoint can be restored."""
+class CheckpointError(UserError):
+    """No checkpoint can be used as asked: a refusal (incompatible run, nothing intact); nothing was moved."""
+
+
+class CheckpointWriteError(StorageError):
+    """A checkpoint cannot be written (disk full, not writable); the last good one is intact."""
+
+
+class CheckpointReadError(StorageError):
+    """An intact checkpoint cannot be read (storage trouble that retries did not fix); nothing was moved."""
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def manager(workdir: str, keep: int = 2, keep_every: int = 0, async_save: bool = True,
-            read_only: bool = False) -> ocp.CheckpointManager:
+def manager(workdir: str, keep: int = 2, keep_every: int = 0, read_only: bool = False,
+            on_commit: Callable[[], None] | None = None) -> ocp.CheckpointManager:
+    """An orbax manager for `workdir/checkpoints`; saves are asynchronous (wait with `wait_until_finished`) and
+    `on_commit` runs in orbax's background thread, on the primary process, just before a save is committed."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, keep_period=keep_every or None, create=not read_only,
-        read_only=read_only, enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only,
-        save_interval_steps=0 if read_only else 1)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                 item_names=("params", "train", "data", "config"))
+        read_only=read_only, enable_async_checkpointing=True, cleanup_tmp_directories=not read_only,
+        save_interval_steps=0 if read_only else 1,
+        async_options=ocp.AsyncOptions(post_finalization_callback=on_commit) if on_commit else None)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
 
 
 def _train_item(state) -> dict:
     return {name: getattr(state, name) for name in TRAIN_FIELDS}
 
 
-def seal(step_dir: str) -> None:
-    """Records every file of a committed checkpoint with its size."""
-    files = {}
-    for root, _, names in os.walk(step_dir):
-        for name in names:
-            if name != SEAL:
-                path = os.path.join(root, name)
-                files[os.path.relpath(path, step_dir)] = os.path.getsize(path)
-    tmp = os.path.join(step_dir, SEAL + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"files": files}, f)
-    os.replace(tmp, os.path.join(step_dir, SEAL))
+def step_path(mngr: ocp.CheckpointManager, step: int) -> str:
+    return os.path.join(str(mngr.directory), str(step))
 
 
-def seal_problem(step_dir: str) -> str | None:
-    """Why a sealed checkpoint is damaged (a missing or resized file), or None if it is intact or unsealed."""
-    path = os.path.join(step_dir, SEAL)
+def has_item(mngr: ocp.CheckpointManager, step: int, item: str) -> bool:
+    return os.path.isdir(os.path.join(step_path(mngr, step), item))
+
+
+def saved_config(step_dir: str) -> dict | None:
+    """The resolved config saved with a checkpoint (None if it has none or it cannot be parsed)."""
+    path = os.path.join(step_dir, "config", "metadata")
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        files = json.load(f)["files"]
-    for rel, size in sorted(files.items()):
-        full = os.path.join(step_dir, rel)
-        if not os.path.isfile(full):
-            return f"{rel} is missing"
-        if os.path.getsize(full) != size:
-            return f"{rel} has {os.path.getsize(full)} bytes, {size} when written"
-    return None
+    try:
+        return fileio.read_json(path, "checkpoint config")
+    except UserError:
+        return None
+
+
+def newest_saved_config(workdir: str) -> tuple[int, dict | None] | None:
+    """(step, saved config) of the newest committed checkpoint, read without orbax (for checks that should
+    fail fast, before data preparation); None when there is no checkpoint."""
+    directory = checkpoint_dir(workdir)
+    steps = sorted((int(n) for n in os.listdir(directory) if n.isdigit()), reverse=True) \
+        if os.path.isdir(directory) else []
+    return (steps[0], saved_config(os.path.join(directory, str(steps[0])))) if steps else None
+
+
+# ------------------------------------------------------------------------------------ restoring by path
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _path(path) -> str:
+    return "/".join(_key_name(k) for k in path)
+
+
+def _leaves_by_path(tree) -> dict:
+    return {_path(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _saved_tree(item_dir: str):
+    """The saved item's tree of array metadata (shapes and dtypes), read without loading any array."""
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        return handler.metadata(epath.Path(item_dir)).tree
+    finally:
+        handler.close()
+
+
+def tree_differences(saved: dict, wanted: dict, limit: int = 3) -> list[str]:
+    """How the saved leaves ({path: metadata}) differ from the wanted ones ({path: ShapeDtypeStruct})."""
+    out = []
+    for path in sorted(set(saved) | set(wanted)):
+        if path not in saved:
+            out.append(f"{path} is needed but not in the checkpoint")
+        elif path not in wanted:
+            out.append(f"{path} is in the checkpoint but not in this run's state")
+        elif tuple(saved[path].shape) != tuple(wanted[path].shape) or saved[path].dtype != wanted[path].dtype:
+            out.append(f"{path} is {saved[path].dtype}{list(saved[path].shape)} there, "
+                       f"{wanted[path].dtype}{list(wanted[path].shape)} here")
+    return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _target(item_dir: str, abstract_item):
+    """(restore target shaped like the saved tree, differences). The target mirrors the checkpoint's own
+    containers with this run's shardings at each leaf, so orbax never sees a container mismatch."""
+    saved_tree = _saved_tree(item_dir)
+    saved, wanted = _leaves_by_path(saved_tree), _leaves_by_path(abstract_item)
+    differences = tree_differences(saved, wanted)
+    if differences:
+        return None, differences
+    target = jax.tree_util.tree_map_with_path(lambda p, _: wanted[_path(p)], saved_tree)
+    return target, []
+
+
+def _rebuild(restored_item, abstract_item):
+    """The restored leaves put back into this run's own tree structure."""
+    leaves = _leaves_by_path(restored_item)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_item)
+    return jax.tree_util.tree_unflatten(treedef, [leaves[_path(p)] for p, _ in paths])
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, params_only: bool = False):
+    """(params, train fields or None) at `step`, laid out like `abstract_state` (shapes, dtypes, shardings).
+    The train fields are None for a parameters-only checkpoint (converted or exported) or with params_only.
+    Raises CheckpointError when the saved arrays do not match `abstract_state`."""
+    wanted = {"params": abstract_state.params}
+    if has_item(mngr, step, "train") and not params_only:
+        wanted["train"] = _train_item(abstract_state)
+    targets, differences = {}, []
+    for name, abstract_item in wanted.items():
+        targets[name], found = _target(os.path.join(step_path(mngr, step), name), abstract_item)
+        differences += [f"{name}/{d}" for d in found]
+    if differences:
+        raise CheckpointError(f"checkpoint {step} in {mngr.directory} does not fit this model: "
+                              f"{'; '.join(differences)}")
+    out = mngr.restore(step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in targets.items()}))
+    params = _rebuild(out["params"], abstract_state.params)
+    return params, (dict(_rebuild(out["train"], wanted["train"])) if "train" in wanted else None)
+
+
+def _with_retries(fn, what: str, log):
+    """fn() retried on exceptions that are not our own verdicts; the last exception propagates."""
+    delay = RETRY_SECONDS
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            return fn()
+        except UserError:
+            raise
+        except Exception as e:  # tensorstore/orbax/OS errors: maybe transient
+            if attempt == RESTORE_ATTEMPTS:
+                raise
+            log(f"warning: {what} failed ({one_line(e, 200)}); retrying in {delay:.0f}s "
+                f"(attempt {attempt + 1} of {RESTORE_ATTEMPTS})")
+            time.sleep(delay)
+            delay *= 2
+
+
+# -------------------------------------------------------------------------------------------- the run's
 
 
 class Checkpointer:
@@ -85,12 +213,13 @@ class Checkpointer:
         self.workdir, self.cfg, self.log = workdir, ck_cfg, log
         self.directory = checkpoint_dir(workdir)
         try:
-            self.mngr = manager(workdir, ck_cfg.keep, ck_cfg.keep_every, ck_cfg.async_save)
+            self.mngr = manager(workdir, ck_cfg.keep, ck_cfg.keep_every, on_commit=self._seal_in_flight)
         except OSError as e:
-            raise CheckpointError(f"cannot use checkpoint directory {self.directory}: {e.strerror or e}") from e
-        self._unsealed: list[int] = []
+            raise CheckpointWriteError(f"cannot use checkpoint directory {self.directory}: {e.strerror or e}") from e
+        self._in_flight: int | None = None
         self._last_save = time.monotonic()
         self.last_good: int | None = None
+        self.quarantined: list[int] = []
 
     # ------------------------------------------------------------------------------------------ saving
 
@@ -103,6 +232,13 @@ class Checkpointer:
     def due(self, step: int) -> bool:
         return self.steps_due(step) or self.time_due()
 
+    def _seal_in_flight(self) -> None:
+        """orbax's post-finalization callback (background thread, primary process): seal the temporary
+        directory before orbax renames it into place. An exception here stops the commit."""
+        step = self._in_flight
+        tmp = os.path.join(self.directory, f"{step}{TMP_SUFFIX}")
+        seal.seal(tmp if os.path.isdir(tmp) else os.path.join(self.directory, str(step)))  # no tmp on GCS/S3
+
     def save(self, state, data_state: dict, config: dict, wait: bool = False) -> None:
         """Starts saving `state` at its step (after finishing the previous save); `wait` blocks until done."""
         step = int(state.step)
@@ -111,6 +247,7 @@ class Checkpointer:
             return
         items = {"params": ocp.args.StandardSave(state.params), "train": ocp.args.StandardSave(_train_item(state)),
                  "data": ocp.args.JsonSave(data_state), "config": ocp.args.JsonSave(config)}
+        self._in_flight = step
         try:
             saved = self.mngr.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as e:  # orbax wraps OSError (ENOSPC, EACCES) in its own errors
@@ -118,29 +255,29 @@ class Checkpointer:
         if not saved:
             raise self._write_error(step, RuntimeError(f"orbax declined to save step {step} "
                                                        f"(existing steps: {self.mngr.all_steps()})"))
-        self._unsealed.append(step)
         self._last_save = time.monotonic()
-        if wait:
+        if wait or not self.cfg.async_save:
             self.finish()
 
     def finish(self) -> None:
-        """Waits for the save in flight and seals every committed checkpoint."""
+        """Waits for the save in flight (committed and sealed when this returns)."""
+        if self._in_flight is None:
+            return
+        step = self._in_flight
         try:
             self.mngr.wait_until_finished()
         except Exception as e:
-            raise self._write_error(self._unsealed[-1] if self._unsealed else -1, e) from e
-        for step in self._unsealed:
-            step_dir = os.path.join(self.directory, str(step))
-            if os.path.isdir(step_dir):
-                if distributed.is_primary():
-                    seal(step_dir)
-                self.last_good = step
-        self._unsealed = []
+            raise self._write_error(step, e) from e
+        finally:
+            self._in_flight = None
+        if os.path.isdir(os.path.join(self.directory, str(step))):
+            self.last_good = step
 
-    def _write_error(self, step: int, e: Exception) -> CheckpointError:
+    def _write_error(self, step: int, e: Exception) -> CheckpointWriteError:
+        self._in_flight = None
         last = f"step {self.last_good}" if self.last_good is not None else "none written by this run"
-        return CheckpointError(f"cannot write the checkpoint at step {step} to {self.directory}: "
-                               f"{type(e).__name__}: {e}. The last good checkpoint is {last}; stopping.")
+        return CheckpointWriteError(f"cannot write the checkpoint at step {step} to {self.directory}: "
+                                    f"{_root_cause(e)}. The last good checkpoint is {last}; stopping.")
 
     def close(self) -> None:
         try:
@@ -158,41 +295,60 @@ class Checkpointer:
             os.makedirs(bad_dir, exist_ok=True)
             dest = os.path.join(bad_dir, f"{step}-{int(time.time())}")
             shutil.move(os.path.join(self.directory, str(step)), dest)
-            self.log(f"warning: checkpoint {step} is unusable ({reason}); moved to {dest}, trying the previous one")
+            self.log(f"warning: checkpoint {step} is damaged ({reason}); moved to {dest}, trying the previous one")
         distributed.barrier(f"llm_jax:quarantine:{step}")
+        self.quarantined.append(step)
         self.mngr.reload()
 
-    def restore_latest(self, abstract_state):
-        """(params, train fields or None, step) from the newest restorable checkpoint; (None, None, None) if
-        there is none. Damaged checkpoints are quarantined on the way down."""
+    def restore_latest(self, abstract_state, check_config: Callable[[int, dict | None], None] | None = None):
+        """(params, train fields or None, step) from the newest intact checkpoint; (None, None, None) if there
+        is none. Damaged checkpoints are quarantined on the way down; see the module docstring for the rest."""
         for step in sorted(self.mngr.all_steps(), reverse=True):
-            problem = seal_problem(os.path.join(self.directory, str(step)))
+            step_dir = os.path.join(self.directory, str(step))
+            try:
+                problem = _with_retries(lambda: seal.problem(step_dir), f"verifying checkpoint {step}", self.log)
+            except OSError as e:
+                raise CheckpointReadError(f"cannot read checkpoint {step} in {self.directory} to verify it: "
+                                          f"{one_line(e)}. Nothing was moved; rerun when the storage is readable") from e
             if problem:
                 self.quarantine(step, problem)
                 continue
+            if check_config is not None:
+                check_config(step, saved_config(step_dir))
             try:
-                params, train = restore(self.mngr, step, abstract_state)
-            except Exception as e:  # tensorstore/orbax raise many types for unreadable data
-                self.quarantine(step, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                params, train = _with_retries(lambda: restore(self.mngr, step, abstract_state),
+                                              f"restoring checkpoint {step}", self.log)
+            except UserError:
+                raise
+            except Exception as e:
+                if seal.is_sealed(step_dir):
+                    raise CheckpointReadError(
+                        f"cannot read checkpoint {step} in {self.directory}, although its files pass their "
+                        f"checksums: {_root_cause(e)}. Nothing was moved; rerun when the storage is readable") from e
+                self.quarantine(step, f"it has no seal and cannot be read: {_root_cause(e)}")
                 continue
             self.last_good = step
             return params, train, step
+        if self.quarantined:
+            raise CheckpointError(
+                f"every checkpoint in {self.directory} was damaged (steps {', '.join(map(str, self.quarantined))}, "
+                f"now in checkpoints_bad/); refusing to start again from step 0 — rerun with --restart to do that")
         return None, None, None
 
 
-def has_item(mngr: ocp.CheckpointManager, step: int, item: str) -> bool:
-    return os.path.isdir(os.path.join(mngr.directory, str(step), item))
+_OS_REASONS = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO))
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, params_only: bool = False):
-    """(params, train fields or None) at `step`, laid out like `abstract_state` (shapes, dtypes, shardings).
-    The train fields are None for a parameters-only checkpoint (converted or exported) or with params_only."""
-    items = {"params": ocp.args.StandardRestore(abstract_state.params)}
-    full = has_item(mngr, step, "train") and not params_only
-    if full:
-        items["train"] = ocp.args.StandardRestore(_train_item(abstract_state))
-    out = mngr.restore(step, args=ocp.args.Composite(**items))
-    return out["params"], (dict(out["train"]) if full else None)
+def _root_cause(e: BaseException) -> str:
+    """The innermost exception's one line (orbax wraps OSErrors several times), led by the operating system's
+    reason when one appears anywhere in the chain (tensorstore buries 'No space left on device' deep inside)."""
+    chain = [e]
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+        chain.append(e)
+    text = " ".join(str(x) for x in chain)
+    reason = next((r for r in _OS_REASONS if r in text), None)
+    return f"{reason} ({one_line(e, 200)})" if reason else one_line(e)
 
 
 def resolve_restore_from(path: str) -> tuple[str, int | None]:
@@ -204,6 +360,20 @@ def resolve_restore_from(path: str) -> tuple[str, int | None]:
     return path, None
 
 
+def _newest_intact(mngr: ocp.CheckpointManager, steps: list[int], what: str, log=None) -> int:
+    """The newest of `steps` that passes its seal (read-only: nothing is moved); a damaged newer one is reported
+    through `log`. Raises CheckpointError when none is intact."""
+    problems = []
+    for step in sorted(steps, reverse=True):
+        problem = seal.problem(step_path(mngr, step))
+        if not problem:
+            if problems and log is not None:
+                log(f"warning: {what}: skipping damaged checkpoint(s) ({'; '.join(problems)}); using step {step}")
+            return step
+        problems.append(f"{step}: {problem}")
+    raise CheckpointError(f"{what}: no intact checkpoint ({'; '.join(problems) or 'none saved'})")
+
+
 def restore_other_run(path: str, abstract_state, params_only: bool):
     """(params, train fields or None, step) from another run's checkpoint (checkpoint.restore_from)."""
     workdir, step = resolve_restore_from(path)
@@ -211,14 +381,15 @@ def restore_other_run(path: str, abstract_state, params_only: bool):
         raise CheckpointError(f"checkpoint.restore_from={path!r}: no checkpoints/ directory in {workdir}")
     mngr = manager(workdir, read_only=True)
     try:
-        steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
-        for candidate in steps:
-            if candidate not in mngr.all_steps():
-                raise CheckpointError(f"checkpoint.restore_from={path!r}: there is no checkpoint {candidate}")
-            if seal_problem(os.path.join(mngr.directory, str(candidate))) is None:
-                params, train = restore(mngr, candidate, abstract_state, params_only)
-                return params, train, candidate
-        raise CheckpointError(f"checkpoint.restore_from={path!r}: no intact checkpoint")
+        if step is not None and step not in mngr.all_steps():
+            raise CheckpointError(f"checkpoint.restore_from={path!r}: there is no checkpoint {step}")
+        candidate = _newest_intact(mngr, [step] if step is not None else mngr.all_steps(),
+                                   f"checkpoint.restore_from={path!r}")
+        try:
+            params, train = restore(mngr, candidate, abstract_state, params_only)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint.restore_from={path!r}: {e}") from e
+        return params, train, candidate
     finally:
         mngr.close()
 
@@ -231,28 +402,35 @@ def restore_data_state(mngr: ocp.CheckpointManager, step: int) -> dict | None:
 
 
 def save_params(workdir: str, params, step: int = 0) -> None:
-    """A parameters-only checkpoint (conversion, export)."""
-    mngr = manager(workdir, async_save=False)
-    mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True)
-    mngr.wait_until_finished()
-    seal(os.path.join(mngr.directory, str(step)))
-    mngr.close()
-
-
-def restore_params(workdir: str, abstract_params, step: int | None = None):
-    """(parameters, step) from the latest (or given) checkpoint of `workdir`."""
-    mngr = manager(workdir, read_only=True)
-    steps = sorted(mngr.all_steps(), reverse=True) if step is None else [step]
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}")
-    problems = []
-    for candidate in steps:
-        problem = seal_problem(os.path.join(mngr.directory, str(candidate)))
-        if problem:
-            problems.append(f"{candidate}: {problem}")
-            continue
-        params = mngr.restore(candidate, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
+    """A parameters-only checkpoint (conversion, export), sealed like any other."""
+    holder = {}
+    mngr = manager(workdir, keep=1, on_commit=lambda: seal.seal(holder["dir"]))
+    tmp = os.path.join(str(mngr.directory), f"{step}{TMP_SUFFIX}")
+    holder["dir"] = tmp
+    try:
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True)
+        mngr.wait_until_finished()
+    except Exception as e:
+        raise CheckpointWriteError(f"cannot write parameters to {mngr.directory}: {_root_cause(e)}") from e
+    finally:
         mngr.close()
-        return params["params"], candidate
-    mngr.close()
-    raise FileNotFoundError(f"no intact checkpoint in {checkpoint_dir(workdir)} ({'; '.join(problems)})")
+
+
+def restore_params(workdir: str, abstract_params, step: int | None = None, log=None):
+    """(parameters, step) from the latest intact (or the given) checkpoint of `workdir`; skipped damaged
+    checkpoints are reported through `log`."""
+    mngr = manager(workdir, read_only=True)
+    try:
+        steps = mngr.all_steps() if step is None else [step]
+        if step is not None and step not in mngr.all_steps():
+            raise CheckpointError(f"{checkpoint_dir(workdir)} has no checkpoint {step} "
+                                  f"(it has {', '.join(map(str, sorted(mngr.all_steps()))) or 'none'})")
+        candidate = _newest_intact(mngr, steps, checkpoint_dir(workdir), log)
+        target, differences = _target(os.path.join(step_path(mngr, candidate), "params"), abstract_params)
+        if differences:
+            raise CheckpointError(f"checkpoint {candidate} in {checkpoint_dir(workdir)} does not fit the model of "
+                                  f"its config.json: {'; '.join(differences)}")
+        out = mngr.restore(candidate, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+        return _rebuild(out["params"], abstract_params), candidate
+    finally:
+        mngr.close()

@@ -71,10 +71,12 @@ def scale_by_tree(multipliers_fn) -> optax.GradientTransformation:
 
 
 def make_optimizer(t_cfg, m_cfg=None) -> optax.GradientTransformation:
-    """AdamW (+ clipping); with `m_cfg.mup`, muP's per-layer learning rates on top."""
-    parts = []
-    if t_cfg.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(t_cfg.grad_clip))
+    """AdamW after global-norm clipping; with `m_cfg.mup`, muP's per-layer learning rates on top.
+
+    The clipping stage is always there (`grad_clip=0` clips at infinity, which leaves every update as it is), so
+    the optimizer state has the same structure whatever the clipping setting and a run can change it on resume.
+    """
+    parts = [optax.clip_by_global_norm(t_cfg.grad_clip if t_cfg.grad_clip > 0 else float("inf"))]
     parts.append(optax.adamw(schedule(t_cfg), b1=t_cfg.b1, b2=t_cfg.b2, eps=t_cfg.eps,
                              weight_decay=t_cfg.weight_decay, mask=decay_mask))
     if m_cfg is not None and m_cfg.mup:

@@ -25,14 +25,15 @@ class StepPolicy:
     spike_factor: float = 0.0
     spike_limit: int = 5
     spike_warmup_steps: int = 100
-    inject_nan_step: int = 0      # 1-based step whose loss is poisoned (tests); 0 = never
+    inject_nan_step: int = 0      # 1-based step whose loss is poisoned; 0 = never. Not a config key: only the
+                                  # fault-injection wrapper of the tests (tests/faults/inject.py) sets it
 
     @classmethod
     def from_config(cls, t_cfg, dynamic_loss_scale: bool) -> "StepPolicy":
         return cls(micro_batches=t_cfg.micro_batches, dynamic_loss_scale=dynamic_loss_scale,
                    scale_period=t_cfg.loss_scale_period, seed=t_cfg.seed, nonfinite=t_cfg.nonfinite,
                    spike_factor=t_cfg.spike_factor, spike_limit=t_cfg.spike_limit,
-                   spike_warmup_steps=t_cfg.spike_warmup_steps, inject_nan_step=t_cfg.inject_nan_step)
+                   spike_warmup_steps=t_cfg.spike_warmup_steps)
 
 
 def token_losses(model, params, batch, rng, deterministic: bool):

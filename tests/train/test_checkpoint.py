@@ -10,7 +10,7 @@ from llm_jax.infer.load import abstract_params
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import make_mesh, rules_tuple
-from llm_jax.train import checkpoint
+from llm_jax.train import checkpoint, seal
 from llm_jax.train.loop import build
 from llm_jax.train.state import init_state
 
@@ -56,6 +56,8 @@ def test_keep_last_k_plus_every_mth(tmp_path, state_and_abstract):
     assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [20, 40, 50, 60]
 
 
+@pytest.mark.fault(fault="a data file truncated (checkpoint 30) and a metadata file deleted (20)",
+                   outcome="both quarantined by their seals, restore from 10")
 def test_damaged_checkpoints_are_quarantined_and_the_previous_one_used(tmp_path, state_and_abstract):
     cfg, state, abstract = state_and_abstract
     save_steps(tmp_path, cfg, state, [10, 20, 30], keep=3)
@@ -70,8 +72,8 @@ def test_damaged_checkpoints_are_quarantined_and_the_previous_one_used(tmp_path,
     _, train, step = ckpt.restore_latest(abstract)
     ckpt.close()
     assert step == 10 and int(train["step"]) == 10
-    assert any("checkpoint 30 is unusable" in line and "bytes" in line for line in logs)
-    assert any("checkpoint 20 is unusable" in line and "missing" in line for line in logs)
+    assert any("checkpoint 30 is damaged" in line and "bytes" in line for line in logs)
+    assert any("checkpoint 20 is damaged" in line and "missing" in line for line in logs)
     assert sorted(os.listdir(tmp_path / "checkpoints_bad"))[0].startswith("20-")
 
 
@@ -86,13 +88,13 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_pat
     try:
         cfg.checkpoint.keep = 5
         ckpt = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
-        with pytest.raises(checkpoint.CheckpointError, match=r"cannot write the checkpoint at step \d+.*"
+        with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write the checkpoint at step \d+.*"
                                                              r"The last good checkpoint is step \d+"):
             for step in range(1, 50):  # ~200 KB each: the 600 KB disk fills within a few saves
                 ckpt.save(state.replace(step=state.step * 0 + step), {"step": step}, cfg.to_dict())
         good = ckpt.last_good
         intact = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
-        assert good is not None and checkpoint.seal_problem(os.path.join(intact.directory, str(good))) is None
+        assert good is not None and seal.problem(os.path.join(intact.directory, str(good))) is None
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
