@@ -9,7 +9,6 @@ cannot be written stops the run with the last good one intact.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -18,8 +17,10 @@ import jax
 import numpy as np
 
 from llm_jax import config as config_lib
+from llm_jax import fileio
 from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
+from llm_jax.errors import HaltedError, UserError
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel import distributed
@@ -27,6 +28,7 @@ from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tup
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.scaling.accounting import flops_per_token, param_count
 from llm_jax.train import checkpoint
+from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.mfu import peak_flops
 from llm_jax.train.optimizer import make_optimizer, schedule
@@ -35,35 +37,8 @@ from llm_jax.train.state import abstract_state, init_state
 from llm_jax.train.step import StepPolicy, make_eval_step, make_train_step
 
 
-class TrainingError(RuntimeError):
-    """The run cannot continue (a halted step, a work directory that belongs to another run, ...)."""
-
-
-def prepare_workdir(workdir: str, cfg) -> None:
-    """Creates the work directory, checks it is writable, and refuses one that holds another model's run."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise TrainingError(f"cannot create work directory {workdir!r}: {e.strerror}") from e
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise TrainingError(f"work directory {workdir!r} is not writable: {e.strerror}") from e
-    existing = os.path.join(workdir, "config.json")
-    if os.path.isfile(existing) and os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-        with open(existing) as f:
-            old = json.load(f)
-        new = cfg.to_dict()
-        changed = sorted(k for k in set(old.get("model", {})) | set(new["model"])
-                         if old.get("model", {}).get(k) != new["model"].get(k))
-        if changed:
-            diffs = ", ".join(f"model.{k}: {old.get('model', {}).get(k)!r} there, {new['model'].get(k)!r} now"
-                              for k in changed)
-            raise TrainingError(f"work directory {workdir!r} holds checkpoints of a different model ({diffs}); "
-                                f"use another --workdir")
+class TrainingError(UserError):
+    """The run cannot start as asked (e.g. a work directory whose checkpoints belong to another model)."""
 
 
 def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
@@ -110,9 +85,34 @@ class Evaluator:
         return total / count
 
 
-def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, model, tx, abstract, scale, mesh, log):
+def resume_check(cfg, workdir: str, log):
+    """check_config for Checkpointer.restore_latest: refuses a checkpoint whose saved config differs in a key
+    that cannot change on resume; reports the changes that can (train/workdir.py's policy)."""
+    def check(step: int, saved: dict | None) -> None:
+        if saved is None:
+            path = os.path.join(workdir, "config.json")
+            saved = fileio.read_json(path, "work directory config") if os.path.isfile(path) else None
+        if saved is None:
+            log(f"warning: checkpoint {step} carries no config; only its arrays' shapes are checked")
+            return
+        refused, data_order, allowed = workdir_lib.resume_differences(saved, cfg.to_dict())
+        if refused:
+            raise TrainingError(
+                f"cannot resume {workdir} from its checkpoint at step {step}: {'; '.join(refused)} (there -> now). "
+                f"Model keys that define the parameters cannot change on resume (train.*, checkpoint.*, mesh.*, "
+                f"data.* and model compute settings can; docs/reliability.md). Use another --workdir, or --restart "
+                f"to move the old run to {os.path.join(workdir, 'previous')}/ and start from step 0")
+        if allowed:
+            log(f"resuming with changed settings: {'; '.join(allowed)}")
+        if data_order:
+            log(f"warning: resuming with changed data settings ({'; '.join(data_order)}): batches from here on "
+                f"differ from the interrupted run's")
+    return check
+
+
+def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, model, tx, abstract, scale, mesh, log, workdir: str):
     """The newest intact checkpoint of this run, else checkpoint.restore_from, else a fresh state."""
-    params, train, step = ckpt.restore_latest(abstract)
+    params, train, step = ckpt.restore_latest(abstract, resume_check(cfg, workdir, log))
     if step is not None:
         log(f"resuming from the checkpoint at step {step}" if train else
             f"starting from the parameters of the checkpoint at step {step} (fresh optimizer state)")
@@ -165,10 +165,47 @@ def halt_message(cfg, metrics) -> str:
             f"{bad - 1}, is checkpointed. Resume after lowering train.lr, or set train.nonfinite=skip")
 
 
-def train(cfg, workdir: str, log=print) -> dict:
-    """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary."""
+def claim_workdir(workdir: str, run_id: str, restart: bool, log) -> workdir_lib.WorkdirLock | None:
+    """Creates and locks the work directory (process 0 for all; every process learns the outcome), and with
+    `restart` moves the previous run aside. Returns the held lock (None on other processes)."""
+    workdir_lib.prepare(workdir)
+    lock, error = None, None
+    if distributed.is_primary():
+        lock = workdir_lib.WorkdirLock(workdir, run_id, log)
+        try:
+            lock.acquire()
+            if restart:
+                workdir_lib.archive_previous_run(workdir, log)
+        except Exception as e:  # noqa: BLE001 (re-raised below, after every process knows)
+            error = e
+    if distributed.any_process(error is not None):
+        if error is not None:
+            if lock is not None:
+                lock.release()
+            raise error
+        raise TrainingError(f"process 0 could not claim work directory {workdir}; see its output")
+    return lock
+
+
+def train(cfg, workdir: str, log=print, restart: bool = False) -> dict:
+    """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary. `restart` moves a previous
+    run's files to `workdir/previous/` and starts from step 0 instead of resuming."""
+    run_id = workdir_lib.new_run_id()
+    with PreemptionWatcher() as preemption:
+        lock = claim_workdir(workdir, run_id, restart, log)
+        try:
+            return _train(cfg, workdir, log, run_id, preemption)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -> dict:
     t_cfg = cfg.train
-    prepare_workdir(workdir, cfg)
+    log(f"run {run_id} in {workdir}")
+    newest = checkpoint.newest_saved_config(workdir)
+    if newest is not None:  # refuse an incompatible resume before spending time on data and compilation
+        resume_check(cfg, workdir, log=lambda _: None)(*newest)
     data = training_data(cfg, log=log)
 
     mesh = make_mesh(cfg)
@@ -182,13 +219,15 @@ def train(cfg, workdir: str, log=print) -> dict:
             f"{f' x {repeats} repeats (circular)' if repeats > 1 else ' (GPipe)'}, bubble "
             f"{100 * bubble_fraction(cfg.mesh.stage, micro, repeats):.1f}% of stage time")
 
-    if distributed.is_primary():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config_lib.to_json(cfg))
-        data.tokenizer.save(workdir)
-
     ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint, log)
-    state = restore_or_init(cfg, ckpt, model, tx, abstract, scale, mesh, log)
+    try:
+        state = restore_or_init(cfg, ckpt, model, tx, abstract, scale, mesh, log, workdir)
+    except BaseException:
+        ckpt.close()
+        raise
+    if distributed.is_primary():  # only now: a refused resume must leave the old run's files as they were
+        fileio.atomic_write(os.path.join(workdir, "config.json"), config_lib.to_json(cfg))
+        data.tokenizer.save(workdir)
     start_step = int(state.step)
     saved_data = checkpoint.restore_data_state(ckpt.mngr, start_step) if ckpt.last_good is not None else None
     if saved_data and saved_data.get("fingerprint") != data.fingerprint:
@@ -205,7 +244,7 @@ def train(cfg, workdir: str, log=print) -> dict:
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
     evaluate = Evaluator(val_loader, t_cfg.eval_batches, eval_fn, batch_shardings)
-    writer = MetricsWriter(workdir, enabled=pid == 0)
+    writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     peak, peak_source = peak_flops()
     fpt = flops_per_token(cfg.model)
     tokens_per_step = t_cfg.batch_size * cfg.model.seq_len
@@ -217,7 +256,8 @@ def train(cfg, workdir: str, log=print) -> dict:
 
     eval_loss = None
     try:
-        with activate(mesh, rules), PreemptionWatcher() as preemption:
+        with activate(mesh, rules):
+            preemption.arm()
             if start_step == 0:
                 eval_loss = evaluate(state.params)
                 writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
@@ -243,7 +283,7 @@ def train(cfg, workdir: str, log=print) -> dict:
                 pending = []
                 if fetched[-1][1]["halted"]:
                     save(state, wait=True)
-                    raise TrainingError(halt_message(cfg, fetched[-1][1]))
+                    raise HaltedError(halt_message(cfg, fetched[-1][1]))
                 if log_now:
                     record = {k: float(v) for k, v in fetched[-1][1].items() if k not in ("halted", "state_step")}
                     record["skipped"] = float(sum(m["skipped"] for _, m in fetched))

@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+from llm_jax.fileio import FileFormatError, read_text
+
 
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -28,13 +30,16 @@ def progress_line(step: int, total: int, m: dict, eta_s: float) -> str:
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to TensorBoard."""
+    """Appends one JSON object per logged step to metrics.jsonl (with the run id, when given) and mirrors
+    scalars to TensorBoard. Each row is one `write` of a whole line, flushed at once."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
-        self.enabled = enabled
+    def __init__(self, workdir: str, enabled: bool = True, run_id: str | None = None):
+        self.enabled, self.run_id = enabled, run_id
         if not enabled:
             return
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+        path = os.path.join(workdir, "metrics.jsonl")
+        _drop_partial_last_line(path)
+        self._jsonl = open(path, "a", buffering=1)
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -42,6 +47,8 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        if self.run_id:
+            record["run_id"] = self.run_id
         self._jsonl.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
@@ -53,6 +60,19 @@ class MetricsWriter:
             self._tb.close()
 
 
+def _drop_partial_last_line(path: str) -> None:
+    """A run killed while writing a row leaves it without its newline; cut it off so appends start clean."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
@@ -62,5 +82,15 @@ def _plain(value):
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every row of metrics.jsonl; a last line cut short by a crash is skipped, any other bad line is an error."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    lines = [line for line in read_text(path, "metrics file").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                break  # the write of the last row was interrupted
+            raise FileFormatError(f"metrics file {path}: line {number} is not JSON ({e.msg})") from e
+    return rows

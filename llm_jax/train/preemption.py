@@ -1,8 +1,14 @@
 """Preemption: SIGTERM or SIGINT asks the loop to finish its step, checkpoint synchronously and exit.
 
 The process then exits with EXIT_PREEMPTED (75, EX_TEMPFAIL from sysexits.h), which launch scripts treat as
-"requeue me": rerunning the same command resumes from that checkpoint. A second signal while the checkpoint
-is being written is ignored — killing the save would lose the step just finished.
+"requeue me": rerunning the same command resumes from that checkpoint.
+
+- Before the loop is armed (data preparation, compilation, restore) a signal stops the command at once with
+  the same status: there is no step to save, and everything those phases write is atomic.
+- Once armed, a signal only sets a flag; the loop finishes its step, checkpoints it and raises `Preempted`.
+- After the first signal, further SIGTERM/SIGINT are ignored until the process exits — also after the loop has
+  left the watcher, while the checkpoint is sealed and files are closed — so a second signal can neither lose
+  the step just finished nor change the exit status.
 """
 
 from __future__ import annotations
@@ -10,30 +16,34 @@ from __future__ import annotations
 import signal
 import threading
 
-EXIT_PREEMPTED = 75
+from llm_jax.errors import EXIT_PREEMPTED, Preempted
+
+__all__ = ["EXIT_PREEMPTED", "Preempted", "PreemptionWatcher", "SIGNALS"]
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Preempted(Exception):  # noqa: N818 (a normal way for a run to end, not an error)
-    """Raised by the loop after the preemption checkpoint is written."""
-
-    def __init__(self, step: int, signal_name: str):
-        super().__init__(f"{signal_name} received: checkpoint written at step {step}; exiting with status "
-                         f"{EXIT_PREEMPTED} so the job can be requeued (the same command resumes it)")
-        self.step = step
-
-
 class PreemptionWatcher:
-    """Context manager installing SIGTERM/SIGINT handlers that only set a flag (main thread only)."""
+    """Context manager installing SIGTERM/SIGINT handlers (main thread only); `arm()` switches them from
+    "stop now" to "set a flag for the loop"."""
 
     def __init__(self):
         self.requested = False
         self.signal_name = ""
+        self.armed = False
         self._previous = {}
 
     def _handler(self, signum, frame):
-        if not self.requested:
-            self.requested, self.signal_name = True, signal.Signals(signum).name
+        if self.requested:
+            return
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if not self.armed:
+            raise Preempted(None, self.signal_name)
+
+    def arm(self) -> None:
+        self.armed = True
 
     def __enter__(self) -> "PreemptionWatcher":
         if threading.current_thread() is threading.main_thread():
@@ -42,5 +52,7 @@ class PreemptionWatcher:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.requested:  # on the way out with status 75: signals stay ignored
+            return
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)

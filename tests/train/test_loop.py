@@ -111,5 +111,7 @@ def test_checkpoints_hold_the_loader_position_and_a_data_change_is_reported(run,
 def test_a_different_model_in_the_same_workdir_is_refused(run, small_corpus):
     workdir, _, _, _ = run
     other = corpus_config(small_corpus, d_model=64)
-    with pytest.raises(TrainingError, match="different model.*model.d_model"):
+    before = sorted(os.listdir(workdir)), open(os.path.join(workdir, "config.json")).read()
+    with pytest.raises(TrainingError, match=r"cannot resume .* model.d_model: 32 -> 64.*--restart"):
         train(other, workdir, log=lambda _: None)
+    assert (sorted(os.listdir(workdir)), open(os.path.join(workdir, "config.json")).read()) == before
