@@ -8,14 +8,38 @@ Where the process layout comes from, in order:
 - otherwise a single process, and nothing is initialised.
 LLM_JAX_LOCAL_DEVICES=K gives each process K CPU devices (gloo collectives), for tests on one machine.
 LLM_JAX_INIT_TIMEOUT (default 300 s) bounds the wait for all processes to join; LLM_JAX_HEARTBEAT_TIMEOUT
-(default 30 s) bounds how long a dead process goes unnoticed.
+(default 30 s) bounds how long a dead, hung or unreachable process goes unnoticed.
+
+A dead peer ends the run with the project's own one-line error and EXIT_PEER_LOST (76), never JAX's C++ abort
+(docs/reliability.md, "Multi-process failures"):
+- `Watchdog`: a daemon thread per process heartbeats through JAX's key-value store. Process 0 watches every
+  process, the others watch process 0; a process that stops with an error posts its status, so the others
+  stop at once with its reason instead of waiting for a timeout. JAX's own heartbeat timeout is set to
+  2 x LLM_JAX_HEARTBEAT_TIMEOUT + 10 s so that the watchdog always decides first.
+- a collective that fails in the main thread (`peer_failure`) is reported the same way;
+- `finish` ends a failed process with `os._exit` after flushing its message, skipping JAX's exit-time shutdown
+  barrier (which would wait for the dead peer and then abort);
+- the one case no in-process code can catch — JAX aborts every process at once when process 0 (which hosts the
+  coordination service) dies — is turned into the same error by the supervising parent (`agent.py`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 
 import numpy as np
+
+from llm_jax.errors import EXIT_PEER_LOST, PeerLostError, one_line
+
+HEARTBEAT_INTERVAL = 1.0  # seconds between heartbeats
+_watchdog: "Watchdog | None" = None
+
+
+def heartbeat_timeout() -> float:
+    return float(os.environ.get("LLM_JAX_HEARTBEAT_TIMEOUT", "30"))
 
 
 def detect(env=None) -> dict | None:
@@ -43,10 +67,16 @@ def initialize(log=print) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only used by CPU devices
     if os.environ.get("LLM_JAX_LOCAL_DEVICES"):
         jax.config.update("jax_num_cpu_devices", int(os.environ["LLM_JAX_LOCAL_DEVICES"]))
+    bound = heartbeat_timeout()
     jax.distributed.initialize(**spec, initialization_timeout=int(os.environ.get("LLM_JAX_INIT_TIMEOUT", "300")),
-                               heartbeat_timeout_seconds=int(os.environ.get("LLM_JAX_HEARTBEAT_TIMEOUT", "30")))
+                               heartbeat_timeout_seconds=int(2 * bound + 10))
     log(f"distributed: process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local "
         f"of {jax.device_count()} devices")
+    global _watchdog
+    if jax.process_count() > 1:
+        from jax._src import distributed as jax_distributed  # the client is not public API (jax 0.10.2)
+        _watchdog = Watchdog(jax_distributed.global_state.client, jax.process_index(), jax.process_count(), bound)
+        _watchdog.start()
 
 
 def is_primary() -> bool:
@@ -68,3 +98,110 @@ def barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
+
+
+def peer_failure(e: BaseException) -> PeerLostError | None:
+    """The error to report when `e` is a collective failing in a multi-process run (a peer died), else None."""
+    if _watchdog is None or type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+        return None
+    return PeerLostError(f"a collective operation failed, most likely because another process of this run died "
+                         f"({one_line(e, 200)}); rerun to resume from the last checkpoint")
+
+
+def finish(status: int, message: str = "") -> int:
+    """End of a command: in a multi-process run, tell the other processes how this one ended and, when it
+    failed, leave at once (`os._exit`) so that JAX's exit-time shutdown cannot hang on a dead peer."""
+    if _watchdog is None:
+        return status
+    _watchdog.stop(status, message)
+    if status != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+class Watchdog:
+    """Heartbeats through the coordination service's key-value store and ends this process (status 76, one
+    line) when a peer stops beating or reports a failure. Keys: `llm_jax/beat/<i>` (a counter) and
+    `llm_jax/exit/<i>` (`status message`, posted by a process that is stopping)."""
+
+    def __init__(self, client, index: int, count: int, bound: float, interval: float = HEARTBEAT_INTERVAL):
+        self.client, self.index, self.count, self.bound, self.interval = client, index, count, bound, interval
+        self.watched = range(count) if index == 0 else [0]
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._last_ok = time.monotonic()
+        self._stopped = threading.Event()
+        self._beats = 0
+
+    def start(self) -> None:
+        for target in (self._beat_loop, self._monitor_loop):
+            threading.Thread(target=target, name=f"llm_jax-{target.__name__[1:]}", daemon=True).start()
+
+    def stop(self, status: int, message: str = "") -> None:
+        """Stops watching and posts this process's end (others then stop watching it, or stop with it)."""
+        self._stopped.set()
+        try:
+            self.client.key_value_set(f"llm_jax/exit/{self.index}", f"{status} {message}".strip(),
+                                      allow_overwrite=True)
+        except Exception:  # noqa: BLE001 (the service may already be gone; nothing more to tell)
+            pass
+
+    def _beat_loop(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self._beats += 1
+                self.client.key_value_set(f"llm_jax/beat/{self.index}", str(self._beats), allow_overwrite=True)
+                beats = dict(self.client.key_value_dir_get("llm_jax/beat/")) if self.index == 0 else \
+                    {"llm_jax/beat/0": self._try_get("llm_jax/beat/0")}  # O(1) per process, O(N) on process 0
+                exits = dict(self.client.key_value_dir_get("llm_jax/exit/"))
+            except Exception as e:  # noqa: BLE001 (judged by the monitor: no successful round for too long)
+                self._error = one_line(e, 200)
+                continue
+            self._last_ok = now = time.monotonic()
+            for key, value in sorted(exits.items()):
+                peer, (status, _, why) = int(key.rsplit("/", 1)[1]), value.partition(" ")
+                if peer != self.index and status != "0":
+                    self._lost(f"process {peer} stopped with status {status}" + (f": {why}" if why else ""))
+                if status == "0" and peer in self.watched:
+                    self._seen[peer] = ("done", float("inf"))  # finished cleanly: no longer watched
+            for peer in self.watched:
+                if peer == self.index or self._seen.get(peer, ("", 0))[0] == "done":
+                    continue
+                value = beats.get(f"llm_jax/beat/{peer}")
+                if peer not in self._seen or self._seen[peer][0] != value:
+                    self._seen[peer] = (value, now)
+                elif now - self._seen[peer][1] > self.bound:
+                    self._lost(f"process {peer} sent no heartbeat for {self.bound:.0f} s (it died, hung or is "
+                               f"unreachable)")
+
+    def _try_get(self, key: str) -> str | None:
+        try:
+            return self.client.key_value_try_get(key)
+        except Exception as e:  # noqa: BLE001
+            if "NOT_FOUND" in str(e):
+                return None
+            raise
+
+    def _monitor_loop(self) -> None:
+        while not self._stopped.wait(self.interval):
+            silent = time.monotonic() - self._last_ok
+            if silent > self.bound:
+                self._lost(f"no answer from the coordination service on process 0 for {silent:.0f} s "
+                           f"({getattr(self, '_error', 'no error reported')})")
+
+    def _lost(self, why: str) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        message = f"lost another process of this run: {why}"
+        sys.stdout.flush()
+        print(f"error: {message}; exiting with status {EXIT_PEER_LOST} — rerun to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        try:  # tell the others why, and give them a moment to read it before this process (maybe the
+            self.client.key_value_set(f"llm_jax/exit/{self.index}", f"{EXIT_PEER_LOST} {message}",
+                                      allow_overwrite=True)  # coordinator) disappears
+            time.sleep(2 * self.interval if self.index == 0 else 0)
+        except Exception:  # noqa: BLE001
+            pass
+        os._exit(EXIT_PEER_LOST)

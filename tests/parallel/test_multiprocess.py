@@ -12,6 +12,7 @@ import time
 import pytest
 
 from helpers import REPO
+from llm_jax.errors import EXIT_PEER_LOST
 from llm_jax.parallel.distributed import detect
 
 
@@ -66,26 +67,55 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(small_corpus, 
     assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "6"]  # written once, by both processes' shards
 
 
-def test_when_a_process_dies_the_other_exits_within_60_seconds(small_corpus, tmp_path):
-    workdir, port = tmp_path / "run", free_port()
-    procs = []
+def start_pair(corpus, workdir, env=None):
+    """Two `llm-jax train` processes of one run, each supervised by its agent (agent.py)."""
+    port, procs = free_port(), []
     for i in range(2):
-        env = dict(os.environ, LLM_JAX_COORDINATOR=f"127.0.0.1:{port}", LLM_JAX_NUM_PROCESSES="2",
-                   LLM_JAX_PROCESS_ID=str(i), LLM_JAX_LOCAL_DEVICES="4", JAX_PLATFORMS="cpu")
-        env.pop("XLA_FLAGS", None)
+        full = dict(os.environ, LLM_JAX_COORDINATOR=f"127.0.0.1:{port}", LLM_JAX_NUM_PROCESSES="2",
+                    LLM_JAX_PROCESS_ID=str(i), LLM_JAX_LOCAL_DEVICES="4", JAX_PLATFORMS="cpu", **(env or {}))
+        full.pop("XLA_FLAGS", None)
         procs.append(subprocess.Popen([sys.executable, "-m", "llm_jax", "train",
-                                       *args(small_corpus, workdir, steps=100000, every=1000)],
-                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                       *args(corpus, workdir, steps=100000, every=1000)],
+                                      cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.time() + 300
     while not (workdir / "metrics.jsonl").is_file() or len((workdir / "metrics.jsonl").read_text().splitlines()) < 4:
         assert time.time() < deadline and all(p.poll() is None for p in procs), procs[0].stderr.read()[-2000:]
         time.sleep(0.1)
-    procs[1].send_signal(signal.SIGKILL)
+    return procs
+
+
+@pytest.mark.fault(fault="multi-process run: one process is killed (`kill -9`): a worker, or process 0 (the coordinator)",
+                   outcome="the survivor exits 76 in under 60 s with one `error:` line; no C++ abort text")
+@pytest.mark.parametrize("victim", [1, 0], ids=["a worker dies", "the coordinator dies"])
+def test_when_a_process_dies_the_other_exits_76_with_one_line_within_60_seconds(small_corpus, tmp_path, victim, observe):
+    procs = start_pair(small_corpus, tmp_path / "run")
+    procs[victim].send_signal(signal.SIGKILL)  # the agent; its worker dies with it (PR_SET_PDEATHSIG)
     killed = time.time()
-    _, err = procs[0].communicate(timeout=120)
+    _, err = procs[1 - victim].communicate(timeout=120)
     elapsed = time.time() - killed
-    assert procs[0].returncode != 0 and elapsed < 60, (elapsed, err[-2000:])
-    assert "heartbeat timeout" in err or "another process of this run died" in err, err[-2000:]
+    observe(procs[1 - victim].returncode, err)
+    last = err.strip().splitlines()[-1]
+    assert procs[1 - victim].returncode == EXIT_PEER_LOST and elapsed < 60, (elapsed, err[-2000:])
+    assert last.startswith("error: ") and ("another process of this run" in last), err[-2000:]
+    assert "Check failure" not in err and "Terminating process" not in err, err[-3000:]
+
+
+@pytest.mark.fault(fault="multi-process run: one process frozen (SIGSTOP): alive, silent, its connections open",
+                   outcome="the heartbeat watchdog ends the other with status 76 within the 8 s bound + 10 s")
+def test_a_frozen_peer_is_found_by_the_heartbeat_watchdog(small_corpus, tmp_path, observe):
+    import psutil
+    procs = start_pair(small_corpus, tmp_path / "run", env={"LLM_JAX_HEARTBEAT_TIMEOUT": "8"})
+    worker = psutil.Process(procs[1].pid).children()[0]
+    worker.send_signal(signal.SIGSTOP)  # alive but silent: no connection closes, only the heartbeat stops
+    stopped = time.time()
+    try:
+        _, err = procs[0].communicate(timeout=120)
+    finally:
+        worker.kill()
+        procs[1].kill()
+    assert procs[0].returncode == EXIT_PEER_LOST and time.time() - stopped < 8 + 10, err[-2000:]
+    observe(procs[0].returncode, err)
+    assert "process 1 sent no heartbeat for 8 s" in err.strip().splitlines()[-1], err[-2000:]
 
 
 def test_local_launcher_dry_run(tmp_path):
