@@ -34,3 +34,26 @@ def run_script(code: str, env=None, timeout=900):
     """Runs Python `code` in a fresh interpreter (for fake-device counts that must precede JAX's start)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, **(env or {})), timeout=timeout)
+
+
+def write_hostile_inputs(d):
+    """Every kind of bad input `read_documents` must count and skip (or repair), beside good text in `d`:
+    invalid_unicode_documents 1, non_utf8_documents 1, bad_json_lines 2, corrupt_archives 3, unreadable_files 2,
+    binary_files 3, in 11 files; documents: the good one, "fine row", "abc\ufffddef" and the Latin-1 one."""
+    import gzip
+    import random
+    (d / "good.txt").write_text("a good document with words")
+    (d / "rows.jsonl").write_text('{"text": "abc\\ud800def"}\n{"text": "fine row"}\n' + "[" * 100_000 + "\n"
+                                  + '{"text": ' + "1" * 5000 + "}\n")  # lone surrogate, deep nesting, 5000 digits
+    payload = gzip.compress(b'{"text": "lost row"}\n' * 200)
+    (d / "truncated.jsonl.gz").write_bytes(payload[: len(payload) // 2])
+    (d / "notgzip.jsonl.gz").write_bytes(b'{"text": "plain, not gzip"}\n')
+    corrupt = bytearray(payload)
+    corrupt[20:40] = bytes(20)
+    (d / "corrupt.jsonl.gz").write_bytes(bytes(corrupt))
+    os.symlink(d / "nowhere.txt", d / "dangling.txt")
+    os.mkfifo(d / "fifo.txt")  # opening it would block forever
+    (d / "random.txt").write_bytes(random.Random(0).randbytes(20_000))
+    (d / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
+    (d / "program.txt").write_bytes(open("/bin/sh", "rb").read(16_384))  # an ELF executable's first 16 KB
+    (d / "latin1.txt").write_bytes("café crème brûlée, déjà vu à la carte".encode("latin-1"))  # text, not binary

@@ -13,10 +13,12 @@ import importlib.util
 import os
 import re
 
+from llm_jax.errors import UserError
+
 EMBEDDED = ("shakespeare",)
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """The corpus is missing, unreadable or empty."""
 
 

@@ -9,39 +9,69 @@ with an earlier kept document reaches `threshold`; the earliest copy always stay
 
 from __future__ import annotations
 
+import array
+import collections
 import hashlib
+import itertools
 import re
 import zlib
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
+MAX_HASH_CELLS = 1 << 22  # (hash functions x shingles) hashed at once: 32 MiB of uint64 bounds the memory
+
+
+def _normalised_parts(text: str, chunk: int = 1 << 20) -> Iterator[str]:
+    """normalise(text) in consecutive parts, a chunk of the text at a time: a 50 MB one-line document never
+    becomes a list of millions of words (lowering whole words is lowering the text: case never looks past
+    whitespace)."""
+    carry, sep = "", ""
+    for start in range(0, len(text), chunk):
+        part = carry + text[start:start + chunk]
+        words = part.split()
+        carry = words.pop() if words and not part[-1].isspace() else ""  # a word the next chunk may continue
+        if words:
+            yield sep + " ".join(words).lower()
+            sep = " "
+    if carry:
+        yield sep + carry.lower()
 
 
 def normalise(text: str) -> str:
     """Lower case, whitespace collapsed: copies that differ only in case or spacing hash the same."""
-    return " ".join(text.lower().split())
+    return "".join(_normalised_parts(text))
 
 
 def exact_duplicates(docs: Sequence[str]) -> np.ndarray:
     """Boolean mask: True for every document whose normalised text appeared earlier."""
     seen, mask = set(), np.zeros(len(docs), bool)
     for i, doc in enumerate(docs):
-        key = hashlib.blake2b(normalise(doc).encode("utf-8"), digest_size=16).digest()
+        h = hashlib.blake2b(digest_size=16)
+        for part in _normalised_parts(doc):
+            h.update(part.encode("utf-8"))
+        key = h.digest()
         mask[i] = key in seen
         seen.add(key)
     return mask
 
 
 def shingle_hashes(text: str, n: int) -> np.ndarray:
-    """32-bit hashes of the document's word n-grams (one shingle for documents shorter than n words)."""
-    words = _WORDS.findall(text.lower())
-    if len(words) <= n:
-        grams = [" ".join(words)]
-    else:
-        grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return np.unique(np.fromiter((zlib.crc32(g.encode("utf-8")) for g in grams), np.uint64, len(grams)))
+    """32-bit hashes of the document's word n-grams (one shingle for documents shorter than n words), streamed
+    over the words so a long document costs 8 bytes per shingle, not a list of strings."""
+    lowered = text.lower()
+    words = (m.group() for m in _WORDS.finditer(lowered))
+    window = collections.deque(itertools.islice(words, n), maxlen=n)
+    hashes = array.array("Q", [zlib.crc32(" ".join(window).encode("utf-8"))])
+    for word in words:
+        window.append(word)
+        hashes.append(zlib.crc32(" ".join(window).encode("utf-8")))
+    del words, lowered
+    sorted_hashes = np.frombuffer(hashes, np.uint64).copy()
+    del hashes
+    sorted_hashes.sort()  # in place: np.unique would hold three copies
+    return sorted_hashes[np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]]]
 
 
 class MinHashLSH:
@@ -52,16 +82,32 @@ class MinHashLSH:
         self.a = rng.integers(1, 2**63, n, dtype=np.uint64) | np.uint64(1)  # odd multipliers
         self.b = rng.integers(0, 2**63, n, dtype=np.uint64)
 
-    def signatures(self, docs: Sequence[str], chunk: int = 2048) -> np.ndarray:
-        """(len(docs), bands*rows) uint32 MinHash signatures, computed a chunk of documents at a time."""
-        out = np.empty((len(docs), len(self.a)), np.uint32)
-        for start in range(0, len(docs), chunk):
-            shingles = [shingle_hashes(d, self.shingle) for d in docs[start:start + chunk]]
-            offsets = np.cumsum([0] + [len(s) for s in shingles[:-1]])
-            flat = np.concatenate(shingles)
-            hashed = (self.a[:, None] * flat[None, :] + self.b[:, None]) >> np.uint64(32)  # (perm, shingles)
-            out[start:start + len(shingles)] = np.minimum.reduceat(hashed, offsets, axis=1).T.astype(np.uint32)
+    def signatures(self, docs: Sequence[str]) -> np.ndarray:
+        """(len(docs), bands*rows) uint32 MinHash signatures. Shingles of consecutive documents are hashed in
+        blocks of at most MAX_HASH_CELLS cells (a long document spans several blocks: its minimum is folded)."""
+        n_perm = len(self.a)
+        block = max(1, MAX_HASH_CELLS // n_perm)
+        out = np.full((len(docs), n_perm), np.iinfo(np.uint32).max, np.uint32)
+        pending, first, size = [], 0, 0  # shingle arrays of documents first.. not hashed yet
+        for i, doc in enumerate(docs):
+            pending.append(shingle_hashes(doc, self.shingle))
+            size += len(pending[-1])
+            if size >= block or i == len(docs) - 1:
+                flat = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                owner = np.repeat(np.arange(first, i + 1, dtype=np.int32), [len(p) for p in pending])
+                for start in range(0, len(flat), block):
+                    self._fold(out, flat[start:start + block], owner[start:start + block])
+                pending, first, size = [], i + 1, 0
         return out
+
+    def _fold(self, out: np.ndarray, shingles: np.ndarray, owner: np.ndarray) -> None:
+        """out[doc] = min(out[doc], MinHash of the doc's shingles in this block), for the docs of the block."""
+        hashed = np.multiply(self.a[:, None], shingles[None, :])  # (perm, shingles), in place below
+        hashed += self.b[:, None]
+        hashed >>= np.uint64(32)
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        docs = owner[starts]
+        out[docs] = np.minimum(out[docs], np.minimum.reduceat(hashed, starts, axis=1).T.astype(np.uint32))
 
     def duplicates(self, docs: Sequence[str]) -> np.ndarray:
         """Boolean mask: True for documents near-duplicating an earlier kept document."""

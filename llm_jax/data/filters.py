@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from typing import Callable, Sequence
 
 import numpy as np
+
+_NON_SPACE_RUNS = re.compile(r"\S+")  # what str.split() returns
 
 
 def heuristic_reason(text: str, f) -> str | None:
@@ -22,13 +25,17 @@ def heuristic_reason(text: str, f) -> str | None:
         return "too_short"
     if f.max_chars and n > f.max_chars:
         return "too_long"
-    if f.min_words and len(text.split()) < f.min_words:
+    # counted, not listed: a 50 MB one-line document must not become a list of millions of objects
+    if f.min_words and sum(1 for _ in _NON_SPACE_RUNS.finditer(text)) < f.min_words:
         return "too_few_words"
-    visible = [c for c in text if not c.isspace()]
-    if visible and f.min_alpha_fraction and sum(c.isalpha() for c in visible) / len(visible) < f.min_alpha_fraction:
-        return "low_alpha_fraction"
+    if f.min_alpha_fraction:
+        visible = n - sum(map(str.isspace, text))
+        if visible and sum(map(str.isalpha, text)) / visible < f.min_alpha_fraction:
+            return "low_alpha_fraction"
+    if f.max_duplicate_line_fraction >= 1.0:
+        return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if lines and f.max_duplicate_line_fraction < 1.0:
+    if lines:
         repeated = len(lines) - len(set(lines))
         if repeated / len(lines) > f.max_duplicate_line_fraction:
             return "repeated_lines"
@@ -46,6 +53,7 @@ class CharNgram:
     def fit(self, texts: Sequence[str], max_chars: int = 5_000_000) -> "CharNgram":
         seen = 0
         for text in texts:
+            text = text[:max_chars - seen]  # a huge document stops at the budget too
             padded = "\x02" * (self.order - 1) + text
             self.alphabet.update(text)
             for i in range(self.order - 1, len(padded)):

@@ -14,12 +14,14 @@ import json
 import os
 
 from llm_jax.data import corpus as corpus_lib
-from llm_jax.parallel import distributed
 from llm_jax.data.loader import PackedWindows, fingerprint
-from llm_jax.data.prepare import MANIFEST_VERSION, prepare
-from llm_jax.data.shards import PreparedDataError, PreparedSplit, read_manifest
+from llm_jax.data.prepare import prepare
+from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, PreparedDataError, PreparedSplit, read_manifest
 from llm_jax.data.sources import source_hashes
 from llm_jax.data.tokenizers import load_tokenizer
+from llm_jax.errors import LlmJaxError
+from llm_jax.fileio import read_bytes
+from llm_jax.parallel import distributed
 
 # The data settings that change what `prepare` writes (prefetch, workers and cache_dir do not).
 PREPARE_KEYS = ("tokenizer", "tokenizer_kind", "text_field", "text_unit", "val_fraction", "shards", "tfds_dir",
@@ -65,23 +67,29 @@ def _settings(data_cfg) -> dict:
 def cache_key(inputs: list[str], data_cfg, vocab_size: int) -> str:
     settings = _settings(data_cfg)
     if data_cfg.tokenizer and os.path.isfile(data_cfg.tokenizer):
-        with open(data_cfg.tokenizer, "rb") as f:
-            settings["tokenizer_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        settings["tokenizer_sha256"] = hashlib.sha256(read_bytes(data_cfg.tokenizer, "tokenizer file")).hexdigest()
     blob = {"version": MANIFEST_VERSION, "content": _content_key(inputs), "settings": settings,
             "vocab_size": vocab_size}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def prepared_dir(spec: str, data_cfg, vocab_size: int, seq_len: int, log=print) -> str:
-    """A prepared directory for `spec`: itself if it holds a manifest, else the cache entry of the corpus."""
-    if os.path.isfile(os.path.join(spec, "manifest.json")):
+    """A prepared directory for `spec`: itself if it holds a manifest, else the cache entry of the corpus
+    (prepared now if absent: written to a temporary directory and renamed, so a cache entry is complete or
+    missing; when another process finishes the same entry first, its copy is used)."""
+    if os.path.isfile(os.path.join(spec, MANIFEST)):
         return spec
     inputs = corpus_inputs(spec)
     out = os.path.join(data_cfg.cache_dir or default_cache_dir(), "prepared", cache_key(inputs, data_cfg, vocab_size))
-    if os.path.isfile(os.path.join(out, "manifest.json")):
+    if os.path.isfile(os.path.join(out, MANIFEST)):
         log(f"data: prepared tokens from {out}")
-    else:
+        return out
+    try:
         prepare(inputs, out, data_cfg, vocab_size, seq_len, tokenizer=data_cfg.tokenizer, log=log)
+    except LlmJaxError:
+        if not os.path.isfile(os.path.join(out, MANIFEST)):
+            raise
+        log(f"data: another process prepared {out} meanwhile; using it")
     return out
 
 

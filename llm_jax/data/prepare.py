@@ -21,13 +21,16 @@ import numpy as np
 
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup, filters
-from llm_jax.data.shards import MANIFEST, token_dtype, write_shards
-from llm_jax.data.sources import InputStats, SourceError, read_documents, source_hashes
-from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype, write_shards
+from llm_jax.data.sources import InputStats, SourceError, read_documents
+from llm_jax.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
+from llm_jax.fileio import atomic_write_json, check_new_output, fsync_dir, os_error, read_bytes
 
-MANIFEST_VERSION = 1
 PARALLEL_MIN_DOCS = 2000  # below this, worker start-up costs more than it saves
+ENCODE_BATCH_CHARS = 4_000_000  # documents encoded at once: bounds the Python lists of ids held before numpy
 SHUFFLE_SEED = 0          # the document order in the shards; the loader reshuffles windows per epoch anyway
+SKIPPED_INPUT_COUNTS = ("unreadable_files", "corrupt_archives", "binary_files", "bad_json_lines", "missing_field",
+                        "invalid_unicode_documents", "non_utf8_documents")
 
 
 def load_inputs(inputs: list[str], data_cfg, stats: InputStats) -> list[str]:
@@ -83,8 +86,31 @@ def _worker_init(path: str) -> None:
     _WORKER_TOKENIZER = load_tokenizer(path)
 
 
-def _worker_encode(docs: list[str]) -> list[list[int]]:
-    return _WORKER_TOKENIZER.encode_batch(docs, threads=1)
+def _worker_encode(docs: list[str]) -> list[np.ndarray]:
+    return _encode(_WORKER_TOKENIZER, docs, threads=1)
+
+
+def _encode(tokenizer: Tokenizer, docs: list[str], threads: int = 0) -> list[np.ndarray]:
+    """Token ids of each document followed by EOS, as arrays of the shards' dtype. Documents are encoded in
+    batches of at most ENCODE_BATCH_CHARS characters, a longer one alone and a piece at a time
+    (`Tokenizer.encode_long`): the lists of Python ints held at once are bounded, not the corpus's size."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    eos = np.array([] if tokenizer.eos_id is None else [tokenizer.eos_id], dtype)
+    out, start = [], 0
+    while start < len(docs):
+        end, chars = start, 0
+        while end < len(docs) and chars + len(docs[end]) <= ENCODE_BATCH_CHARS:
+            chars += len(docs[end])
+            end += 1
+        if end == start:  # one document longer than a batch
+            pieces = [np.asarray(ids, dtype) for ids in tokenizer.encode_long(docs[start])]
+            out.append(np.concatenate(pieces + [eos]))
+            start += 1
+        else:
+            out.extend(np.concatenate([np.asarray(ids, dtype), eos])
+                       for ids in tokenizer.encode_batch(docs[start:end], threads=threads))
+            start = end
+    return out
 
 
 def tokenize(docs: list[str], tokenizer_path: str, workers: int) -> list[np.ndarray]:
@@ -95,11 +121,8 @@ def tokenize(docs: list[str], tokenizer_path: str, workers: int) -> list[np.ndar
         chunk = max(1, len(docs) // (workers * 8))
         parts = [docs[i:i + chunk] for i in range(0, len(docs), chunk)]
         with multiprocessing.get_context("spawn").Pool(workers, _worker_init, (tokenizer_path,)) as pool:
-            encoded = [ids for part in pool.map(_worker_encode, parts) for ids in part]
-    else:
-        encoded = tokenizer.encode_batch(docs)
-    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
-    return [np.asarray(ids + eos, np.int64) for ids in encoded]
+            return [ids for part in pool.imap(_worker_encode, parts) for ids in part]
+    return _encode(tokenizer, docs)
 
 
 def _tokenizer_file(tokenizer_dir: str) -> str:
@@ -142,30 +165,52 @@ def write_splits(tmp: str, splits_docs: dict[str, list[str]], tokenizer_path: st
     return splits
 
 
+def _skipped_summary(stats: InputStats) -> str:
+    skipped = [f"{stats[k]:,} {k.replace('_', ' ')}" for k in SKIPPED_INPUT_COUNTS if stats[k]]
+    return f" (counted, not fatal: {', '.join(skipped)})" if skipped else ""
+
+
+def _publish(tmp: str, output: str) -> None:
+    """Renames the finished temporary directory onto `output` (absent or empty) and makes that durable."""
+    try:
+        if os.path.isdir(output):
+            os.rmdir(output)  # empty (checked at the start); fails if something appeared meanwhile
+        os.replace(tmp, output)
+    except OSError as e:
+        raise os_error(e, "move the prepared data into", output) from e
+    fsync_dir(os.path.dirname(os.path.abspath(output)))
+
+
 def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: int | None = None,
             tokenizer: str = "", log=print) -> dict:
-    """Prepares `inputs` into `output` (which must not exist yet); returns the manifest it wrote."""
-    if os.path.exists(os.path.join(output, MANIFEST)):
-        raise SourceError(f"{output!r} already holds prepared data; choose a new --output")
-    if os.path.isdir(output) and os.listdir(output):
-        raise SourceError(f"{output!r} exists and is not empty; choose a new --output")
+    """Prepares `inputs` into `output` (which must not exist yet, or be empty); returns the manifest it wrote.
+
+    Checked before any input is read: the output can be created (fileio.check_new_output) and a given
+    `tokenizer` loads. Inputs that cannot be read are counted in the manifest's `counts.input` (see
+    sources.InputStats), never fatal; no document at all is a SourceError.
+    """
+    check_new_output(output, flag="--output")
+    given = load_tokenizer(tokenizer) if tokenizer else None
     started = time.perf_counter()
     stats = InputStats()
     docs = load_inputs(inputs, data_cfg, stats)
     if not docs:
         raise SourceError(f"the inputs yielded no documents ({json.dumps(dict(stats), sort_keys=True)})")
-    log(f"data: read {len(docs):,} documents from {stats['files']} input(s)")
+    log(f"data: read {len(docs):,} documents from {stats['files']} input(s){_skipped_summary(stats)}")
     counts = {"documents_in": stats["documents_in"], "input": dict(stats)}
     docs = select_documents(docs, data_cfg, counts, log)
     train_docs, val_docs = corpus_lib.split_documents(docs, data_cfg.val_fraction)
 
-    parent = os.path.dirname(os.path.abspath(output)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp-")
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the output's mode
+    parent = os.path.dirname(os.path.abspath(output))
     try:
-        if tokenizer:
-            tokenizer_path = load_tokenizer(tokenizer).save(tmp)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp-")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the output's mode
+    except OSError as e:
+        raise os_error(e, "create a temporary directory in", parent) from e
+    try:
+        if given:
+            tokenizer_path = given.save(tmp)
         else:
             log(f"data: training a {vocab_size}-token {data_cfg.tokenizer_kind} tokenizer on "
                 f"{len(train_docs):,} documents")
@@ -181,23 +226,20 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         counts["documents_out"] = len(docs)
         counts["tokens_out"] = splits["train"]["tokens"] + splits["val"]["tokens"]
         counts["long_documents"] = sum(s.get("long_documents", 0) for s in splits.values())
-        train_tokens = np.concatenate([np.load(os.path.join(tmp, "train", s["file"] + ".tokens.npy"))
-                                       for s in splits["train"]["shards"]])
+        train_tokens = [np.load(os.path.join(tmp, "train", s["file"] + ".tokens.npy"), mmap_mode="r")
+                        for s in splits["train"]["shards"]]
         manifest = {
             "version": MANIFEST_VERSION, "counts": counts, "splits": splits,
             "tokenizer": {"file": os.path.basename(tokenizer_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
-                          "eos_id": tok.eos_id, "sha256": _sha256(tokenizer_path)},
-            "sources": source_hashes([i for i in inputs if i not in corpus_lib.EMBEDDED]),
+                          "eos_id": tok.eos_id, "sha256": hashlib.sha256(read_bytes(tokenizer_path)).hexdigest()},
+            "sources": stats.hashes,  # computed while reading: the bytes that were actually used
             "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
             "data_config": data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
             "unigram_entropy": unigram_entropy(train_tokens, tok.vocab_size),
             "seconds": {"total": time.perf_counter() - started, "tokenize_and_pack": tokenize_seconds},
         }
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-        if os.path.isdir(output):
-            os.rmdir(output)  # empty (checked above)
-        os.replace(tmp, output)
+        atomic_write_json(os.path.join(tmp, MANIFEST), manifest, indent=2, sort_keys=True)
+        _publish(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -211,13 +253,12 @@ def _umask() -> int:
     return mask
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
-    """H = -sum p log p (nats) of the token frequencies: the loss of a model that ignores context."""
-    counts = np.bincount(tokens.astype(np.int64), minlength=vocab_size).astype(np.float64)
+def unigram_entropy(token_arrays, vocab_size: int, block: int = 1 << 24) -> float:
+    """H = -sum p log p (nats) of the token frequencies (over all `token_arrays`): the loss of a model that
+    ignores context. Counted a block at a time, so memory-mapped shards are never loaded whole."""
+    counts = np.zeros(vocab_size, np.int64)
+    for tokens in token_arrays:
+        for start in range(0, len(tokens), block):
+            counts += np.bincount(np.asarray(tokens[start:start + block], np.int64), minlength=vocab_size)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())

@@ -143,3 +143,92 @@ def test_truncated_shards_are_detected(messy_inputs, tmp_path):
     np.save(shard, np.load(shard)[:-5])
     with pytest.raises(PreparedDataError, match="truncated or replaced"):
         PreparedSplit(str(out), "train")
+
+
+def test_hostile_inputs_are_counted_in_the_manifest_and_the_job_completes(small_corpus, tmp_path):
+    from helpers import write_hostile_inputs
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    write_hostile_inputs(hostile)
+    out = tmp_path / "out"
+    cfg = prep_cfg()
+    cfg.data.filter.min_chars = 1
+    manifest = prepare([str(hostile), small_corpus], str(out), cfg.data, 512, log=lambda _: None)
+    assert manifest["counts"]["documents_out"] == 4 + 40  # 4 readable documents + the 40 scenes
+    counts = manifest["counts"]["input"]
+    assert {k: counts[k] for k in ("invalid_unicode_documents", "non_utf8_documents", "bad_json_lines",
+                                   "corrupt_archives", "unreadable_files", "binary_files")} == {
+        "invalid_unicode_documents": 1, "non_utf8_documents": 1, "bad_json_lines": 2, "corrupt_archives": 3,
+        "unreadable_files": 2, "binary_files": 3}
+    assert manifest["sources"][str(hostile / "dangling.txt")] == "unreadable"
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+    tok = load_tokenizer(str(out))
+    text = tok.decode(PreparedSplit(str(out), "train").stream()) + tok.decode(PreparedSplit(str(out), "val").stream())
+    assert "abc\ufffddef" in text and "\x89PNG" not in text and "ELF" not in text
+
+    from llm_jax.data.pipeline import prepared_dir  # training reads a corpus the same way, through the cache
+    cached = prepared_dir(f"{hostile},{small_corpus}", cfg.data, 512, 16, log=lambda _: None)
+    assert json.loads(open(os.path.join(cached, "manifest.json")).read())["counts"]["input"] == counts
+
+
+def test_output_problems_fail_before_any_input_is_read(messy_inputs, tmp_path, monkeypatch):
+    import time
+
+    from llm_jax.data import prepare as prepare_mod
+    from llm_jax.data.tokenizers import TokenizerError
+    from llm_jax.errors import UserError
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("the inputs were read before the output was checked")
+
+    monkeypatch.setattr(prepare_mod, "load_inputs", must_not_read)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    started = time.perf_counter()
+    for output, message in ((a_file, "exists and is not a directory"), (a_file / "sub", "is a file, not a directory"),
+                            (messy_inputs, "exists and is not empty")):
+        with pytest.raises(UserError, match=message):
+            prepare([str(messy_inputs)], str(output), prep_cfg().data, 512, log=lambda _: None)
+    with pytest.raises(TokenizerError, match="does not exist"):  # a named tokenizer is checked up front too
+        prepare([str(messy_inputs)], str(tmp_path / "o"), prep_cfg().data, 512, tokenizer=str(tmp_path / "no.model"),
+                log=lambda _: None)
+    assert time.perf_counter() - started < 5
+    proc = run_cli("data", "prepare", "--input", messy_inputs, "--output", a_file / "sub")
+    assert proc.returncode == 2 and "is a file, not a directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_long_single_line_document_trains_a_tokenizer(small_corpus, tmp_path):
+    """sentencepiece skips lines longer than max_sentence_length: a one-line document used to leave it nothing."""
+    import random
+    words = open(os.path.join(small_corpus, sorted(os.listdir(small_corpus))[0])).read().split()
+    rng = random.Random(0)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a_long.txt").write_text(" ".join(rng.choice(words) for _ in range(600_000)))  # ~3 MB
+    (tmp_path / "in" / "b_short.txt").write_text("a short second document for validation " * 3)
+    cfg = prep_cfg(val_fraction=0.01)
+    manifest = prepare([str(tmp_path / "in")], str(tmp_path / "out"), cfg.data, 512, log=lambda _: None)
+    assert manifest["tokenizer"]["vocab_size"] == 512 and manifest["counts"]["documents_out"] == 2
+    tok = load_tokenizer(str(tmp_path / "out"))
+    assert len(tok.encode(words[0])) <= 3  # trained on the long document's words, not just bytes
+
+
+def test_damaged_manifests_and_shards_are_one_clear_error(messy_inputs, tmp_path):
+    out = tmp_path / "out"
+    prepare([str(messy_inputs)], str(out), prep_cfg().data, 512, log=lambda _: None)
+    manifest_path = out / "manifest.json"
+    good = manifest_path.read_text()
+    manifest_path.write_text(good[: len(good) // 2])
+    with pytest.raises(PreparedDataError, match=r"manifest\.json is not valid JSON"):
+        PreparedSplit(str(out), "train")
+    damaged = json.loads(good)
+    del damaged["splits"]["val"]
+    manifest_path.write_text(json.dumps(damaged))
+    with pytest.raises(PreparedDataError, match="no valid val split"):
+        PreparedSplit(str(out), "train")
+    manifest_path.write_text(good)
+    (out / "train" / "shard-00001.docs.npy").write_bytes(b"")
+    with pytest.raises(PreparedDataError, match=r"shard-00001\.docs\.npy: unreadable document offsets"):
+        PreparedSplit(str(out), "train")
+    np.save(out / "train" / "shard-00001.docs.npy", np.zeros(3, np.float32))
+    with pytest.raises(PreparedDataError, match="expected a 1-D integer array"):
+        PreparedSplit(str(out), "train")

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from helpers import write_hostile_inputs
 from llm_jax.data.sources import InputStats, SourceError, input_files, read_documents, source_hashes
 
 
@@ -47,6 +48,10 @@ def test_parquet(tmp_path):
     assert docs == ["p1", "p2"] and stats["missing_field"] == 1
     docs, stats = read([tmp_path / "t.parquet"], text_field="absent")
     assert docs == [] and stats["missing_field"] == 3
+    data = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "t.parquet").write_bytes(data[: len(data) // 2])  # truncated: no footer
+    docs, stats = read([tmp_path / "t.parquet"])
+    assert docs == [] and stats["unreadable_files"] == 1
 
 
 def test_missing_inputs_and_hashes(tmp_path):
@@ -55,3 +60,37 @@ def test_missing_inputs_and_hashes(tmp_path):
     (tmp_path / "x.txt").write_text("x")
     hashes = source_hashes([str(tmp_path)])
     assert list(hashes.values()) == ["2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"]
+
+
+def test_hostile_inputs_are_counted_and_skipped_never_fatal(tmp_path):
+    write_hostile_inputs(tmp_path)
+    docs, stats = read([tmp_path])
+    assert sorted(docs) == sorted(["a good document with words", "abc\ufffddef", "fine row",
+                                   "caf\ufffd cr\ufffdme br\ufffdl\ufffde, d\ufffdj\ufffd vu \ufffd la carte"])
+    assert stats["invalid_unicode_documents"] == 1 and stats["non_utf8_documents"] == 1
+    assert stats["bad_json_lines"] == 2 and stats["corrupt_archives"] == 3
+    assert stats["unreadable_files"] == 2 and stats["binary_files"] == 3 and stats["files"] == 11
+    assert stats.hashes[str(tmp_path / "dangling.txt")] == "unreadable"
+    assert len(stats.hashes[str(tmp_path / "truncated.jsonl.gz")]) == 64  # its bytes were read: hashed
+    hashes = source_hashes([str(tmp_path)])  # used to crash on the dangling link
+    assert hashes[str(tmp_path / "dangling.txt")] == hashes[str(tmp_path / "fifo.txt")] == "unreadable"
+    assert hashes[str(tmp_path / "good.txt")] == stats.hashes[str(tmp_path / "good.txt")]
+    docs, stats = read([tmp_path / "dangling.txt", tmp_path / "image.md"])  # named inputs: counted too
+    assert docs == [] and stats["unreadable_files"] == 1 and stats["binary_files"] == 1
+
+
+def test_a_file_that_vanishes_while_reading_is_counted(tmp_path):
+    (tmp_path / "a.txt").write_text("first")
+    (tmp_path / "b.txt").write_text("second")
+    stats = InputStats()
+    docs = read_documents([str(tmp_path)], stats)
+    assert next(docs) == "first"
+    (tmp_path / "b.txt").unlink()
+    assert list(docs) == [] and stats["unreadable_files"] == 1
+
+
+def test_binary_detection_by_content():
+    from llm_jax.data.sources import looks_binary
+    assert looks_binary(b"text\x00more") and looks_binary(bytes(range(1, 32)) * 10)
+    assert not looks_binary(b"") and not looks_binary("plain text\twith tabs\r\n and ünïcödé".encode())
+    assert not looks_binary("caf\xe9 ".encode("latin-1") * 50)  # mostly ASCII: text with a bad encoding

