@@ -1,14 +1,46 @@
-"""Perplexity of a text under a model: exp of the mean next-token loss over non-overlapping windows."""
+"""Perplexity of a text under a model: exp of the mean next-token loss over non-overlapping windows, and the
+reading of the text file it scores (`read_text_for_eval`: one clear error for any file that is not text)."""
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from llm_jax.errors import UserError
+from llm_jax.fileio import read_bytes
+
+BINARY_SNIFF_BYTES = 8192
+BINARY_CONTROL_FRACTION = 0.3  # more control bytes than this in the first 8 KB: not text
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\x1b")  # whitespace and the escape of ANSI colour codes
+
+
+def read_text_for_eval(path: str, flag: str = "--text") -> str:
+    """The UTF-8 text of `path`, or one UserError naming it: a directory, a missing, unreadable or empty file, a
+    binary file (NUL bytes, or mostly control bytes, in its first 8 KB), or invalid UTF-8 (with the offset)."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a directory, not a file")
+    if not os.path.exists(path):
+        raise UserError(f"{flag} {path} does not exist")
+    raw = read_bytes(path, f"{flag} file")
+    if not raw:
+        raise UserError(f"{flag} {path} is empty: there is nothing to score")
+    head = raw[:BINARY_SNIFF_BYTES]
+    controls = sum(1 for b in head if (b < 32 or b == 127) and b not in _TEXT_CONTROLS)
+    if b"\0" in head or controls > BINARY_CONTROL_FRACTION * len(head):
+        what = "NUL bytes" if b"\0" in head else f"{controls / len(head):.0%} control bytes"
+        raise UserError(f"{flag} {path} looks binary ({what} in its first {len(head):,} bytes), not text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{flag} {path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at offset "
+                        f"{e.start:,}") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -22,7 +54,8 @@ def perplexity(model, params, token_ids, seq_len: int) -> dict:
     """Scores every token after the first: window k predicts tokens[k*L+1 : (k+1)*L+1] from the L before."""
     ids = np.asarray(token_ids, np.int32)
     if ids.size < 2:
-        raise ValueError(f"the text has {ids.size} token(s); perplexity needs at least 2")
+        raise UserError(f"the text has {ids.size} token(s); perplexity needs at least 2 (one to predict from, one "
+                        f"to score)")
     total, count = 0.0, 0
     for start in range(0, ids.size - 1, seq_len):
         chunk = ids[start: start + seq_len + 1]

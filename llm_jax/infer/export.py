@@ -1,23 +1,42 @@
 """`llm-jax export`: a parameters-only work directory (config.json, tokenizer, checkpoints/<step>/params) for
-inference, evaluation, conversion, or fine-tuning elsewhere (`--config.checkpoint.restore_from=DIR`)."""
+inference, evaluation, conversion, or fine-tuning elsewhere (`--config.checkpoint.restore_from=DIR`).
+
+`--out` is checked before anything is loaded; every file is written atomically, config.json last, so an
+`--out` that has a config.json is a complete work directory."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from llm_jax import config as config_lib
+from llm_jax.errors import StorageError, UserError
+from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.infer.load import WorkdirError, load_workdir
 from llm_jax.train import checkpoint
 
 
+def _save_tokenizer(tokenizer, out: str) -> str:
+    """The tokenizer's file written into `out` atomically (tokenizers save into a directory: a scratch one here)."""
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tokenizer-") as scratch:
+        name = os.path.basename(tokenizer.save(scratch))
+        with atomic_path(os.path.join(out, name)) as tmp:
+            shutil.copyfile(os.path.join(scratch, name), tmp)
+    return name
+
+
 def export_params(workdir: str, out: str, step: int | None = None) -> dict:
-    if os.path.exists(out) and os.listdir(out):
-        raise WorkdirError(f"{out!r} exists and is not empty; choose a new --out")
+    try:
+        check_new_output(out, flag="--out")
+    except StorageError:
+        raise
+    except UserError as e:
+        raise WorkdirError(str(e)) from e
     loaded = load_workdir(workdir, step)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        f.write(config_lib.to_json(loaded.cfg))
-    tokenizer_file = os.path.basename(loaded.tokenizer.save(out))
     checkpoint.save_params(out, loaded.params, loaded.step)
+    tokenizer_file = _save_tokenizer(loaded.tokenizer, out)
+    atomic_write(os.path.join(out, "config.json"), config_lib.to_json(loaded.cfg))
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
     return {"out": out, "step": loaded.step, "tokenizer": tokenizer_file, "bytes": size}

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llm_jax.errors import UserError
 from llm_jax.infer.sampling import sample_token
 
 
@@ -26,7 +27,7 @@ def generate_ids(model, params, prompt_ids, max_new_tokens: int, seq_len: int, *
     """Returns only the new token ids (stops early at `eos_id`)."""
     ids = list(prompt_ids)
     if not ids:
-        raise ValueError("generation needs a non-empty prompt (the tokenizer produced no tokens)")
+        raise UserError("the prompt is empty (the tokenizer produced no tokens for it): give --prompt some text")
     rng = jax.random.key(seed)
     new = []
     for i in range(max_new_tokens):

@@ -1,22 +1,30 @@
-"""Loads a work directory (config.json + tokenizer + latest checkpoint) for sampling and evaluation."""
+"""Loads a work directory (config.json + tokenizer + latest checkpoint) for sampling and evaluation.
+
+Every way a work directory can be unusable is one `WorkdirError` naming it and the problem: no, an empty, a
+truncated or a hand-broken config.json, no tokenizer, no checkpoint, or a checkpoint of another model.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from llm_jax import config as config_lib
-from llm_jax.data.tokenizers import load_tokenizer
+from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
+from llm_jax.errors import LlmJaxError, StorageError, UserError, one_line
+from llm_jax.fileio import read_json
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
 from llm_jax.train import checkpoint
 
 
-class WorkdirError(ValueError):
+class WorkdirError(UserError):
     """The work directory is missing something a command needs."""
 
 
@@ -37,21 +45,48 @@ def abstract_params(model: Transformer, seq_len: int, device=None):
 
 
 def read_config(workdir: str):
+    """The resolved, validated config of a work directory, or one WorkdirError naming its config.json."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise WorkdirError(f"{workdir!r} is not a work directory: it has no config.json")
-    with open(path) as f:
-        return config_lib.config_from_json(f.read())
+    try:
+        raw = read_json(path, "config")
+    except StorageError:
+        raise
+    except UserError as e:
+        raise WorkdirError(str(e)) from e
+    try:
+        cfg = config_lib.config_from_json(json.dumps(raw))
+        config_lib.validate(cfg)
+    except config_lib.ConfigError as e:
+        raise WorkdirError(f"config {path}: {e}") from e
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a value of the wrong kind for its key
+        raise WorkdirError(f"config {path} does not describe a run: {one_line(e)}") from e
+    return cfg
 
 
-def load_workdir(workdir: str, step: int | None = None) -> LoadedModel:
-    """Config, model, parameters (on one device) and tokenizer of a trained or converted work directory."""
+def load_workdir(workdir: str, step: int | None = None, log=None) -> LoadedModel:
+    """Config, model, parameters (on one device) and tokenizer of a trained or converted work directory.
+    Damaged newer checkpoints are skipped with a warning through `log` (default: standard error)."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cfg = read_config(workdir)
     model = Transformer(ModelConfig.from_config(cfg.model))
     if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
         raise WorkdirError(f"{workdir!r} has no checkpoints/ directory: train or convert a model into it first")
     try:
-        params, step = checkpoint.restore_params(workdir, abstract_params(model, cfg.model.seq_len), step)
+        tokenizer = load_tokenizer(workdir)
+    except TokenizerError as e:
+        raise WorkdirError(str(e)) from e  # it names the directory or the file
+    try:
+        params, step = checkpoint.restore_params(workdir, abstract_params(model, cfg.model.seq_len), step, log)
     except FileNotFoundError as e:
         raise WorkdirError(str(e)) from e
-    return LoadedModel(cfg, model, params, load_tokenizer(workdir), step)
+    except UserError as e:  # no such step, no intact checkpoint, a checkpoint of another model
+        raise WorkdirError(str(e)) from e
+    except LlmJaxError:  # storage trouble keeps its own exit status
+        raise
+    except Exception as e:  # noqa: BLE001 (orbax's errors are long tracebacks: one line names the cause)
+        which = f"the checkpoint at step {step}" if step is not None else "its latest checkpoint"
+        raise WorkdirError(f"{workdir!r}: cannot restore the parameters of {which} into the model config.json "
+                           f"describes: {one_line(e)}") from e
+    return LoadedModel(cfg, model, params, tokenizer, step)

@@ -7,7 +7,6 @@ tensor; it is split into three virtual names on import and fused again on export
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -16,9 +15,12 @@ import shutil
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from llm_jax import config as config_lib
+from llm_jax.errors import StorageError, UserError
+from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
 from llm_jax.interop import safetensors_io
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
@@ -29,7 +31,7 @@ from llm_jax.scaling.accounting import param_count
 MAX_CONVERTED_SEQ_LEN = 4096
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The checkpoint or work directory cannot be converted; the message says why."""
 
 
@@ -81,46 +83,90 @@ IGNORED = re.compile(r"(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$"
 # ------------------------------------------------------------------------------------------ configs
 
 
-def model_fields_from_hf(hf: dict) -> tuple[str, dict]:
-    """(family, our model.* fields) from a Hugging Face config.json."""
+_MISSING = object()
+
+
+def _field(hf: dict, key: str, source: str, kind: str = "int", default=_MISSING):
+    """hf[key] checked to be a positive integer ("int") or a number ("float"); `default` when absent/null."""
+    value = hf.get(key)
+    if value is None:
+        if default is _MISSING:
+            raise ConversionError(f"{source} lacks the required field {key!r} (model_type {hf.get('model_type')!r})")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)) \
+            or (kind == "int" and value <= 0):
+        want = "a positive integer" if kind == "int" else "a number"
+        raise ConversionError(f"{source}: {key}={value!r} must be {want}")
+    return value
+
+
+def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, dict]:
+    """(family, our model.* fields) from a Hugging Face config.json (`source` names it in errors)."""
+    if "model_type" not in hf:
+        raise ConversionError(f"{source} lacks the required field 'model_type' (is it a Hugging Face model "
+                              f"config?)")
     family = hf.get("model_type")
     if family == "gpt2":
         act = hf.get("activation_function", "gelu_new")
-        ffn = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}.get(act)
+        ffn = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}.get(
+            act if isinstance(act, str) else None)
         if ffn is None:
-            raise ConversionError(f"GPT-2 activation_function={act!r} is not supported")
+            raise ConversionError(f"{source}: GPT-2 activation_function={act!r} is not supported")
         if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn") \
                 or not hf.get("scale_attn_weights", True):
-            raise ConversionError("GPT-2 attention-scaling variants (scale_attn_by_inverse_layer_idx, "
+            raise ConversionError(f"{source}: GPT-2 attention-scaling variants (scale_attn_by_inverse_layer_idx, "
                                   "reorder_and_upcast_attn, scale_attn_weights=false) are not supported")
-        d = hf["n_embd"]
+        get = lambda key, *a, **k: _field(hf, key, source, *a, **k)
+        d, heads = get("n_embd"), get("n_head")
+        if d % heads:
+            raise ConversionError(f"{source}: n_head={heads} does not divide n_embd={d}")
         return family, dict(
-            vocab_size=hf["vocab_size"], seq_len=hf["n_positions"], d_model=d, n_layers=hf["n_layer"],
-            n_heads=hf["n_head"], n_kv_heads=hf["n_head"], head_dim=d // hf["n_head"],
-            d_ff=hf.get("n_inner") or 4 * d, positions="learned", norm="layernorm",
-            norm_eps=hf.get("layer_norm_epsilon", 1e-5), norm_position="pre", ffn=ffn,
-            tie_embeddings=hf.get("tie_word_embeddings", True), use_bias=True,
-            init_std=hf.get("initializer_range", 0.02))
+            vocab_size=get("vocab_size"), seq_len=get("n_positions"), d_model=d, n_layers=get("n_layer"),
+            n_heads=heads, n_kv_heads=heads, head_dim=d // heads,
+            d_ff=get("n_inner", default=4 * d), positions="learned", norm="layernorm",
+            norm_eps=get("layer_norm_epsilon", "float", 1e-5), norm_position="pre", ffn=ffn,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", True)), use_bias=True,
+            init_std=get("initializer_range", "float", 0.02))
     if family == "llama":
         rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        if not isinstance(rope, dict):
+            raise ConversionError(f"{source}: rope_parameters/rope_scaling={rope!r} must be an object")
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default":
-            raise ConversionError(f"Llama rope_type={rope_type!r} (RoPE scaling) is not supported yet")
+            raise ConversionError(f"{source}: Llama rope_type={rope_type!r} (RoPE scaling) is not supported yet")
         if hf.get("attention_bias") or hf.get("mlp_bias"):
-            raise ConversionError("Llama checkpoints with attention_bias or mlp_bias are not supported")
+            raise ConversionError(f"{source}: Llama checkpoints with attention_bias or mlp_bias are not supported")
         if hf.get("hidden_act", "silu") != "silu":
-            raise ConversionError(f"Llama hidden_act={hf.get('hidden_act')!r} is not supported (only silu)")
-        heads = hf["num_attention_heads"]
+            raise ConversionError(f"{source}: Llama hidden_act={hf.get('hidden_act')!r} is not supported (only silu)")
+        get = lambda key, *a, **k: _field(hf, key, source, *a, **k)
+        d, heads = get("hidden_size"), get("num_attention_heads")
+        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)):
+            raise ConversionError(f"{source}: rope_theta={theta!r} must be a number")
         return family, dict(
-            vocab_size=hf["vocab_size"], seq_len=min(hf.get("max_position_embeddings", 2048), MAX_CONVERTED_SEQ_LEN),
-            d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
-            n_kv_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads, d_ff=hf["intermediate_size"],
-            positions="rope", rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6), norm_position="pre", ffn="swiglu",
-            tie_embeddings=hf.get("tie_word_embeddings", False), use_bias=False,
-            init_std=hf.get("initializer_range", 0.02))
-    raise ConversionError(f"model_type={family!r} is not supported (supported: gpt2, llama)")
+            vocab_size=get("vocab_size"), seq_len=min(get("max_position_embeddings", default=2048),
+                                                      MAX_CONVERTED_SEQ_LEN),
+            d_model=d, n_layers=get("num_hidden_layers"), n_heads=heads,
+            n_kv_heads=get("num_key_value_heads", default=heads),
+            head_dim=get("head_dim", default=d // heads), d_ff=get("intermediate_size"),
+            positions="rope", rope_theta=float(theta),
+            norm="rmsnorm", norm_eps=get("rms_norm_eps", "float", 1e-6), norm_position="pre", ffn="swiglu",
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=False,
+            init_std=get("initializer_range", "float", 0.02))
+    raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama)")
+
+
+def read_hf_config(hf_dir: str) -> tuple[str, dict]:
+    """(path, parsed JSON object) of a Hugging Face directory's config.json, or one ConversionError."""
+    path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConversionError(f"{hf_dir!r} has no config.json")
+    try:
+        return path, read_json(path, "Hugging Face config")
+    except StorageError:
+        raise
+    except UserError as e:
+        raise ConversionError(str(e)) from e
 
 
 def family_of(m) -> str:
@@ -191,9 +237,38 @@ def _set(tree: dict, path: str, value) -> None:
     tree[leaf] = value
 
 
-def _split_gpt2_qkv(tensors: dict, n_layers: int, d: int) -> dict:
+_FLOAT_DTYPES = {np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16)}
+
+
+def _hf_shape(layout: str, shape: tuple, n_in: int) -> tuple:
+    """The shape the HF tensor must have for one of our (per-layer) parameters of `shape`."""
+    if layout == "table":
+        return tuple(shape)
+    if layout == "vector":
+        return (math.prod(shape),)
+    ins, outs = math.prod(shape[:n_in]), math.prod(shape[n_in:])
+    return (outs, ins) if layout == "linear" else (ins, outs)
+
+
+def _check_tensor(name: str, array, expected: tuple, source: str, shown: str | None = None) -> None:
+    shown = shown or name
+    if np.dtype(array.dtype) not in _FLOAT_DTYPES:
+        raise ConversionError(f"tensor {shown!r} in {source} has dtype {array.dtype}; weights must be floating "
+                              f"point (F16, BF16, F32, F64)")
+    if tuple(array.shape) != tuple(expected):
+        raise ConversionError(f"tensor {shown!r} in {source} has shape {tuple(array.shape)} but the config needs "
+                              f"{tuple(expected)}")
+
+
+def _split_gpt2_qkv(tensors: dict, n_layers: int, d: int, source: str = "the checkpoint",
+                    prefix: str = "") -> dict:
     out = dict(tensors)
     for i in range(n_layers):
+        for suffix, shape in (("weight", (d, 3 * d)), ("bias", (3 * d,))):
+            name = f"h.{i}.attn.c_attn.{suffix}"
+            if name not in out:
+                raise ConversionError(f"{source} has no tensor {prefix + name!r}")
+            _check_tensor(name, out[name], shape, source, prefix + name)
         w, b = out.pop(f"h.{i}.attn.c_attn.weight"), out.pop(f"h.{i}.attn.c_attn.bias")
         for j, name in enumerate("qkv"):
             out[f"h.{i}.attn.{name}.weight"] = w[:, j * d:(j + 1) * d]
@@ -216,13 +291,18 @@ def param_shapes(m) -> dict:
     return jax.tree.map(lambda x: (x.shape, x.dtype), tree)
 
 
-def hf_to_params(family: str, tensors: dict, m) -> dict:
-    """Our parameter tree (numpy, in model.param_dtype) from HF tensors."""
+def hf_to_params(family: str, tensors: dict, m, source: str = "the checkpoint") -> dict:
+    """Our parameter tree (numpy, in model.param_dtype) from HF tensors; a missing tensor, or one of the wrong
+    shape or dtype for the config, is a ConversionError naming it (`source` names where the tensors came from)."""
     m = dict(m)
     tensors = {k: v for k, v in tensors.items() if not IGNORED.search(k)}
+    prefix = ""
     if family == "gpt2":
+        if any(k.startswith("transformer.") for k in tensors):
+            prefix = "transformer."
         tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
-        tensors = _split_gpt2_qkv(tensors, m["n_layers"], m["d_model"])
+        tensors = _split_gpt2_qkv(tensors, m["n_layers"], m["d_model"], source, prefix)
+    in_file = lambda n: n if n == "lm_head.weight" else prefix + n  # the name as the file spells it
     shapes = param_shapes(m)
     params, used = {}, set()
     for path, name, layout, n_in in TABLES[family]:
@@ -233,14 +313,17 @@ def hf_to_params(family: str, tensors: dict, m) -> dict:
         names = [name.format(i=i) for i in range(m["n_layers"])] if "{i}" in name else [name]
         missing = [n for n in names if n not in tensors]
         if missing:
-            raise ConversionError(f"the checkpoint has no tensor {missing[0]!r} (needed for {path})")
+            raise ConversionError(f"{source} has no tensor {in_file(missing[0])!r} (needed for {path})")
         per_layer = shape[1:] if "{i}" in name else shape
+        for n in names:  # GPT-2's q/k/v are slices of c_attn, whose shape was checked when it was split
+            _check_tensor(n, tensors[n], _hf_shape(layout, per_layer, n_in), source, in_file(n))
         arrays = [_to_ours(tensors[n], layout, per_layer) for n in names]
         _set(params, path, (np.stack(arrays) if "{i}" in name else arrays[0]).astype(dtype))
         used.update(names)
     unused = sorted(set(tensors) - used - ({"lm_head.weight"} if m["tie_embeddings"] else set()))
     if unused:
-        raise ConversionError(f"the checkpoint has tensors this architecture does not use: {unused[:5]}")
+        raise ConversionError(f"{source} has tensors this architecture does not use: "
+                              f"{[in_file(n) for n in unused[:5]]}")
     return params
 
 
@@ -266,54 +349,86 @@ def params_to_hf(family: str, params: dict, m) -> dict:
 # --------------------------------------------------------------------------------------- commands
 
 
-def _copy_tokenizer(src_dir: str, dest_dir: str) -> str:
-    for name in ("tokenizer.json", "tokenizer.model"):
-        if os.path.isfile(os.path.join(src_dir, name)):
-            shutil.copyfile(os.path.join(src_dir, name), os.path.join(dest_dir, name))
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def _find_tokenizer(src_dir: str, what: str) -> str:
+    """The tokenizer file of `src_dir` that Hugging Face reads (checked loadable), or one ConversionError."""
+    from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
+    for name in HF_TOKENIZER_FILES:
+        path = os.path.join(src_dir, name)
+        if os.path.isfile(path):
+            try:
+                load_tokenizer(path)
+            except TokenizerError as e:
+                raise ConversionError(f"{what} {src_dir!r}: {e}") from e
             return name
-    raise ConversionError(f"{src_dir!r} has no tokenizer.json or tokenizer.model")
+    raise ConversionError(f"{what} {src_dir!r} has no tokenizer.json or tokenizer.model (the tokenizer files "
+                          f"Hugging Face reads)")
+
+
+def _copy_file(src: str, dest: str) -> None:
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _check_out(out: str) -> None:
+    try:
+        check_new_output(out, flag="--out")
+    except StorageError:
+        raise
+    except UserError as e:
+        raise ConversionError(str(e)) from e
 
 
 def from_hf(hf_dir: str, out: str) -> dict:
-    """Writes a work directory (config.json, tokenizer, checkpoints/0/params) from a HF model directory."""
+    """Writes a work directory (config.json, tokenizer, checkpoints/0/params) from a HF model directory.
+
+    Everything is read and checked before `out` is created; config.json is written last, so a directory that
+    has one is complete."""
     from llm_jax.train import checkpoint
-    config_path = os.path.join(hf_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise ConversionError(f"{hf_dir!r} has no config.json")
-    if os.path.exists(os.path.join(out, "checkpoints")) or os.path.exists(os.path.join(out, "config.json")):
-        raise ConversionError(f"{out!r} already holds a work directory; choose a new --out")
-    with open(config_path) as f:
-        family, fields = model_fields_from_hf(json.load(f))
+    _check_out(out)
+    config_path, hf = read_hf_config(hf_dir)
+    family, fields = model_fields_from_hf(hf, config_path)
     cfg = config_lib.default_config()
     cfg.name = f"hf-{family}"
-    for key, value in fields.items():
-        cfg.model[key] = value
-    cfg = config_lib.resolve(cfg)
-    config_lib.validate(cfg)
-    tensors = safetensors_io.read_dir(hf_dir)
+    try:
+        for key, value in fields.items():
+            cfg.model[key] = value
+        cfg = config_lib.resolve(cfg)
+        config_lib.validate(cfg)
+    except (config_lib.ConfigError, TypeError, ValueError) as e:
+        raise ConversionError(f"{config_path} describes a model llm_jax cannot build: {e}") from e
+    tokenizer_file = _find_tokenizer(hf_dir, "Hugging Face directory")
+    try:
+        tensors = safetensors_io.read_dir(hf_dir)
+    except StorageError:
+        raise
+    except UserError as e:
+        raise ConversionError(str(e)) from e
     if not tensors:
         raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
-    params = hf_to_params(family, tensors, cfg.model)
+    params = hf_to_params(family, tensors, cfg.model, source=hf_dir)
     os.makedirs(out, exist_ok=True)
-    tokenizer_file = _copy_tokenizer(hf_dir, out)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        f.write(config_lib.to_json(cfg))
     checkpoint.save_params(out, jax.tree.map(jnp.asarray, params))
+    _copy_file(os.path.join(hf_dir, tokenizer_file), os.path.join(out, tokenizer_file))
+    atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
     return {"family": family, "params": param_count(cfg.model), "out": out, "tokenizer": tokenizer_file}
 
 
 def to_hf(workdir: str, out: str) -> dict:
-    """Writes config.json, model.safetensors and the tokenizer of `workdir`'s latest checkpoint to `out`."""
+    """Writes model.safetensors, the tokenizer and config.json of `workdir`'s latest checkpoint to `out`
+    (each file atomically; config.json last, so a directory that has one is complete)."""
     from llm_jax.infer.load import load_workdir
+    _check_out(out)
     loaded = load_workdir(workdir)
     family = family_of(loaded.cfg.model)
-    if os.path.exists(os.path.join(out, "model.safetensors")):
-        raise ConversionError(f"{out!r} already holds a model.safetensors; choose a new --out")
+    tokenizer_file = _find_tokenizer(workdir, "work directory")
     os.makedirs(out, exist_ok=True)
     tensors = params_to_hf(family, jax.device_get(loaded.params), loaded.cfg.model)
     safetensors_io.write_file(os.path.join(out, "model.safetensors"), tensors)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(hf_config(loaded.cfg.model, family, loaded.tokenizer), f, indent=2)
-    tokenizer_file = _copy_tokenizer(workdir, out)
+    _copy_file(os.path.join(workdir, tokenizer_file), os.path.join(out, tokenizer_file))
+    atomic_write_json(os.path.join(out, "config.json"), hf_config(loaded.cfg.model, family, loaded.tokenizer),
+                      indent=2)
     return {"family": family, "params": param_count(loaded.cfg.model), "out": out, "tokenizer": tokenizer_file,
             "step": loaded.step}

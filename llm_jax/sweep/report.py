@@ -1,9 +1,12 @@
 """`llm-jax sweep report`: one row per member and one per variant (mean ± std over seeds), as CSV, markdown
-and loss-curve PNG in the sweep's results directory, headed by the command that reproduces them."""
+and loss-curve PNG in the sweep's results directory, headed by the command that reproduces them. Every file is
+written atomically: an interrupted report leaves the previous one whole."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import platform
@@ -11,9 +14,10 @@ import time
 
 import numpy as np
 
+from llm_jax.fileio import atomic_path, atomic_write
 from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
 from llm_jax.scaling.plots import pyplot
-from llm_jax.sweep.runner import DONE_FILE, read_attempts, read_jsonl
+from llm_jax.sweep.runner import is_done, read_attempts, read_jsonl, read_log_lines, wall_seconds_sum
 from llm_jax.sweep.spec import Sweep, member_config, members, runs_root, workdir
 
 MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
@@ -33,7 +37,7 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
     rows, curves = [], {}
     for member in members(sweep):
         wd = workdir(sweep, member)
-        if not os.path.isfile(os.path.join(wd, DONE_FILE)):
+        if not is_done(sweep, member):
             continue
         cfg = member_config(sweep, member)
         records = read_jsonl(os.path.join(wd, "metrics.jsonl"))
@@ -48,7 +52,7 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
             "final_eval_loss": curve[-1][1] if curve else float("nan"),
             "best_eval_loss": min(v for _, v in curve) if curve else float("nan"),
             "tokens_per_sec": float(np.median(speeds)) if speeds else float("nan"),
-            "wall_seconds": sum(a["wall_seconds"] for a in read_attempts(wd)),
+            "wall_seconds": wall_seconds_sum(read_attempts(wd)),
         })
         curves[member.name] = curve
     return rows, curves
@@ -72,7 +76,7 @@ def _sweep_wall(sweep: Sweep) -> tuple[float, list[int]]:
     runs = read_jsonl(os.path.join(runs_root(sweep), "sweep_runs.jsonl"))
     if not runs:
         return float("nan"), []
-    return sum(r["wall_seconds"] for r in runs), sorted({r.get("parallel", 1) for r in runs})
+    return wall_seconds_sum(runs), sorted({r.get("parallel", 1) for r in runs})
 
 
 def _unfinished(sweep: Sweep) -> str:
@@ -81,10 +85,10 @@ def _unfinished(sweep: Sweep) -> str:
     for member in members(sweep):
         wd = workdir(sweep, member)
         attempts = read_attempts(wd)
-        if attempts and not os.path.isfile(os.path.join(wd, DONE_FILE)):
-            tail = [line for line in open(os.path.join(wd, "train.log")).read().splitlines() if line.strip()][-1:]
-            lines.append(f"- `{member.name}`: exit status {attempts[-1]['returncode']} after {len(attempts)} "
-                         f"attempt(s): {tail[0][:200] if tail else ''}")
+        if attempts and not is_done(sweep, member):
+            tail = [line for line in read_log_lines(os.path.join(wd, "train.log")) if line.strip()][-1:]
+            lines.append(f"- `{member.name}`: exit status {attempts[-1].get('returncode', '?')} after "
+                         f"{len(attempts)} attempt(s): {tail[0][:200] if tail else ''}")
     return "\n## Members that did not finish\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
@@ -129,7 +133,8 @@ def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> N
     ax.set_xscale("log")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_png(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -146,7 +151,8 @@ def _plot_grid(rows: list[dict], key: str, path: str, title: str) -> None:
     ax.set(xscale="log", xlabel=key, ylabel="final eval loss (nats/token)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_png(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -168,21 +174,36 @@ def _isoflop_fit(rows: list[dict], curves: dict, out: str, log) -> str:
     budgets.append(10 * budgets[-1])              # the study's budgets, and one decade past them
     fits = fit_all(runs, ["3", "2"], bootstrap=200, budgets=budgets, log=log)
     fits["approach1"] = fit_all(load_runs(curve_table), ["1"], bootstrap=0, budgets=budgets, log=log)["approach1"]
-    plot_fit(runs, fits["fit"], os.path.join(out, "scaling_fit.png"), approach2=fits["approach2"],
-             approach1=fits["approach1"], title="IsoFLOP study: fits of approaches 1-3")
+    with atomic_png(os.path.join(out, "scaling_fit.png")) as tmp:
+        plot_fit(runs, fits["fit"], tmp, approach2=fits["approach2"], approach1=fits["approach1"],
+                 title="IsoFLOP study: fits of approaches 1-3")
     text = format_report(fits)
     fits.pop("fit")
-    with open(os.path.join(out, "scaling_fit.json"), "w") as f:
-        json.dump(fits, f, indent=1, sort_keys=True)
+    atomic_write(os.path.join(out, "scaling_fit.json"), json.dumps(fits, indent=1, sort_keys=True))
     return text
+
+
+@contextlib.contextmanager
+def atomic_png(path: str):
+    """A temporary *.png path (plotting libraries pick the format from the name) renamed onto `path` when the
+    block succeeds; on failure `path` keeps its previous content."""
+    with atomic_path(path) as tmp:
+        png = tmp + ".png"
+        try:
+            yield png
+            os.replace(png, tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(png)
 
 
 def _write_csv(path: str, rows: list[dict], columns) -> None:
     extra = [k for r in rows for k in r if k not in columns]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns) + list(dict.fromkeys(extra)))
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns) + list(dict.fromkeys(extra)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
 
 
 def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
@@ -194,13 +215,10 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
     out = sweep.results_dir
     os.makedirs(out, exist_ok=True)
     _write_csv(os.path.join(out, "members.csv"), rows, MEMBER_COLUMNS)
-    with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "params", "non_embedding_params", "tokens", "loss"])
-        for r in rows:
-            for tokens, loss in curves[r["member"]]:
-                if tokens > 0:
-                    writer.writerow([r["member"], r["params"], r["non_embedding_params"], tokens, loss])
+    _write_csv(os.path.join(out, "curves.csv"),
+               [{"run": r["member"], "params": r["params"], "non_embedding_params": r["non_embedding_params"],
+                 "tokens": tokens, "loss": loss} for r in rows for tokens, loss in curves[r["member"]] if tokens > 0],
+               ("run", "params", "non_embedding_params", "tokens", "loss"))
     variants = variant_rows(rows)
     markdown = _markdown(sweep, sweep_path, rows, variants) + _unfinished(sweep)
     if len(sweep.grid) == 1:
@@ -211,8 +229,7 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
         fit_text = _isoflop_fit(rows, curves, out, log=lambda _: None)
         markdown += ("\n## Scaling-law fits (`isoflop.csv`, `isoflop_curves.csv`; N = FLOPs per token / 6)\n\n"
                      f"```\n{fit_text}\n```\n\n![fits](scaling_fit.png)\n")
-    with open(os.path.join(out, "README.md"), "w") as f:
-        f.write(markdown)
+    atomic_write(os.path.join(out, "README.md"), markdown)
     _plot(curves, rows, os.path.join(out, "loss_curves.png"), f"sweep {sweep.name}")
     expected = len(members(sweep))
     log(markdown)

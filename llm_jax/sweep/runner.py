@@ -1,8 +1,10 @@
 """Running a sweep: every member as its own `llm-jax train` process, N at a time, resumably.
 
-A member is finished when its work directory holds `sweep_member.json` (written after its process exits 0);
-finished members are skipped, and an interrupted one is simply launched again — `llm-jax train` resumes from
-its last checkpoint. Each attempt's wall time is appended to `attempts.jsonl`; its output goes to `train.log`.
+A member is finished when its work directory holds `sweep_member.json` (written atomically after its process
+exits 0; one that cannot be read counts as unfinished, so the member runs again and rewrites it); finished members
+are skipped, and an interrupted one is simply launched again — `llm-jax train` resumes from its last checkpoint.
+Each attempt's wall time is appended to `attempts.jsonl`; its output goes to `train.log`. Appended files are read
+tolerantly: a line cut short by a crash is skipped (see `read_jsonl`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from llm_jax.fileio import FileFormatError, atomic_write_json, read_json
 from llm_jax.sweep.spec import (Member, Sweep, SweepError, member_config, members, runs_root, train_args,
                                  workdir)
 
@@ -23,7 +26,15 @@ LAUNCHERS = ("local", "slurm", "tpu")
 
 
 def is_done(sweep: Sweep, member: Member) -> bool:
-    return os.path.isfile(os.path.join(workdir(sweep, member), DONE_FILE))
+    """The member's `sweep_member.json` exists and is a JSON object (a damaged one means: run it again)."""
+    path = os.path.join(workdir(sweep, member), DONE_FILE)
+    if not os.path.isfile(path):
+        return False
+    try:
+        read_json(path, "sweep member record")
+    except FileFormatError:
+        return False
+    return True
 
 
 def emit(sweep: Sweep, launcher: str = "local") -> list[str]:
@@ -73,28 +84,39 @@ def _finish(sweep: Sweep, member: Member, proc, log_file, started: float) -> int
     log_file.close()
     wd = workdir(sweep, member)
     seconds = time.time() - started
-    with open(os.path.join(wd, "attempts.jsonl"), "a") as f:
-        f.write(json.dumps({"returncode": proc.returncode, "wall_seconds": seconds, "finished": time.time()}) + "\n")
+    append_jsonl(os.path.join(wd, "attempts.jsonl"),
+                 {"returncode": proc.returncode, "wall_seconds": seconds, "finished": time.time()})
     if proc.returncode == 0:
         summary = _last_summary(os.path.join(wd, "train.log"))
         record = {"member": member.name, "variant": member.variant, "seed": member.seed, "meta": member.meta,
                   "overrides": member.overrides, "summary": summary,
                   "command": "llm-jax " + shlex.join(train_args(sweep, member)),
-                  "wall_seconds": sum(a["wall_seconds"] for a in read_attempts(wd))}
-        with open(os.path.join(wd, DONE_FILE), "w") as f:
-            json.dump(record, f, indent=1)
+                  "wall_seconds": wall_seconds_sum(read_attempts(wd))}
+        atomic_write_json(os.path.join(wd, DONE_FILE), record, indent=1)
     return proc.returncode
+
+
+def read_log_lines(path: str) -> list[str]:
+    """The lines of a log a process wrote (invalid UTF-8 replaced); none if it does not exist."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise SweepError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def _last_summary(log_path: str) -> dict:
     """The JSON summary `llm-jax train --json` prints as its last line of output."""
-    with open(log_path) as f:
-        for line in reversed(f.read().splitlines()):
-            if line.startswith("{"):
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+    for line in reversed(read_log_lines(log_path)):
+        if line.startswith("{"):
+            try:
+                summary = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(summary, dict):
+                return summary
     return {}
 
 
@@ -113,16 +135,57 @@ def _stop(sweep: Sweep, running: list, log) -> None:
     log(f"interrupted: {len(running)} running member(s) stopped at a checkpoint; `sweep run` again resumes them")
 
 
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one JSON line to a small log, first dropping a last line a crash left unfinished (so a torn record
+    never sits in the middle of the file)."""
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    with open(path, "ab+") as f:
+        f.seek(0)
+        content = f.read()
+        if content and not content.endswith(b"\n"):
+            f.truncate(content.rfind(b"\n") + 1)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _parse_record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_jsonl(path: str) -> list[dict]:
-    """Every object of a JSON-lines file; none if it does not exist yet."""
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every object of an append-only JSON-lines file; none if it does not exist yet.
+
+    A crash can cut the last line short: it is skipped. When the writer later appended to that cut line, the
+    line holds the cut record followed by a whole one: the whole one is kept. Any other line that is not a JSON
+    object is a SweepError naming the file and the line."""
+    lines = [(i, line) for i, line in enumerate(read_log_lines(path), 1) if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(lines):
+        record = _parse_record(line)
+        if record is None:  # a cut record, perhaps with a whole one appended after it
+            tails = (_parse_record(line[j:]) for j in range(1, len(line)) if line[j] == "{")
+            record = next((r for r in tails if r is not None), None)
+        if record is not None:
+            records.append(record)
+        elif k != len(lines) - 1:
+            raise SweepError(f"{path}, line {number}: not a JSON object ({line[:80]!r}); delete the line or the "
+                             f"file to go on")
+    return records
 
 
 def read_attempts(wd: str) -> list[dict]:
     return read_jsonl(os.path.join(wd, "attempts.jsonl"))
+
+
+def wall_seconds_sum(records: list[dict]) -> float:
+    """Summed `wall_seconds` of attempt or run records (a record without a number counts as 0)."""
+    return float(sum(a.get("wall_seconds", 0) for a in records
+                     if isinstance(a.get("wall_seconds", 0), (int, float))))
 
 
 def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = sys.executable, log=print) -> dict:
@@ -137,7 +200,7 @@ def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = 
         f"({parallel} at a time) under {runs_root(sweep)}")
     if todo:
         _warm_data_cache(sweep, todo, log)
-    running, failed, queue, t0 = [], [], list(todo), time.time()
+    running, failed, statuses, queue, t0 = [], [], [], list(todo), time.time()
     interrupted = False
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -157,14 +220,14 @@ def run(sweep: Sweep, parallel: int = 1, only: str | None = None, python: str = 
                     f"{time.time() - t0:.0f} s elapsed]")
                 if rc != 0:
                     failed.append(member.name)
+                    statuses.append(rc)
     except KeyboardInterrupt:
         interrupted = True
         _stop(sweep, running, log)
     finally:
         signal.signal(signal.SIGTERM, previous)
     result = {"members": len(chosen), "ran": len(todo), "failed": failed, "wall_seconds": time.time() - t0,
-              "parallel": parallel, "interrupted": interrupted}
+              "parallel": parallel, "interrupted": interrupted, "first_failure_status": statuses[0] if statuses else 0}
     if todo:
-        with open(os.path.join(runs_root(sweep), "sweep_runs.jsonl"), "a") as f:
-            f.write(json.dumps(result) + "\n")
+        append_jsonl(os.path.join(runs_root(sweep), "sweep_runs.jsonl"), result)
     return result

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from helpers import small_config
+from llm_jax.errors import UserError
 from llm_jax.infer.generate import generate_ids
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.transformer import Transformer
@@ -40,5 +41,5 @@ def test_long_generations_slide_the_window_and_stop_at_eos(model_and_params):
 
 def test_empty_prompt_is_an_error(model_and_params):
     model, params = model_and_params
-    with pytest.raises(ValueError, match="non-empty prompt"):
+    with pytest.raises(UserError, match="the prompt is empty"):
         generate_ids(model, params, [], 3, 16)
