@@ -8,7 +8,7 @@ PROMPT ?= ROMEO:
 PIP = $(VENV)/bin/python -m pip
 CONSTRAINTS = requirements/constraints.txt
 
-.PHONY: train test bench clean-venv
+.PHONY: train test test-quick fault-table bench clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ train: $(VENV)/.core
 
 test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest -q tests
+
+# A quick subset for your own loop: no fault-injection, multi-process, launcher or sweep cases.
+test-quick: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q -m "not fault and not slow" tests --ignore=tests/faults \
+		--ignore=tests/parallel --ignore=tests/launch --ignore=tests/sweep
+
+# The fault-injection cases alone (about 10 min), rewriting docs/reliability.md's fault table from what they saw.
+fault-table: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q -m fault tests --fault-table docs/reliability.md
 
 bench: $(VENV)/.core
 	$(VENV)/bin/llm-jax bench train --config configs/bench_cpu.py --json

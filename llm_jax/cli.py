@@ -10,9 +10,11 @@ import argparse
 import json
 import os
 import sys
+import traceback
+import warnings
 
-from llm_jax import argtypes
-from llm_jax.errors import EXIT_USAGE, LlmJaxError, Preempted, UserError
+from llm_jax import argtypes, fileio
+from llm_jax.errors import EXIT_BUG, EXIT_USAGE, LlmJaxError, Preempted, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -232,11 +234,12 @@ def cmd_data(args, extra) -> int:
     if args.json:
         _print_json(counts)
     else:
-        for key in ("documents_in", "exact_duplicates_removed", "near_duplicates_removed", "filtered",
-                    "documents_out", "tokens_out"):
-            print(f"{key:>26}: {counts[key]:,}")
-        for key, value in sorted(counts["input"].items()):
-            print(f"{'input.' + key:>26}: {value:,}")
+        rows = [(key, counts[key]) for key in ("documents_in", "exact_duplicates_removed", "near_duplicates_removed",
+                                               "filtered", "documents_out", "tokens_out")]
+        rows += [(f"input.{key}", value) for key, value in sorted(counts["input"].items())]
+        width = max(len(key) for key, _ in rows)
+        for key, value in rows:
+            print(f"{key:>{width}}: {value:,}")
     return 0
 
 
@@ -346,7 +349,8 @@ def _quiet_library_logs() -> None:
     """Keeps library chatter off the console, so that a failure reaches the user as the project's one-line error
     (which names the root cause) instead of pages of tracebacks: orbax logs routine checkpoint I/O as warnings
     and every failed background write as an error with a traceback; asyncio reports the failed write tasks
-    again; tensorstore's callbacks raise "Event loop is closed" as unraisable exceptions at exit.
+    again; tensorstore's callbacks raise "Event loop is closed" as unraisable exceptions at exit, and the
+    abandoned write coroutines warn that they were never awaited.
     LLM_JAX_LIBRARY_LOGS=1 shows all of it."""
     import logging
 
@@ -357,6 +361,7 @@ def _quiet_library_logs() -> None:
     absl_logging.set_verbosity(absl_logging.FATAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda unraisable: None
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def report(e: LlmJaxError) -> int:
@@ -364,6 +369,27 @@ def report(e: LlmJaxError) -> int:
     sys.stdout.flush()
     print(f"{'preempted' if isinstance(e, Preempted) else 'error'}: {e}", file=sys.stderr, flush=True)
     return e.exit_status
+
+
+def run_command(args, extra) -> tuple[int, str]:
+    """(exit status, one-line reason) of a parsed command; a bug outside a multi-process run propagates."""
+    from llm_jax.parallel import distributed
+    try:
+        return args.func(args, extra), ""
+    except KeyboardInterrupt:
+        error = Preempted(None, "SIGINT")
+    except OSError as e:  # the environment failed under a library (disk full, I/O error): one line, not a bug
+        error = e if isinstance(e, LlmJaxError) else fileio.os_error(e, "use", e.filename or "a file")
+    except LlmJaxError as e:
+        error = e
+    except Exception as e:  # noqa: BLE001 (a dead peer surfaces as a failed collective; the rest are bugs)
+        error = distributed.peer_failure(e)
+        if error is None:
+            if not distributed.active():
+                raise
+            traceback.print_exc()  # a bug in a multi-process run: shown, then the other processes are told
+            return EXIT_BUG, f"a bug: {type(e).__name__}: {str(e)[:200]}"
+    return report(error), str(error)[:300]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,18 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     _quiet_library_logs()
     from llm_jax.parallel import distributed
-    try:
-        status = args.func(args, extra)
-    except LlmJaxError as e:
-        status = report(e)
-    except KeyboardInterrupt:
-        status = report(Preempted(None, "SIGINT"))
-    except Exception as e:  # noqa: BLE001 (a dead peer surfaces as a failed collective; the rest are bugs)
-        peer = distributed.peer_failure(e)
-        if peer is None:
-            raise
-        status = report(peer)
-    return distributed.finish(status)
+    status, reason = run_command(args, extra)
+    return distributed.finish(status, reason)
 
 
 if __name__ == "__main__":

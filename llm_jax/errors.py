@@ -22,13 +22,14 @@ EXIT_STATUSES = (
     (EXIT_OK, "ok", "the command finished", "—"),
     (EXIT_BUG, "bug", "an unexpected exception (a traceback is printed): a bug in llm_jax or a library",
      "report it with the traceback"),
-    (EXIT_USAGE, "usage", "bad input or a refusal: an unknown flag or config key, a value out of range, a file "
-     "that cannot be parsed, a work directory locked by another run or holding an incompatible run; nothing was "
-     "started or changed", "fix what the one-line error names and rerun"),
+    (EXIT_USAGE, "usage", "bad input or a refusal: an unknown flag or config key, a value out of range, a path "
+     "that does not exist or cannot be accessed (permissions, read-only), a file that cannot be parsed, a work "
+     "directory locked by another run or holding an incompatible run; nothing was started or changed",
+     "fix what the one-line error names and rerun"),
     (EXIT_HALTED, "halted", "training stopped itself: a non-finite loss or gradient, or too many loss spikes; "
      "the last good state is checkpointed", "lower train.lr (or set train.nonfinite=skip) and rerun to resume"),
-    (EXIT_IO, "io", "a file could not be written or read (disk full, permissions, a storage error that retries did "
-     "not fix); the last good checkpoint is intact", "free space or fix the storage, then rerun to resume"),
+    (EXIT_IO, "io", "the storage failed: a disk full, an I/O error, a checkpoint that retries could not read; the "
+     "last good checkpoint is intact", "free space or fix the storage, then rerun to resume"),
     (EXIT_PREEMPTED, "preempted", "SIGTERM/SIGINT: the step finished and a checkpoint of it was written",
      "requeue: the same command resumes from that checkpoint"),
     (EXIT_PEER_LOST, "peer lost", "another process of a multi-process run died or stopped answering; work since "

@@ -32,10 +32,13 @@ def os_error(e: OSError, action: str, path: str) -> UserError | StorageError:
     return cls(f"cannot {action} {path}: {reason}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # read once, at import: setting it later races with threads creating files
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
 
 
 def fsync_dir(directory: str) -> None:
@@ -68,7 +71,7 @@ def atomic_path(path: str) -> Iterator[str]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except OSError as e:
         _remove_quietly(tmp)
@@ -123,11 +126,80 @@ def read_json(path: str, what: str = "JSON file", expect: type | None = dict) ->
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise FileFormatError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
-                              f"{' (truncated?)' if e.pos >= len(text.rstrip()) else ''}") from e
+        truncated = e.pos >= len(text.rstrip()) or not text.rstrip().endswith(("}", "]"))
+        raise FileFormatError(f"{what} {path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
+                              f"{'; it looks truncated' if truncated else ''}") from e
     if expect is not None and not isinstance(value, expect):
         raise FileFormatError(f"{what} {path} holds a JSON {type(value).__name__}, expected a {expect.__name__}")
     return value
+
+
+def drop_torn_last_line(path: str) -> None:
+    """A process killed while appending a line leaves it without its newline: cut it off so that the next
+    append starts on a line of its own (the torn record is lost either way)."""
+    try:
+        with open(path, "rb+") as f:
+            content = f.read()
+            if content and not content.endswith(b"\n"):
+                f.truncate(content.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise os_error(e, "repair", path) from e
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one JSON line to a small append-only log (after dropping a torn last line), fsynced."""
+    drop_torn_last_line(path)
+    try:
+        with open(path, "ab") as f:
+            f.write((json.dumps(record) + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise os_error(e, "append to", path) from e
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_jsonl(path: str, what: str = "JSON-lines file", missing_ok: bool = False) -> list[dict]:
+    """Every object of an append-only JSON-lines file. A crash can cut the last line short: it is skipped; when
+    a writer later appended to that cut line, the whole record after the cut is kept. Any other line that is not
+    a JSON object is a FileFormatError naming the file and the line."""
+    if missing_ok and not os.path.lexists(path):
+        return []
+    lines = [(n, line) for n, line in enumerate(read_bytes(path, what).decode("utf-8", "replace").splitlines(), 1)
+             if line.strip()]
+    records = []
+    for k, (number, line) in enumerate(lines):
+        record = _json_object(line)
+        if record is None:  # a cut record, perhaps with a whole one appended after it
+            tails = (_json_object(line[j:]) for j in range(1, len(line)) if line[j] == "{")
+            record = next((r for r in tails if r is not None), None)
+        if record is not None:
+            records.append(record)
+        elif k != len(lines) - 1:
+            raise FileFormatError(f"{what} {path}, line {number}: not a JSON object ({line[:80]!r}); delete the "
+                                  f"line or the file to go on")
+    return records
+
+
+def check_writable_dir(path: str) -> None:
+    """Creates `path` if needed and proves a file can be created in it (os.access is not enough: root passes
+    it on read-only mounts); one error naming the path otherwise."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".llm_jax-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise os_error(e, "write in directory", path) from e
 
 
 def check_new_output(path: str, flag: str = "--out") -> None:

@@ -60,7 +60,7 @@ def test_unwritable_workdir_is_an_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
     proc = run_cli("train", "--workdir", blocker / "run", *QUICK)
-    assert "cannot create work directory" in one_error_line(proc)
+    assert "cannot write in directory" in one_error_line(proc) and "Not a directory" in proc.stderr
     assert blocker.read_text() == "a file, not a directory"
 
 

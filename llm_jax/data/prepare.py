@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from llm_jax import fileio
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup, filters
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype, write_shards
@@ -205,7 +206,7 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp-")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the output's mode
+        os.chmod(tmp, 0o777 & ~fileio.UMASK)  # mkdtemp's 0700 would otherwise become the output's mode
     except OSError as e:
         raise os_error(e, "create a temporary directory in", parent) from e
     try:
@@ -245,12 +246,6 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         raise
     log(f"data: {counts['documents_out']:,} documents, {counts['tokens_out']:,} tokens -> {output}")
     return manifest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def unigram_entropy(token_arrays, vocab_size: int, block: int = 1 << 24) -> float:

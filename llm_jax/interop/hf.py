@@ -19,6 +19,7 @@ import ml_dtypes
 import numpy as np
 
 from llm_jax import config as config_lib
+from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
 from llm_jax.interop import safetensors_io
@@ -354,7 +355,6 @@ HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 def _find_tokenizer(src_dir: str, what: str) -> str:
     """The tokenizer file of `src_dir` that Hugging Face reads (checked loadable), or one ConversionError."""
-    from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
     for name in HF_TOKENIZER_FILES:
         path = os.path.join(src_dir, name)
         if os.path.isfile(path):

@@ -9,9 +9,10 @@ stays as a thin parent that never imports JAX:
 
 - it relays the child's output line by line, holding back JAX's C++ log lines about the distributed runtime
   (shown with LLM_JAX_LIBRARY_LOGS=1);
-- it forwards SIGTERM/SIGINT to the child (which checkpoints and exits 75) and ignores them itself;
-- it exits with the child's status; when the child was aborted by JAX's distributed runtime it prints the
-  project's one line instead and exits EXIT_PEER_LOST (76); another death by a signal is reported with it;
+- it forwards SIGTERM/SIGINT (and SIGHUP, as SIGTERM) to the child, which checkpoints and exits 75;
+- it exits with the child's status; when the child was aborted by JAX's distributed runtime (SIGABRT after
+  its fatal report) it prints the project's one line instead and exits EXIT_PEER_LOST (76); another death by
+  a signal is reported as 128 + the signal;
 - the child dies with it (PR_SET_PDEATHSIG on Linux), so killing the parent kills the process, as before.
 
 LLM_JAX_SUPERVISE=0 turns the agent off (the training then runs in the launched process itself).
@@ -23,10 +24,10 @@ import collections
 import ctypes
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
-import threading
 
 from llm_jax.errors import EXIT_PEER_LOST
 from llm_jax.parallel.distributed import detect
@@ -79,43 +80,64 @@ class _StderrFilter:
             self.out.flush()
 
 
-def _relay(stream, write) -> None:
-    for text in iter(stream.readline, ""):
-        write(text)
-    stream.close()
+def _relay(child, out_line, err_line) -> None:
+    """Copies the child's stdout and stderr line by line, in the order the lines arrive, until both close."""
+    streams = {child.stdout.fileno(): (child.stdout, out_line), child.stderr.fileno(): (child.stderr, err_line)}
+    with selectors.DefaultSelector() as selector:
+        for fd, (stream, _) in streams.items():
+            selector.register(fd, selectors.EVENT_READ)
+        pending = {fd: b"" for fd in streams}
+        while streams:
+            for key, _ in selector.select():
+                fd = key.fd
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(fd)
+                    if pending[fd]:
+                        streams[fd][1](pending[fd].decode("utf-8", "replace"))
+                    del streams[fd]
+                    continue
+                *lines, pending[fd] = (pending[fd] + chunk).split(b"\n")
+                for line in lines:
+                    streams[fd][1](line.decode("utf-8", "replace") + "\n")
 
 
-def supervise(argv: list[str]) -> int:
-    """Runs `python -m llm_jax ARGV` as the worker of this process and returns the status to exit with."""
+def supervise(argv: list[str], command: list[str] | None = None) -> int:
+    """Runs `python -m llm_jax ARGV` (or `command` + ARGV) as the worker of this process and returns the status
+    to exit with."""
     env = dict(os.environ, **{WORKER_ENV: "1", "PYTHONUNBUFFERED": "1"})
-    child = subprocess.Popen([sys.executable, "-m", "llm_jax", *argv], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, errors="replace", preexec_fn=_die_with_parent)
+    holder: dict = {"child": None, "early": []}
 
-    def forward(signum, frame):
+    def forward(signum, frame):  # installed before the child exists: a signal in between is passed on later
+        child = holder["child"]
+        if child is None:
+            holder["early"].append(signum)
+            return
         try:
-            child.send_signal(signum)
+            child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
         except ProcessLookupError:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     stderr = _StderrFilter(sys.stderr, os.environ.get("LLM_JAX_LIBRARY_LOGS", "") not in ("", "0"))
 
     def out(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    relays = [threading.Thread(target=_relay, args=(child.stdout, out), daemon=True),
-              threading.Thread(target=_relay, args=(child.stderr, stderr.line), daemon=True)]
-    for relay in relays:
-        relay.start()
     try:
+        child = holder["child"] = subprocess.Popen(
+            [*(command or [sys.executable, "-m", "llm_jax"]), *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent)
+        for signum in holder["early"]:
+            forward(signum, None)
+        _relay(child, out, stderr.line)
         status = child.wait()
-        for relay in relays:
-            relay.join(timeout=10)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if stderr.fatal is not None:
+    aborted = status < 0 or status == 134  # SIGABRT, as the C++ runtime ends a process
+    if stderr.fatal is not None and aborted:
         print(f"error: lost contact with another process of this run: JAX's distributed runtime reported "
               f"{stderr.fatal[:300]!r} (process 0, which coordinates the run, most likely died); exiting with "
               f"status {EXIT_PEER_LOST} — rerun to resume from the last checkpoint", file=sys.stderr, flush=True)

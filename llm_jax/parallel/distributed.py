@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from llm_jax.errors import EXIT_PEER_LOST, PeerLostError, one_line
+from llm_jax.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, PeerLostError, one_line
 
 HEARTBEAT_INTERVAL = 1.0  # seconds between heartbeats
 _watchdog: "Watchdog | None" = None
@@ -100,9 +100,22 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+# What a collective reports when the process at the other end vanished (gloo, gRPC, NCCL, the TPU runtime).
+_LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "UNAVAILABLE",
+                    "DEADLINE_EXCEEDED", "Socket closed", "connection refused", "peer", "ABORTED")
+
+
+def active() -> bool:
+    """True in a multi-process run (the watchdog is running)."""
+    return _watchdog is not None
+
+
 def peer_failure(e: BaseException) -> PeerLostError | None:
-    """The error to report when `e` is a collective failing in a multi-process run (a peer died), else None."""
+    """The error to report when `e` is a collective failing because a peer vanished, else None (an
+    out-of-memory or a compile error is not a lost peer: requeueing would only repeat it)."""
     if _watchdog is None or type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+        return None
+    if not any(sign.lower() in str(e).lower() for sign in _LOST_PEER_SIGNS):
         return None
     return PeerLostError(f"a collective operation failed, most likely because another process of this run died "
                          f"({one_line(e, 200)}); rerun to resume from the last checkpoint")
@@ -110,11 +123,15 @@ def peer_failure(e: BaseException) -> PeerLostError | None:
 
 def finish(status: int, message: str = "") -> int:
     """End of a command: in a multi-process run, tell the other processes how this one ended and, when it
-    failed, leave at once (`os._exit`) so that JAX's exit-time shutdown cannot hang on a dead peer."""
+    failed, leave at once (`os._exit`) so that JAX's exit-time shutdown cannot hang on a dead peer. Process 0
+    hosts the coordination service, so after a preemption (75) it first waits, for at most the heartbeat bound,
+    until every process has said it is done — leaving earlier would abort the slower ones from C++."""
     if _watchdog is None:
         return status
     _watchdog.stop(status, message)
     if status != 0:
+        if status == EXIT_PREEMPTED and _watchdog.index == 0:
+            _watchdog.wait_for_peers(_watchdog.bound)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
@@ -122,30 +139,57 @@ def finish(status: int, message: str = "") -> int:
 
 
 class Watchdog:
-    """Heartbeats through the coordination service's key-value store and ends this process (status 76, one
-    line) when a peer stops beating or reports a failure. Keys: `llm_jax/beat/<i>` (a counter) and
-    `llm_jax/exit/<i>` (`status message`, posted by a process that is stopping)."""
+    """Heartbeats through the coordination service's key-value store and ends this process with one line when a
+    peer stops beating or reports a failure. Keys: `llm_jax/beat/<i>` (a counter) and `llm_jax/exit/<i>`
+    (`status message`, posted by a process that is stopping). A peer's posted status decides ours:
+    0 — it finished, no longer watched; 75 — preempted: we should be too within the heartbeat bound, else 76;
+    76 — it lost a peer: 76; anything else (1, 2, 3, 74: a bug, bad input, a halt, storage) — the same status,
+    so that a failure that would repeat is not requeued forever as a lost peer."""
 
     def __init__(self, client, index: int, count: int, bound: float, interval: float = HEARTBEAT_INTERVAL):
         self.client, self.index, self.count, self.bound, self.interval = client, index, count, bound, interval
         self.watched = range(count) if index == 0 else [0]
-        self._seen: dict[int, tuple[str, float]] = {}
+        self._seen: dict[int, tuple[str | None, float]] = {}
+        self._preempted_since: dict[int, float] = {}
         self._last_ok = time.monotonic()
+        self._error = "no error reported"
         self._stopped = threading.Event()
+        self._ending = threading.Lock()  # one process, one final line
         self._beats = 0
 
     def start(self) -> None:
         for target in (self._beat_loop, self._monitor_loop):
             threading.Thread(target=target, name=f"llm_jax-{target.__name__[1:]}", daemon=True).start()
 
+    def _post_exit(self, status: int, message: str) -> None:
+        """Posts this process's end; bounded, since a frozen coordinator would block the call forever."""
+        def post():
+            try:
+                self.client.key_value_set(f"llm_jax/exit/{self.index}", f"{status} {message}".strip(),
+                                          allow_overwrite=True)
+            except Exception:  # noqa: BLE001 (the service may be gone already: nothing more to tell)
+                pass
+        poster = threading.Thread(target=post, daemon=True)
+        poster.start()
+        poster.join(timeout=5)
+
     def stop(self, status: int, message: str = "") -> None:
-        """Stops watching and posts this process's end (others then stop watching it, or stop with it)."""
-        self._stopped.set()
-        try:
-            self.client.key_value_set(f"llm_jax/exit/{self.index}", f"{status} {message}".strip(),
-                                      allow_overwrite=True)
-        except Exception:  # noqa: BLE001 (the service may already be gone; nothing more to tell)
-            pass
+        """Stops watching and posts this process's end (the others then stop watching it, or stop with it)."""
+        with self._ending:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+        self._post_exit(status, message)
+
+    def wait_for_peers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if len(self.client.key_value_dir_get("llm_jax/exit/")) >= self.count:
+                    return
+            except Exception:  # noqa: BLE001
+                return
+            time.sleep(self.interval / 4)
 
     def _beat_loop(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -159,21 +203,37 @@ class Watchdog:
                 self._error = one_line(e, 200)
                 continue
             self._last_ok = now = time.monotonic()
-            for key, value in sorted(exits.items()):
-                peer, (status, _, why) = int(key.rsplit("/", 1)[1]), value.partition(" ")
-                if peer != self.index and status != "0":
-                    self._lost(f"process {peer} stopped with status {status}" + (f": {why}" if why else ""))
-                if status == "0" and peer in self.watched:
-                    self._seen[peer] = ("done", float("inf"))  # finished cleanly: no longer watched
-            for peer in self.watched:
-                if peer == self.index or self._seen.get(peer, ("", 0))[0] == "done":
-                    continue
-                value = beats.get(f"llm_jax/beat/{peer}")
-                if peer not in self._seen or self._seen[peer][0] != value:
-                    self._seen[peer] = (value, now)
-                elif now - self._seen[peer][1] > self.bound:
-                    self._lost(f"process {peer} sent no heartbeat for {self.bound:.0f} s (it died, hung or is "
-                               f"unreachable)")
+            self._judge_exits(exits, now)
+            self._judge_beats(beats, now)
+
+    def _judge_exits(self, exits: dict, now: float) -> None:
+        for key, value in sorted(exits.items()):
+            peer, (status, _, why) = int(key.rsplit("/", 1)[1]), value.partition(" ")
+            if peer == self.index:
+                continue
+            reason = f"process {peer} stopped with status {status}" + (f": {why}" if why else "")
+            if status == "0":
+                self._seen[peer] = ("done", float("inf"))
+            elif status == str(EXIT_PREEMPTED):
+                self._seen[peer] = ("done", float("inf"))  # it checkpointed; we should be preempted too
+                since = self._preempted_since.setdefault(peer, now)
+                if now - since > self.bound:
+                    self._end(EXIT_PEER_LOST, f"lost another process of this run: {reason}, and this one was not "
+                                              f"preempted within {self.bound:.0f} s")
+            else:
+                code = int(status) if status.isdigit() and int(status) < EXIT_PREEMPTED else EXIT_PEER_LOST
+                self._end(code, f"stopping with another process of this run: {reason}")
+
+    def _judge_beats(self, beats: dict, now: float) -> None:
+        for peer in self.watched:
+            if peer == self.index or self._seen.get(peer, ("", 0.0))[0] == "done":
+                continue
+            value = beats.get(f"llm_jax/beat/{peer}")
+            if peer not in self._seen or self._seen[peer][0] != value:
+                self._seen[peer] = (value, now)
+            elif now - self._seen[peer][1] > self.bound:
+                self._end(EXIT_PEER_LOST, f"lost another process of this run: process {peer} sent no heartbeat "
+                                          f"for {self.bound:.0f} s (it died, hung or is unreachable)")
 
     def _try_get(self, key: str) -> str | None:
         try:
@@ -187,21 +247,18 @@ class Watchdog:
         while not self._stopped.wait(self.interval):
             silent = time.monotonic() - self._last_ok
             if silent > self.bound:
-                self._lost(f"no answer from the coordination service on process 0 for {silent:.0f} s "
-                           f"({getattr(self, '_error', 'no error reported')})")
+                self._end(EXIT_PEER_LOST, f"lost another process of this run: no answer from the coordination "
+                                          f"service on process 0 for {silent:.0f} s ({self._error})")
 
-    def _lost(self, why: str) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        message = f"lost another process of this run: {why}"
+    def _end(self, status: int, message: str) -> None:
+        with self._ending:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
         sys.stdout.flush()
-        print(f"error: {message}; exiting with status {EXIT_PEER_LOST} — rerun to resume from the last checkpoint",
-              file=sys.stderr, flush=True)
-        try:  # tell the others why, and give them a moment to read it before this process (maybe the
-            self.client.key_value_set(f"llm_jax/exit/{self.index}", f"{EXIT_PEER_LOST} {message}",
-                                      allow_overwrite=True)  # coordinator) disappears
-            time.sleep(2 * self.interval if self.index == 0 else 0)
-        except Exception:  # noqa: BLE001
-            pass
-        os._exit(EXIT_PEER_LOST)
+        advice = " — rerun to resume from the last checkpoint" if status == EXIT_PEER_LOST else ""
+        print(f"error: {message}; exiting with status {status}{advice}", file=sys.stderr, flush=True)
+        self._post_exit(status, message)  # tell the others why, and give them a moment to read it before this
+        if self.index == 0:               # process (the coordinator) disappears
+            self.wait_for_peers(2 * self.interval)
+        os._exit(status)

@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
-from llm_jax.fileio import FileFormatError, atomic_write_json, read_json
-from llm_jax.sweep.spec import (Member, Sweep, SweepError, member_config, members, runs_root, train_args,
-                                 workdir)
+from llm_jax import fileio
+from llm_jax.fileio import FileFormatError, append_jsonl, atomic_write_json, read_json
+from llm_jax.sweep.spec import Member, Sweep, SweepError, member_config, members, runs_root, train_args, workdir
 
 DONE_FILE = "sweep_member.json"
 LAUNCHERS = ("local", "slurm", "tpu")
@@ -135,47 +135,13 @@ def _stop(sweep: Sweep, running: list, log) -> None:
     log(f"interrupted: {len(running)} running member(s) stopped at a checkpoint; `sweep run` again resumes them")
 
 
-def append_jsonl(path: str, record: dict) -> None:
-    """Appends one JSON line to a small log, first dropping a last line a crash left unfinished (so a torn record
-    never sits in the middle of the file)."""
-    line = (json.dumps(record) + "\n").encode("utf-8")
-    with open(path, "ab+") as f:
-        f.seek(0)
-        content = f.read()
-        if content and not content.endswith(b"\n"):
-            f.truncate(content.rfind(b"\n") + 1)
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _parse_record(line: str) -> dict | None:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def read_jsonl(path: str) -> list[dict]:
-    """Every object of an append-only JSON-lines file; none if it does not exist yet.
-
-    A crash can cut the last line short: it is skipped. When the writer later appended to that cut line, the
-    line holds the cut record followed by a whole one: the whole one is kept. Any other line that is not a JSON
-    object is a SweepError naming the file and the line."""
-    lines = [(i, line) for i, line in enumerate(read_log_lines(path), 1) if line.strip()]
-    records = []
-    for k, (number, line) in enumerate(lines):
-        record = _parse_record(line)
-        if record is None:  # a cut record, perhaps with a whole one appended after it
-            tails = (_parse_record(line[j:]) for j in range(1, len(line)) if line[j] == "{")
-            record = next((r for r in tails if r is not None), None)
-        if record is not None:
-            records.append(record)
-        elif k != len(lines) - 1:
-            raise SweepError(f"{path}, line {number}: not a JSON object ({line[:80]!r}); delete the line or the "
-                             f"file to go on")
-    return records
+    """Every object of one of the sweep's append-only JSON-lines logs (none if it does not exist yet); a torn
+    last line is skipped (fileio.read_jsonl)."""
+    try:
+        return fileio.read_jsonl(path, "sweep log", missing_ok=True)
+    except fileio.FileFormatError as e:
+        raise SweepError(str(e)) from e
 
 
 def read_attempts(wd: str) -> list[dict]:

@@ -12,9 +12,10 @@
   2. compatibility: the caller's check of the config saved with it (`check_config`), then the saved arrays'
      paths, shapes and dtypes against what this run needs. A mismatch refuses to resume (`CheckpointError`,
      one line naming the difference); the checkpoint is left where it is.
-  3. reading, retried (RESTORE_ATTEMPTS): an intact checkpoint that still cannot be read is a storage problem
+  3. reading, retried (RESTORE_ATTEMPTS): a checkpoint that still cannot be read is a storage problem
      (`CheckpointReadError`), never a reason to move it or to start from scratch.
-  If checkpoints existed and all were damaged, the run refuses to start from step 0 (`--restart` does).
+  When no intact checkpoint is left and `checkpoints_bad/` holds damaged ones, the run refuses to start from
+  step 0 (`--restart` does). On several processes, process 0 verifies and all share its verdict.
 - Arrays are restored by path (`'opt_state/1/0/mu/embed/embedding'`), not by container type, so a state tree
   that gained or lost an empty node (an optimizer wrapper without state) still restores, and a real
   difference is reported leaf by leaf. Restoring against `jax.ShapeDtypeStruct`s with shardings reshards onto
@@ -59,6 +60,13 @@ class CheckpointReadError(StorageError):
     """An intact checkpoint cannot be read (storage trouble that retries did not fix); nothing was moved."""
 
 
+def _uncommitted_dir(directory: str, step: int) -> str:
+    """Where orbax is writing `step` before its commit: the temporary directory, or on object stores (which
+    orbax writes in place) the final one."""
+    tmp = os.path.join(directory, f"{step}{TMP_SUFFIX}")
+    return tmp if os.path.isdir(tmp) else os.path.join(directory, str(step))
+
+
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
@@ -87,15 +95,21 @@ def has_item(mngr: ocp.CheckpointManager, step: int, item: str) -> bool:
     return os.path.isdir(os.path.join(step_path(mngr, step), item))
 
 
-def saved_config(step_dir: str) -> dict | None:
-    """The resolved config saved with a checkpoint (None if it has none or it cannot be parsed)."""
-    path = os.path.join(step_dir, "config", "metadata")
+def _json_item(step_dir: str, item: str) -> dict | None:
+    """A JSON item of a checkpoint (`config`, `data`) read straight from its file; None if it has none or it
+    cannot be parsed (its integrity is the seal's business)."""
+    path = os.path.join(step_dir, item, "metadata")
     if not os.path.isfile(path):
         return None
     try:
-        return fileio.read_json(path, "checkpoint config")
+        return fileio.read_json(path, f"checkpoint {item}")
     except UserError:
         return None
+
+
+def saved_config(step_dir: str) -> dict | None:
+    """The resolved config saved with a checkpoint (None if it has none or it cannot be parsed)."""
+    return _json_item(step_dir, "config")
 
 
 def newest_saved_config(workdir: str) -> tuple[int, dict | None] | None:
@@ -235,9 +249,7 @@ class Checkpointer:
     def _seal_in_flight(self) -> None:
         """orbax's post-finalization callback (background thread, primary process): seal the temporary
         directory before orbax renames it into place. An exception here stops the commit."""
-        step = self._in_flight
-        tmp = os.path.join(self.directory, f"{step}{TMP_SUFFIX}")
-        seal.seal(tmp if os.path.isdir(tmp) else os.path.join(self.directory, str(step)))  # no tmp on GCS/S3
+        seal.seal(_uncommitted_dir(self.directory, self._in_flight))
 
     def save(self, state, data_state: dict, config: dict, wait: bool = False) -> None:
         """Starts saving `state` at its step (after finishing the previous save); `wait` blocks until done."""
@@ -300,16 +312,30 @@ class Checkpointer:
         self.quarantined.append(step)
         self.mngr.reload()
 
+    def _verify(self, step: int, step_dir: str) -> str | None:
+        """Why checkpoint `step` is damaged, or None. Process 0 reads the files (retried: an unreadable file
+        may be the storage, not the checkpoint) and every process learns the verdict, so a pod reads the
+        checkpoint once to verify it, not once per host."""
+        problem, error = None, None
+        if distributed.is_primary():
+            try:
+                problem = _with_retries(lambda: seal.problem(step_dir), f"verifying checkpoint {step}", self.log)
+            except OSError as e:
+                error = e
+        if distributed.any_process(error is not None):
+            raise CheckpointReadError(f"cannot read checkpoint {step} in {self.directory} to verify it: "
+                                      f"{_root_cause(error) if error else 'see process 0'}. Nothing was moved; "
+                                      f"rerun when the storage is readable")
+        if distributed.any_process(problem is not None):
+            return problem or "its files fail their seal (checked by process 0)"
+        return None
+
     def restore_latest(self, abstract_state, check_config: Callable[[int, dict | None], None] | None = None):
         """(params, train fields or None, step) from the newest intact checkpoint; (None, None, None) if there
         is none. Damaged checkpoints are quarantined on the way down; see the module docstring for the rest."""
         for step in sorted(self.mngr.all_steps(), reverse=True):
             step_dir = os.path.join(self.directory, str(step))
-            try:
-                problem = _with_retries(lambda: seal.problem(step_dir), f"verifying checkpoint {step}", self.log)
-            except OSError as e:
-                raise CheckpointReadError(f"cannot read checkpoint {step} in {self.directory} to verify it: "
-                                          f"{one_line(e)}. Nothing was moved; rerun when the storage is readable") from e
+            problem = self._verify(step, step_dir)
             if problem:
                 self.quarantine(step, problem)
                 continue
@@ -321,18 +347,19 @@ class Checkpointer:
             except UserError:
                 raise
             except Exception as e:
-                if seal.is_sealed(step_dir):
-                    raise CheckpointReadError(
-                        f"cannot read checkpoint {step} in {self.directory}, although its files pass their "
-                        f"checksums: {_root_cause(e)}. Nothing was moved; rerun when the storage is readable") from e
-                self.quarantine(step, f"it has no seal and cannot be read: {_root_cause(e)}")
-                continue
+                why = ("although its files pass their checksums" if seal.is_sealed(step_dir) else
+                       "and it has no seal to tell damage from a storage error")
+                raise CheckpointReadError(
+                    f"cannot read checkpoint {step} in {self.directory}, {why}: {_root_cause(e)}. Nothing was "
+                    f"moved; rerun when the storage is readable (or move the checkpoint aside if it is damaged)") from e
             self.last_good = step
             return params, train, step
-        if self.quarantined:
+        bad_dir = os.path.join(os.path.dirname(self.directory), "checkpoints_bad")
+        if self.quarantined or (os.path.isdir(bad_dir) and os.listdir(bad_dir)):
             raise CheckpointError(
-                f"every checkpoint in {self.directory} was damaged (steps {', '.join(map(str, self.quarantined))}, "
-                f"now in checkpoints_bad/); refusing to start again from step 0 — rerun with --restart to do that")
+                f"no intact checkpoint is left in {self.directory} and checkpoints_bad/ holds damaged ones "
+                f"({', '.join(sorted(os.listdir(bad_dir)))}); refusing to start again from step 0 — rerun with "
+                f"--restart to do that (the old run is moved to previous/)")
         return None, None, None
 
 
@@ -396,17 +423,13 @@ def restore_other_run(path: str, abstract_state, params_only: bool):
 
 def restore_data_state(mngr: ocp.CheckpointManager, step: int) -> dict | None:
     """The loader position saved at `step` ({"step", "seed", "fingerprint"}), or None if none was saved."""
-    if not has_item(mngr, step, "data"):
-        return None
-    return dict(mngr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"])
+    return _json_item(step_path(mngr, step), "data")
 
 
 def save_params(workdir: str, params, step: int = 0) -> None:
     """A parameters-only checkpoint (conversion, export), sealed like any other."""
-    holder = {}
-    mngr = manager(workdir, keep=1, on_commit=lambda: seal.seal(holder["dir"]))
-    tmp = os.path.join(str(mngr.directory), f"{step}{TMP_SUFFIX}")
-    holder["dir"] = tmp
+    directory = checkpoint_dir(workdir)
+    mngr = manager(workdir, keep=1, on_commit=lambda: seal.seal(_uncommitted_dir(directory, step)))
     try:
         mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)), force=True)
         mngr.wait_until_finished()

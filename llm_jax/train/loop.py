@@ -165,6 +165,19 @@ def halt_message(cfg, metrics) -> str:
             f"{bad - 1}, is checkpointed. Resume after lowering train.lr, or set train.nonfinite=skip")
 
 
+def _close_all(closers, quiet: bool) -> None:
+    """Runs every closer; the first error is raised after all have run — unless another exception is already
+    on its way out (`quiet`), which a cleanup error (e.g. a full disk again) must not replace."""
+    first = None
+    for close in closers:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 (re-raised below unless quiet)
+            first = first or e
+    if first is not None and not quiet:
+        raise first
+
+
 def claim_workdir(workdir: str, run_id: str, restart: bool, log) -> workdir_lib.WorkdirLock | None:
     """Creates and locks the work directory (process 0 for all; every process learns the outcome), and with
     `restart` moves the previous run aside. Returns the held lock (None on other processes)."""
@@ -178,6 +191,9 @@ def claim_workdir(workdir: str, run_id: str, restart: bool, log) -> workdir_lib.
                 workdir_lib.archive_previous_run(workdir, log)
         except Exception as e:  # noqa: BLE001 (re-raised below, after every process knows)
             error = e
+        except BaseException:  # a signal during start-up: leave no lock behind
+            lock.release()
+            raise
     if distributed.any_process(error is not None):
         if error is not None:
             if lock is not None:
@@ -254,7 +270,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
         data_state = {"step": int(state.step), "seed": t_cfg.seed, "fingerprint": data.fingerprint}
         ckpt.save(state, data_state, cfg.to_dict(), wait=wait)
 
-    eval_loss = None
+    eval_loss, failed = None, True
     try:
         with activate(mesh, rules):
             preemption.arm()
@@ -300,9 +316,9 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
                 if preempted:
                     raise Preempted(done, preemption.signal_name)
                 timer.restart()  # evaluation and checkpoint hand-off do not count as step time
+        failed = False
     finally:
-        writer.close()
-        ckpt.close()
+        _close_all((ckpt.close, writer.close), quiet=failed)
 
     if eval_loss is None:
         log(f"nothing to do: the checkpoint is already at step {start_step} of {t_cfg.steps}")

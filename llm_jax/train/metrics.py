@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 
-from llm_jax.fileio import FileFormatError, read_text
+from llm_jax.fileio import drop_torn_last_line, os_error, read_jsonl
 
 
 def format_duration(seconds: float) -> str:
@@ -34,14 +35,23 @@ class MetricsWriter:
     scalars to TensorBoard. Each row is one `write` of a whole line, flushed at once."""
 
     def __init__(self, workdir: str, enabled: bool = True, run_id: str | None = None):
-        self.enabled, self.run_id = enabled, run_id
+        self.enabled, self.run_id, self.workdir = enabled, run_id, workdir
         if not enabled:
             return
         path = os.path.join(workdir, "metrics.jsonl")
-        _drop_partial_last_line(path)
-        self._jsonl = open(path, "a", buffering=1)
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        with self._storage("open"):
+            drop_torn_last_line(path)
+            self._jsonl = open(path, "a", buffering=1)
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    @contextlib.contextmanager
+    def _storage(self, action: str):
+        """OSErrors (a full disk) become one StorageError naming the work directory."""
+        try:
+            yield
+        except OSError as e:
+            raise os_error(e, f"{action} the metrics (metrics.jsonl, tensorboard/) of", self.workdir) from e
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -49,28 +59,19 @@ class MetricsWriter:
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
         if self.run_id:
             record["run_id"] = self.run_id
-        self._jsonl.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)):
-                self._tb.add_scalar(key, value, step)
+        with self._storage("write"):
+            self._jsonl.write(json.dumps(record) + "\n")
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
         if self.enabled:
-            self._jsonl.close()
-            self._tb.close()
-
-
-def _drop_partial_last_line(path: str) -> None:
-    """A run killed while writing a row leaves it without its newline; cut it off so appends start clean."""
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+            with self._storage("close"):
+                try:
+                    self._jsonl.close()
+                finally:
+                    self._tb.close()
 
 
 def _plain(value):
@@ -82,15 +83,5 @@ def _plain(value):
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """Every row of metrics.jsonl; a last line cut short by a crash is skipped, any other bad line is an error."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    lines = [line for line in read_text(path, "metrics file").splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if number == len(lines):
-                break  # the write of the last row was interrupted
-            raise FileFormatError(f"metrics file {path}: line {number} is not JSON ({e.msg})") from e
-    return rows
+    """Every row of metrics.jsonl (a last row cut short by a crash is skipped)."""
+    return read_jsonl(os.path.join(workdir, "metrics.jsonl"), "metrics file")

@@ -4,7 +4,9 @@ The process then exits with EXIT_PREEMPTED (75, EX_TEMPFAIL from sysexits.h), wh
 "requeue me": rerunning the same command resumes from that checkpoint.
 
 - Before the loop is armed (data preparation, compilation, restore) a signal stops the command at once with
-  the same status: there is no step to save, and everything those phases write is atomic.
+  the same status: there is no step to save, and everything those phases write is atomic. The handler raises
+  `StartupInterrupted`, a BaseException like KeyboardInterrupt, so that no `except Exception` on the way (a
+  retry, a "count bad input and go on") can swallow it; `PreemptionWatcher.__exit__` turns it into Preempted.
 - Once armed, a signal only sets a flag; the loop finishes its step, checkpoints it and raises `Preempted`.
 - After the first signal, further SIGTERM/SIGINT are ignored until the process exits — also after the loop has
   left the watcher, while the checkpoint is sealed and files are closed — so a second signal can neither lose
@@ -21,6 +23,10 @@ from llm_jax.errors import EXIT_PREEMPTED, Preempted
 __all__ = ["EXIT_PREEMPTED", "Preempted", "PreemptionWatcher", "SIGNALS"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupInterrupted(BaseException):  # noqa: N818 (like KeyboardInterrupt)
+    """Raised by the signal handler before the loop is armed; becomes Preempted(None, ...) on the way out."""
 
 
 class PreemptionWatcher:
@@ -40,7 +46,7 @@ class PreemptionWatcher:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         if not self.armed:
-            raise Preempted(None, self.signal_name)
+            raise StartupInterrupted(self.signal_name)
 
     def arm(self) -> None:
         self.armed = True
@@ -51,8 +57,10 @@ class PreemptionWatcher:
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.requested:  # on the way out with status 75: signals stay ignored
-            return
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.requested:
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous)
+        # else: on the way out with status 75, signals stay ignored
+        if exc_type is StartupInterrupted:
+            raise Preempted(None, self.signal_name) from None

@@ -67,7 +67,16 @@ def problem(step_dir: str) -> str | None:
         files = record["files"] if "version" in record else record.get("files", {})
     except (fileio.FileFormatError, KeyError) as e:
         return f"its seal is unreadable ({e})"
-    expected = {rel: (entry, None) if isinstance(entry, int) else tuple(entry) for rel, entry in files.items()}
+    expected = {}
+    for rel, entry in (files.items() if isinstance(files, dict) else ()):
+        if isinstance(entry, int):
+            entry = (entry, None)
+        if not (isinstance(rel, str) and isinstance(entry, (list, tuple)) and len(entry) == 2
+                and all(isinstance(x, int) for x in entry if x is not None) and isinstance(entry[0], int)):
+            return f"its seal is unreadable (entry {rel!r}: {entry!r})"
+        expected[rel] = tuple(entry)
+    if not isinstance(files, dict):
+        return "its seal is unreadable (no file list)"
     for rel, (size, _) in sorted(expected.items()):
         if rel in REWRITTEN:
             continue

@@ -25,8 +25,6 @@ class StepPolicy:
     spike_factor: float = 0.0
     spike_limit: int = 5
     spike_warmup_steps: int = 100
-    inject_nan_step: int = 0      # 1-based step whose loss is poisoned; 0 = never. Not a config key: only the
-                                  # fault-injection wrapper of the tests (tests/faults/inject.py) sets it
 
     @classmethod
     def from_config(cls, t_cfg, dynamic_loss_scale: bool) -> "StepPolicy":
@@ -82,9 +80,6 @@ def make_train_step(model, tx, schedule, policy: StepPolicy):
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(base_rng, state.step)  # dropout noise is a pure function of the step
         grads, loss = _gradients(model, state, batch, rng, policy.micro_batches)
-        if policy.inject_nan_step:
-            loss = jnp.where(state.step + 1 == policy.inject_nan_step, jnp.nan, loss)
-            grads = jax.tree.map(lambda g: jnp.where(state.step + 1 == policy.inject_nan_step, jnp.nan, g), grads)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -153,17 +153,7 @@ class WorkdirLock:
 
 def prepare(workdir: str) -> None:
     """Creates the work directory and checks that it is writable."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise fileio.os_error(e, "create work directory", workdir) from e
-    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-    try:
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise fileio.os_error(e, "write in work directory", workdir) from e
+    fileio.check_writable_dir(workdir)
 
 
 def archive_previous_run(workdir: str, log=print) -> str | None:

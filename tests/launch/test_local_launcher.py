@@ -163,7 +163,7 @@ def test_a_failed_worker_stops_the_others_and_its_status_is_the_launchers(tmp_pa
     assert "process 0 exited with status 3; stopping the others" in launch.err
     assert "process 1 exited with status 75" in launch.err
     assert "sent SIGKILL to what process 1 left in its process group" in launch.err
-    assert launch.elapsed < 10
+    assert launch.elapsed < 20
     launch.assert_nothing_left()  # the worker's own child too
 
 
@@ -181,7 +181,7 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path):
     launch = Launch(tmp_path, grace=2, **{"0": "exit=74@0.3", "1": "stubborn"})
     assert launch.finish() == 74, launch.err
     assert "did not exit within 2s: SIGKILL" in launch.err and "process 1 exited with status 137" in launch.err
-    assert 2 < launch.elapsed < 10
+    assert 2 < launch.elapsed < 20
     launch.assert_nothing_left()
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from llm_jax import fileio
 from llm_jax.errors import StorageError
+from llm_jax.fileio import append_jsonl
 from llm_jax.sweep import Sweep
 from llm_jax.sweep import report as report_lib
-from llm_jax.sweep.runner import DONE_FILE, append_jsonl, is_done, read_jsonl
+from llm_jax.sweep.runner import DONE_FILE, is_done, read_jsonl
 from llm_jax.sweep.spec import SweepError, members
 
 

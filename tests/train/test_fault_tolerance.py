@@ -16,7 +16,7 @@ import pytest
 
 from helpers import REPO, small_config
 from llm_jax.train.metrics import read_metrics
-from llm_jax.train.preemption import EXIT_PREEMPTED
+from llm_jax.errors import EXIT_HALTED, EXIT_PREEMPTED
 
 STEPS = 40
 KEYS = ("loss", "grad_norm", "learning_rate", "eval_loss", "loss_scale")
@@ -31,8 +31,13 @@ def train_args(corpus, workdir, *extra):
             "--config.checkpoint.keep=10", *extra]
 
 
+INJECT = os.path.join(REPO, "tests", "faults", "inject.py")
+
+
 def start(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "llm_jax", *args], cwd=REPO, stdout=subprocess.PIPE,
+    """`llm-jax ARGS`; with LLM_JAX_FAULTS in `env`, through the fault-injection wrapper."""
+    argv = [INJECT] if env and "LLM_JAX_FAULTS" in env else ["-m", "llm_jax"]
+    return subprocess.Popen([sys.executable, *argv, *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, **(env or {})))
 
 
@@ -72,6 +77,8 @@ def reference(small_corpus, tmp_path_factory):
     return final_metrics(workdir)
 
 
+@pytest.mark.fault(fault="`kill -9` at steps 13, 27 and 36 (checkpoints every 10), then the same command",
+                   outcome="resumes from 10 / 20 / 30; every metric of every step equals the uninterrupted run's")
 @pytest.mark.parametrize("kill_at", [13, 27, 36])
 def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(small_corpus, tmp_path, reference, kill_at):
     workdir = tmp_path / "run"
@@ -88,6 +95,8 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run_bit_for_bit(small_corpu
         assert resumed[step] == reference[step], (step, resumed[step], reference[step])
 
 
+@pytest.mark.fault(fault="`kill -9` on mesh (8,1,1), resume on (2,2,2) (8 fake CPU devices)",
+                   outcome="resharded restore; losses within 1e-5 of the uninterrupted run")
 def test_resume_onto_another_mesh_matches_within_1e_5(small_corpus, tmp_path):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     mesh = lambda d, f, t: [f"--config.mesh.data={d}", f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}",
@@ -108,12 +117,14 @@ def test_resume_onto_another_mesh_matches_within_1e_5(small_corpus, tmp_path):
             assert got[step]["loss"] == pytest.approx(expected[step]["loss"], abs=1e-5), step
 
 
-def test_sigterm_writes_a_checkpoint_at_the_current_step_and_exits_75(small_corpus, tmp_path):
+@pytest.mark.fault(fault="SIGTERM mid-run", outcome="checkpoint at the current step, nothing trained past it, exit 75")
+def test_sigterm_writes_a_checkpoint_at_the_current_step_and_exits_75(small_corpus, tmp_path, observe):
     workdir = tmp_path / "run"
     proc = start(train_args(small_corpus, workdir, "--config.train.steps=100000"))
     wait_for_step(workdir, 13, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
+    observe(proc.returncode, err)
     assert proc.returncode == EXIT_PREEMPTED == 75, err[-2000:]
     step = int(err.split("checkpoint written at step ")[1].split(";")[0])
     assert step >= 13
@@ -122,6 +133,8 @@ def test_sigterm_writes_a_checkpoint_at_the_current_step_and_exits_75(small_corp
     assert max(r["step"] for r in read_metrics(str(workdir))) == step  # nothing trained past the checkpoint
 
 
+@pytest.mark.fault(fault="half of the largest file of the latest checkpoint truncated",
+                   outcome="warning naming checkpoint 30, quarantined, resumed from 20")
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(small_corpus, tmp_path):
     workdir = tmp_path / "run"
     run(train_args(small_corpus, workdir, "--config.train.steps=30"))
@@ -131,24 +144,29 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(small_corp
     with open(victim, "r+b") as f:
         f.truncate(os.path.getsize(victim) // 2)
     out, _ = run(train_args(small_corpus, workdir, "--config.train.steps=40"))
-    assert "checkpoint 30 is unusable" in out and "resuming from the checkpoint at step 20" in out
+    assert "checkpoint 30 is damaged" in out and "resuming from the checkpoint at step 20" in out
     assert os.path.isdir(workdir / "checkpoints" / "40") and os.listdir(workdir / "checkpoints_bad")
 
 
-def test_injected_nan_stops_with_the_last_good_state_or_is_skipped(small_corpus, tmp_path):
+@pytest.mark.fault(fault="NaN injected at step 17, `nonfinite=stop` / `skip`",
+                   outcome="stop: exit 3 naming step 17, checkpoint of step 16; skip: update dropped and counted")
+def test_injected_nan_stops_with_the_last_good_state_or_is_skipped(small_corpus, tmp_path, observe):
     stop = tmp_path / "stop"
-    proc = start(train_args(small_corpus, stop, "--config.train.inject_nan_step=17"))
+    nan_at_17 = {"LLM_JAX_FAULTS": '{"nan_step": 17}'}
+    proc = start(train_args(small_corpus, stop), nan_at_17)
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 2 and "stopped at step 17: a non-finite loss" in err, err[-2000:]
+    observe(proc.returncode, err)
+    assert proc.returncode == EXIT_HALTED == 3 and "stopped at step 17: a non-finite loss" in err, err[-2000:]
     assert "the last good state, step 16, is checkpointed" in err
     assert os.path.isfile(stop / "checkpoints" / "16" / "llm_jax_seal.json")
     skip = tmp_path / "skip"
-    run(train_args(small_corpus, skip, "--config.train.inject_nan_step=17", "--config.train.nonfinite=skip"))
+    run(train_args(small_corpus, skip, "--config.train.nonfinite=skip"), nan_at_17)
     records = {r["step"]: r for r in read_metrics(str(skip))}
     assert records[17]["skipped"] == 1 and records[40]["skipped_total"] == 1
     assert records[16]["skipped"] == 0 and np.isfinite(records[40]["loss"])
 
 
+@pytest.mark.fault(fault="float16 run resumed from step 20", outcome="identical losses and loss scales")
 def test_float16_loss_scaling_survives_resume_bit_for_bit(small_corpus, tmp_path):
     args = ("--config.model.dtype=float16", "--config.train.loss_scale_period=5")
     full = tmp_path / "full"
@@ -164,6 +182,8 @@ def test_float16_loss_scaling_survives_resume_bit_for_bit(small_corpus, tmp_path
     assert len({r["loss_scale"] for r in expected.values() if r["loss_scale"]}) > 1  # the scale really moved
 
 
+@pytest.mark.fault(fault="loss spikes (55x the running mean) with `spike_limit=2`",
+                   outcome="two updates skipped, then halted; parameters untouched")
 def test_loss_spike_guard_skips_then_stops():
     from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
     from llm_jax.train.loop import build, compile_steps, to_device
