@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 from typing import Any, Iterable
 
 import ml_collections
@@ -39,6 +40,7 @@ DEFAULT_RULES = (
 MESH_AXES = ("stage", "data", "fsdp", "tensor")
 
 CHOICES = {
+    "model.family": ("decoder",),  # llm_jax.models.FAMILIES (a test keeps the two equal)
     "model.positions": ("learned", "sinusoidal", "rope", "none"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.norm_position": ("pre", "post"),
@@ -48,6 +50,7 @@ CHOICES = {
     "model.remat": ("none", "full", "dots"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
+    "train.objective": ("causal_lm",),  # llm_jax.objectives.OBJECTIVES (a test keeps the two equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
@@ -67,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     m = c.model
+    m.family = "decoder"         # the model family (llm_jax/models/__init__.py): decoder-only
     m.vocab_size = 2048          # tokenizer vocabulary (a trained tokenizer gets exactly this many pieces)
     m.seq_len = 256              # training context; also the size of the learned position table
     m.d_model = 256
@@ -98,6 +102,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     t = c.train
+    t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction
+    t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
+                                 # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
     t.batch_size = 8             # global, in sequences
     t.micro_batches = 1          # gradient accumulation inside the jitted step
@@ -433,6 +440,10 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.batch_size % t.micro_batches == 0,
              f"train.micro_batches={t.micro_batches} must divide train.batch_size={t.batch_size}")
     _require(t.lr > 0, f"train.lr={t.lr}: must be positive")
+    try:
+        re.compile(t.trainable)
+    except re.error as e:
+        raise ConfigError(f"train.trainable={t.trainable!r}: not a regular expression ({e})") from None
     _require(0 <= t.lr_min <= t.lr, f"train.lr_min={t.lr_min}: must be in [0, train.lr={t.lr}]")
     _require(0 <= t.warmup_steps <= t.steps,
              f"train.warmup_steps={t.warmup_steps}: must be in [0, train.steps={t.steps}]")

@@ -19,7 +19,7 @@ from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import LlmJaxError, StorageError, UserError, one_line
 from llm_jax.fileio import read_json
-from llm_jax.models.config import ModelConfig
+from llm_jax.models import build_model
 from llm_jax.models.transformer import Transformer
 from llm_jax.train import checkpoint
 
@@ -70,7 +70,7 @@ def load_workdir(workdir: str, step: int | None = None, log=None) -> LoadedModel
     Damaged newer checkpoints are skipped with a warning through `log` (default: standard error)."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cfg = read_config(workdir)
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
         raise WorkdirError(f"{workdir!r} has no checkpoints/ directory: train or convert a model into it first")
     try:

@@ -23,8 +23,7 @@ from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
 from llm_jax.interop import safetensors_io
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 from llm_jax.scaling.accounting import param_count
 
 # Rotary models have no position table, so `seq_len` only sets the training/eval window: capped here so a
@@ -286,7 +285,7 @@ def _fuse_gpt2_qkv(tensors: dict, n_layers: int) -> dict:
 
 
 def param_shapes(m) -> dict:
-    model = Transformer(ModelConfig.from_config(m))
+    model = build_model(m)
     tree = jax.eval_shape(lambda r: nn.unbox(model.init(r, jnp.zeros((1, 8), jnp.int32))["params"]),
                           jax.random.key(0))
     return jax.tree.map(lambda x: (x.shape, x.dtype), tree)

@@ -1,4 +1,10 @@
-"""ModelConfig: the resolved model fields the modules read (they never see the whole run config)."""
+"""ModelConfig: the model's strict view of the `model.*` section of the one schema (`llm_jax/config.py`).
+
+Modules never see the run config. They read this frozen dataclass, which has one field per schema key and no
+defaults of its own: `from_config` takes every key of a resolved `cfg.model` and refuses any it does not know
+(and any it lacks), so the schema and the model cannot drift apart silently — a test also checks that every
+field is read somewhere in `llm_jax/models/`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,18 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from llm_jax.errors import UserError
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# Schema keys that only derive other keys in config.resolve (ffn_multiple_of rounds the derived d_ff): the
+# modules read what they derived, so the view drops them by name.
+SCHEMA_ONLY = ("ffn_multiple_of",)
+PIPELINE_FIELDS = ("pipeline_stages", "pipeline_microbatches", "pipeline_repeats")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    family: str
     vocab_size: int
     seq_len: int
     d_model: int
@@ -19,34 +32,40 @@ class ModelConfig:
     n_kv_heads: int
     head_dim: int
     d_ff: int
-    positions: str = "learned"
-    rope_theta: float = 10000.0
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
-    norm_position: str = "pre"
-    ffn: str = "gelu"
-    tie_embeddings: bool = True
-    use_bias: bool = True
-    dropout: float = 0.0
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: str = "none"
-    scan_unroll: int = 1
-    init_std: float = 0.02
-    attention_impl: str = "auto"
-    document_mask: bool = False
-    mup: bool = False
-    mup_base_width: int = 256
-    pipeline_stages: int = 1          # from mesh.stage: >1 runs the layer stack as a pipeline
+    positions: str
+    rope_theta: float
+    norm: str
+    norm_eps: float
+    norm_position: str
+    ffn: str
+    tie_embeddings: bool
+    use_bias: bool
+    dropout: float
+    dtype: str
+    param_dtype: str
+    remat: str
+    scan_unroll: int
+    init_std: float
+    attention_impl: str
+    document_mask: bool
+    mup: bool
+    mup_base_width: int
+    # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
+    pipeline_stages: int = 1
     pipeline_microbatches: int = 1
     pipeline_repeats: int = 1
 
     @classmethod
     def from_config(cls, model_cfg, mesh_cfg=None) -> "ModelConfig":
-        """Builds from a resolved `cfg.model` (ConfigDict or dict); keys not used by modules are ignored.
-        With `mesh_cfg` (training), the pipeline layout comes along; without it (inference), none."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in dict(model_cfg).items() if k in fields}
+        """The view of a resolved `cfg.model` (ConfigDict or dict); with `mesh_cfg` (training) the pipeline
+        layout comes along. A key the view does not know, or one it lacks, is an error naming it."""
+        values = {k: v for k, v in dict(model_cfg).items() if k not in SCHEMA_ONLY}
+        names = {f.name for f in dataclasses.fields(cls)} - set(PIPELINE_FIELDS)
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            raise UserError(f"the model config does not match the model's view of the schema: "
+                            f"{'unknown ' + ', '.join(unknown) if unknown else ''}"
+                            f"{'; ' if unknown and missing else ''}{'missing ' + ', '.join(missing) if missing else ''}")
         if mesh_cfg is not None and mesh_cfg.stage > 1:
             values.update(pipeline_stages=mesh_cfg.stage, pipeline_repeats=mesh_cfg.pipeline_repeats,
                           pipeline_microbatches=mesh_cfg.pipeline_microbatches or 2 * mesh_cfg.stage)

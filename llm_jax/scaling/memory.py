@@ -19,8 +19,7 @@ import jax.numpy as jnp
 
 from llm_jax import config as config_lib
 from llm_jax.errors import UserError
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
 from llm_jax.scaling.accounting import (device_hours, flops_per_token, non_embedding_params, param_count,
                                         training_time_days)
@@ -57,7 +56,7 @@ class _MeshShape:
 
 def parameter_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     """Bytes of one device's parameter shards under the config's rules (parameters in model.param_dtype)."""
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
     specs = nn.logical_to_mesh(nn.get_partition_spec(boxed), rules_tuple(cfg))
     shapes = nn.unbox(boxed)

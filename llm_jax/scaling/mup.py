@@ -12,8 +12,7 @@ import numpy as np
 import optax
 
 from llm_jax import config as config_lib
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 from llm_jax.train.optimizer import make_optimizer
 
 
@@ -34,7 +33,7 @@ def coordinate_check(widths, *, mup: bool, steps: int = 5, lr: float = 1e-2, hea
     out = {}
     for width in widths:
         cfg = _config(width, mup, head_dim, base_width, lr, **model)
-        net = Transformer(ModelConfig.from_config(cfg.model))
+        net = build_model(cfg.model)
         tokens = jax.random.randint(jax.random.key(seed + 1), (batch, cfg.model.seq_len + 1), 0,
                                     cfg.model.vocab_size)
         params = nn.unbox(net.init(jax.random.key(seed), tokens[:, :-1])["params"])

@@ -14,11 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
 from llm_jax.scaling.accounting import flops_per_token, param_count
-from llm_jax.train.loop import build, compile_steps, to_device
 from llm_jax.train.mfu import measure_matmul_flops, table_peak
-from llm_jax.train.state import init_state
+from llm_jax.train.trainable import build_trainable
 
 
 def ceiling(platform: str) -> tuple[float, str]:
@@ -29,19 +27,17 @@ def ceiling(platform: str) -> tuple[float, str]:
 
 
 def bench_train(cfg, steps: int = 20, warmup: int = 3, log=print) -> dict:
-    mesh = make_mesh(cfg)
-    rules = rules_tuple(cfg)
-    model, tx, sched, _, shardings, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
+    trainable = build_trainable(cfg)
+    state = trainable.init_state()
     B, L = cfg.train.batch_size, cfg.model.seq_len
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (B, L + 1), dtype=np.int32)
     host_batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
     platform = jax.devices()[0].platform
     log(f"bench: {cfg.name} | {param_count(cfg.model):,} parameters | batch {B} x {L} | {cfg.model.dtype} | "
         f"{jax.device_count()} {platform} device(s)")
-    with activate(mesh, rules):
-        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
-        batch = to_device(host_batch, batch_shardings)
+    with trainable.activate():
+        step_fn = trainable.train_step
+        batch = trainable.to_device(host_batch)
         start = time.perf_counter()
         for _ in range(warmup):
             state, metrics = step_fn(state, batch)

@@ -15,11 +15,11 @@ import time
 import jax
 
 from llm_jax import config as config_lib
-from llm_jax.parallel.mesh import make_mesh, rules_tuple
+from llm_jax.parallel.mesh import make_mesh
 from llm_jax.scaling.accounting import param_count
 from llm_jax.train import checkpoint, seal
-from llm_jax.train.loop import build
-from llm_jax.train.state import init_state, state_bytes
+from llm_jax.train.state import state_bytes
+from llm_jax.train.trainable import build_trainable
 
 
 def _mesh_cfg(cfg, shape):
@@ -30,8 +30,7 @@ def _mesh_cfg(cfg, shape):
 
 
 def _timed_restore(workdir, cfg, shape, step):
-    other = _mesh_cfg(cfg, shape)
-    _, _, _, abstract, _, _ = build(other, make_mesh(other))
+    abstract = build_trainable(_mesh_cfg(cfg, shape)).abstract
     mngr = checkpoint.manager(workdir, read_only=True)
     start = time.perf_counter()
     params, train = checkpoint.restore(mngr, step, abstract)
@@ -51,9 +50,9 @@ def bench_checkpoint(cfg, save_mesh=(1, -1, 1), restore_meshes=((2, -1, 1), (1, 
                      log=print) -> dict:
     n = jax.device_count()
     cfg = _mesh_cfg(cfg, save_mesh)
-    mesh = make_mesh(cfg)
-    model, tx, _, _, _, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, 0, mesh, rules_tuple(cfg))
+    trainable = build_trainable(cfg)
+    mesh = trainable.mesh
+    state = trainable.init_state(seed=0)
     jax.block_until_ready(state)
     size = state_bytes(state)
     log(f"bench checkpoint: {param_count(cfg.model):,} parameters, {size / 2**30:.2f} GiB of state "

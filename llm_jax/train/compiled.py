@@ -7,25 +7,17 @@ FLOPs per token (`llm_jax.scaling.accounting`) to within 10% of `cost_analysis()
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from llm_jax.config import ConfigError
+from llm_jax.train.trainable import build_trainable
 
 
 def compile_train_step(cfg, devices: int | None = None):
     """The compiled step of `cfg` on this machine's devices (which must number `devices`, if given)."""
-    from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
-    from llm_jax.train.loop import build, compile_steps
     if devices is not None and jax.device_count() != devices:
         raise ConfigError(f"--compile needs the {devices} devices being estimated; this machine has "
                           f"{jax.device_count()} (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count={devices})")
-    mesh = make_mesh(cfg)
-    model, tx, sched, abstract, shardings, _ = build(cfg, mesh)
-    with activate(mesh, rules_tuple(cfg)):
-        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
-        shape = (cfg.train.batch_size, cfg.model.seq_len)
-        batch = {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in batch_shardings.items()}
-        return step_fn.lower(abstract, batch).compile()
+    return build_trainable(cfg).compile_train_step()
 
 
 def memory(compiled) -> dict:

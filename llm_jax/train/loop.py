@@ -21,66 +21,32 @@ from llm_jax import fileio
 from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
 from llm_jax.parallel import distributed
-from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.scaling.accounting import flops_per_token, param_count
 from llm_jax.train import checkpoint
 from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.mfu import peak_flops
-from llm_jax.train.optimizer import make_optimizer, schedule
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
-from llm_jax.train.state import abstract_state, init_state
-from llm_jax.train.step import StepPolicy, make_eval_step, make_train_step
+from llm_jax.train.trainable import Trainable, build_trainable
 
 
 class TrainingError(UserError):
     """The run cannot start as asked (e.g. a work directory whose checkpoints belong to another model)."""
 
 
-def use_dynamic_loss_scale(t_cfg, m_cfg) -> bool:
-    return t_cfg.loss_scaling == "dynamic" or (t_cfg.loss_scaling == "auto" and m_cfg.dtype == "float16")
-
-
-def build(cfg, mesh):
-    """Model, optimizer, schedule and the abstract sharded state for `cfg` on `mesh`."""
-    model = Transformer(ModelConfig.from_config(cfg.model, cfg.mesh))
-    tx = make_optimizer(cfg.train, cfg.model)
-    scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg.train, cfg.model) else 1.0
-    abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules_tuple(cfg))
-    return model, tx, schedule(cfg.train), abstract, shardings, scale
-
-
-def compile_steps(cfg, mesh, model, tx, sched, shardings):
-    rules = rules_tuple(cfg)
-    data_sharding = batch_sharding(mesh, rules)
-    batch_shardings = {"inputs": data_sharding, "targets": data_sharding, "segment_ids": data_sharding}
-    policy = StepPolicy.from_config(cfg.train, use_dynamic_loss_scale(cfg.train, cfg.model))
-    step_fn = jax.jit(make_train_step(model, tx, sched, policy), in_shardings=(shardings, batch_shardings),
-                      out_shardings=(shardings, None), donate_argnums=0)
-    eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params, batch_shardings))
-    return step_fn, eval_fn, batch_shardings
-
-
-def to_device(batch: dict, shardings: dict) -> dict:
-    return {k: jax.make_array_from_process_local_data(shardings[k], v) for k, v in batch.items()}
-
-
 @dataclasses.dataclass
 class Evaluator:
-    """Mean next-token loss over a fixed set of held-out batches (the same ones at every evaluation)."""
+    """Mean objective loss over a fixed set of held-out batches (the same ones at every evaluation)."""
     loader: BatchLoader
     num_batches: int
-    eval_fn: object
-    shardings: dict
+    trainable: Trainable
 
     def __call__(self, params) -> float:
         total, count = 0.0, 0.0
         for i in range(self.num_batches):
-            loss_sum, weight = self.eval_fn(params, to_device(self.loader.batch(i), self.shardings))
+            loss_sum, weight = self.trainable.eval_step(params, self.trainable.to_device(self.loader.batch(i)))
             total, count = total + float(loss_sum), count + float(weight)
         return total / count
 
@@ -110,8 +76,9 @@ def resume_check(cfg, workdir: str, log):
     return check
 
 
-def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, model, tx, abstract, scale, mesh, log, workdir: str):
+def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, trainable: Trainable, log, workdir: str):
     """The newest intact checkpoint of this run, else checkpoint.restore_from, else a fresh state."""
+    abstract = trainable.abstract
     params, train, step = ckpt.restore_latest(abstract, resume_check(cfg, workdir, log))
     if step is not None:
         log(f"resuming from the checkpoint at step {step}" if train else
@@ -123,7 +90,7 @@ def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, model, tx, abstract, sca
             f"{'parameters only' if params_only else 'full state'})")
     if train is not None:
         return abstract.replace(params=params, **train)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules_tuple(cfg))
+    state = trainable.init_state()
     return state if params is None else state.replace(params=params)
 
 
@@ -224,8 +191,8 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
         resume_check(cfg, workdir, log=lambda _: None)(*newest)
     data = training_data(cfg, log=log)
 
-    mesh = make_mesh(cfg)
-    model, tx, sched, abstract, shardings, scale = build(cfg, mesh)
+    trainable = build_trainable(cfg)
+    mesh = trainable.mesh
     n_params = param_count(cfg.model)
     log(f"model: {n_params:,} parameters | mesh {dict(mesh.shape)} | {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) | {t_cfg.steps} steps x {t_cfg.batch_size} x {cfg.model.seq_len} tokens")
@@ -237,7 +204,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
 
     ckpt = checkpoint.Checkpointer(workdir, cfg.checkpoint, log)
     try:
-        state = restore_or_init(cfg, ckpt, model, tx, abstract, scale, mesh, log, workdir)
+        state = restore_or_init(cfg, ckpt, trainable, log, workdir)
     except BaseException:
         ckpt.close()
         raise
@@ -251,15 +218,12 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
             f"{saved_data.get('fingerprint')} -> {data.fingerprint}); batches from here on differ from the "
             f"interrupted run's")
 
-    rules = rules_tuple(cfg)
-    with activate(mesh, rules):
-        step_fn, eval_fn, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
     pid, nproc = jax.process_index(), jax.process_count()
     loader = BatchLoader(data.train, t_cfg.batch_size, t_cfg.seed, weights=data.weights, process_index=pid,
                          process_count=nproc)
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
-    evaluate = Evaluator(val_loader, t_cfg.eval_batches, eval_fn, batch_shardings)
+    evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     peak, peak_source = peak_flops()
     fpt = flops_per_token(cfg.model)
@@ -272,7 +236,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
 
     eval_loss, failed = None, True
     try:
-        with activate(mesh, rules):
+        with trainable.activate():
             preemption.arm()
             if start_step == 0:
                 eval_loss = evaluate(state.params)
@@ -281,7 +245,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
             pending, timer = [], StepTimer()
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
-                state, metrics = step_fn(state, to_device(next(batches), batch_shardings))
+                state, metrics = trainable.train_step(state, trainable.to_device(next(batches)))
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 pending.append((done, metrics))
                 timer.tick(metrics)
@@ -322,7 +286,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -
 
     if eval_loss is None:
         log(f"nothing to do: the checkpoint is already at step {start_step} of {t_cfg.steps}")
-        with activate(mesh, rules):
+        with trainable.activate():
             eval_loss = evaluate(state.params)
     summary = {
         "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.unigram_entropy,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from llm_jax.errors import UserError
 
 NO_DECAY = ("scale", "bias")  # norm gains and biases are not decayed
 
@@ -42,6 +46,24 @@ def decay_mask(params):
         # The last dict key names the parameter (a logical-partitioning box adds a `.value` attribute after it).
         return _names(path)[-1] not in NO_DECAY
     return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def param_path(path) -> str:
+    """'layers/attention/query/kernel': the path `train.trainable` is matched against."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def trainable_mask(params, pattern: str):
+    """A tree of bools: True where the parameter's path fully matches `pattern` (None when everything trains,
+    so that the common case builds exactly the all-trainable step and optimizer state)."""
+    regex = re.compile(pattern)
+    mask = jax.tree_util.tree_map_with_path(lambda p, _: bool(regex.fullmatch(param_path(p))), params)
+    if all(jax.tree.leaves(mask)):
+        return None
+    if not any(jax.tree.leaves(mask)):
+        raise UserError(f"train.trainable={pattern!r} matches no parameter; paths look like "
+                        f"{param_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r}")
+    return mask
 
 
 def _names(path) -> list[str]:

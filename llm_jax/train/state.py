@@ -31,27 +31,38 @@ def new_counters(loss_scale: float) -> dict:
             "skipped": jnp.zeros((), jnp.int32), "halted": jnp.zeros((), jnp.bool_)}
 
 
-def _init_boxed(model, tx, seq_len: int, loss_scale: float, rng):
-    tokens = jnp.zeros((1, seq_len), jnp.int32)
-    params = model.init({"params": rng}, tokens)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+def init_params(model, seq_len: int, rng):
+    """The model's (boxed: logically partitioned) parameters."""
+    return model.init({"params": rng}, jnp.zeros((1, seq_len), jnp.int32))["params"]
+
+
+def _is_box(x) -> bool:
+    return isinstance(x, nn.meta.AxisMetadata)
+
+
+def _init_boxed(model, tx, seq_len: int, loss_scale: float, rng, mask=None):
+    """State with optimizer state for the trainable parameters only (`mask`: unboxed tree of bools, or None)."""
+    params = init_params(model, seq_len, rng)
+    trainable = params if mask is None else jax.tree.map(lambda p, keep: p if keep else None, params, mask,
+                                                         is_leaf=_is_box)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(trainable),
                       **new_counters(loss_scale))
 
 
-def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules):
+def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules, mask=None):
     """(abstract unboxed state, its NamedShardings) without allocating anything."""
     with activate(mesh, rules):
-        boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r), jax.random.key(0))
+        boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r, mask), jax.random.key(0))
     shardings = logical_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             nn.unbox(boxed), shardings)
     return abstract, shardings
 
 
-def init_state(model, tx, seq_len: int, loss_scale: float, seed: int, mesh, rules):
+def init_state(model, tx, seq_len: int, loss_scale: float, seed: int, mesh, rules, mask=None):
     """Initialises parameters and optimizer state inside one jit whose outputs are already sharded."""
-    _, shardings = abstract_state(model, tx, seq_len, loss_scale, mesh, rules)
-    init = jax.jit(lambda r: nn.unbox(_init_boxed(model, tx, seq_len, loss_scale, r)), out_shardings=shardings)
+    _, shardings = abstract_state(model, tx, seq_len, loss_scale, mesh, rules, mask)
+    init = jax.jit(lambda r: nn.unbox(_init_boxed(model, tx, seq_len, loss_scale, r, mask)), out_shardings=shardings)
     with activate(mesh, rules):
         return init(jax.random.key(seed)), shardings
 

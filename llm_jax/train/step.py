@@ -1,10 +1,13 @@
-"""The jitted train and eval steps: cross-entropy, gradient accumulation, and the bad-step guards
-(non-finite loss or gradients, loss spikes, float16 overflow) that decide, on device, whether an update
-is applied — so the host never has to wait on a step to keep a bad one out of the parameters."""
+"""The jitted train and eval steps: the objective's loss, auxiliary losses that modules sow, gradient
+accumulation, a trainable mask, and the bad-step guards (non-finite loss or gradients, loss spikes, float16
+overflow) that decide, on device, whether an update is applied — so the host never has to wait on a step to
+keep a bad one out of the parameters.
+
+Frozen parameters (outside `train.trainable`) are not differentiated, have no optimizer state and are never
+updated: the optimizer sees the trainable subtree, in which frozen leaves are None (`trainable_part`).
+"""
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -15,32 +18,16 @@ from llm_jax.train.state import TrainState
 EMA_DECAY = 0.99
 
 
-@dataclasses.dataclass(frozen=True)
-class StepPolicy:
-    micro_batches: int = 1
-    dynamic_loss_scale: bool = False
-    scale_period: int = 1000
-    seed: int = 0
-    nonfinite: str = "stop"       # "stop": halt (state frozen at the last good step); "skip": drop the update
-    spike_factor: float = 0.0
-    spike_limit: int = 5
-    spike_warmup_steps: int = 100
-
-    @classmethod
-    def from_config(cls, t_cfg, dynamic_loss_scale: bool) -> "StepPolicy":
-        return cls(micro_batches=t_cfg.micro_batches, dynamic_loss_scale=dynamic_loss_scale,
-                   scale_period=t_cfg.loss_scale_period, seed=t_cfg.seed, nonfinite=t_cfg.nonfinite,
-                   spike_factor=t_cfg.spike_factor, spike_limit=t_cfg.spike_limit,
-                   spike_warmup_steps=t_cfg.spike_warmup_steps)
+def trainable_part(tree, mask):
+    """`tree` with the leaves outside `mask` replaced by None (no mask: the tree itself)."""
+    if mask is None:
+        return tree
+    return jax.tree.map(lambda x, keep: x if keep else None, tree, mask)
 
 
-def token_losses(model, params, batch, rng, deterministic: bool):
-    """Per-token cross-entropy (float32) and its weights (1 for every real target)."""
-    logits_BLV = model.apply({"params": params}, batch["inputs"], segments_BL=batch.get("segment_ids"),
-                             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-    losses_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, batch["targets"])
-    weights_BL = batch.get("weights", jnp.ones_like(losses_BL))
-    return losses_BL, weights_BL
+def merge_trainable(trainable, full):
+    """The leaves of `trainable` where they exist, those of `full` (frozen) elsewhere."""
+    return jax.tree.map(lambda f, t: f if t is None else t, full, trainable, is_leaf=lambda x: x is None)
 
 
 def split_micro_batches(batch, micro_batches: int):
@@ -50,55 +37,72 @@ def split_micro_batches(batch, micro_batches: int):
     return jax.tree.map(split, batch)
 
 
-def _gradients(model, state: TrainState, batch, rng, micro_batches: int):
-    """(mean-loss gradients, mean loss) over all micro-batches, as if the batch were one (loss-scaled)."""
+def _gradients(model, objective, state: TrainState, batch, rng, micro_batches: int, mask=None):
+    """(loss-scaled-back gradients of the trainable parameters, mean objective loss, mean aux losses) over all
+    micro-batches, as if the batch were one."""
     total_weight = jnp.sum(batch.get("weights", jnp.ones(batch["targets"].shape, jnp.float32)))
 
-    def scaled_loss(params, micro, micro_rng):
-        losses, weights = token_losses(model, params, micro, micro_rng, deterministic=False)
+    def scaled_loss(trainable, micro, micro_rng):
+        params = merge_trainable(trainable, state.params)
+        losses, weights, aux = objective.losses(model, params, micro, micro_rng, deterministic=False)
         loss_sum = jnp.sum(losses * weights)
-        return loss_sum / total_weight * state.loss_scale, loss_sum
+        total = loss_sum / total_weight
+        for value in aux.values():  # already weighted by the module that sowed it; a mean over micro-batches
+            total = total + value / micro_batches
+        return total * state.loss_scale, (loss_sum, aux)
 
     grad_fn = jax.grad(scaled_loss, has_aux=True)
+    trainable = trainable_part(state.params, mask)
 
     def accumulate(carry, xs):
-        grads_acc, loss_acc = carry
+        grads_acc, loss_acc, aux_acc = carry
         index, micro = xs
-        grads, loss_sum = grad_fn(state.params, micro, jax.random.fold_in(rng, index))
-        return (jax.tree.map(jnp.add, grads_acc, grads), loss_acc + loss_sum), None
+        grads, (loss_sum, aux) = grad_fn(trainable, micro, jax.random.fold_in(rng, index))
+        aux_acc = {k: aux_acc[k] + v / micro_batches for k, v in aux.items()}
+        return (jax.tree.map(jnp.add, grads_acc, grads), loss_acc + loss_sum, aux_acc), None
 
-    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-    (grads, loss_sum), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)),
-                                        (jnp.arange(micro_batches), split_micro_batches(batch, micro_batches)))
-    grads = jax.tree.map(lambda g, p: (g / state.loss_scale).astype(p.dtype), grads, state.params)
-    return grads, loss_sum / total_weight
+    micro_shapes = jax.eval_shape(lambda b: split_micro_batches(b, micro_batches), batch)
+    aux_shape = jax.eval_shape(lambda m: objective.losses(model, state.params, jax.tree.map(lambda x: x[0], m),
+                                                          rng, True)[2], micro_shapes)
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
+    aux0 = {k: jnp.zeros((), jnp.float32) for k in aux_shape}
+    (grads, loss_sum, aux), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32), aux0),
+                                             (jnp.arange(micro_batches), split_micro_batches(batch, micro_batches)))
+    grads = jax.tree.map(lambda g, p: (g / state.loss_scale).astype(p.dtype), grads, trainable)
+    return grads, loss_sum / total_weight, aux
 
 
-def make_train_step(model, tx, schedule, policy: StepPolicy):
-    base_rng = jax.random.key(policy.seed + 1)
+def make_train_step(model, objective, tx, schedule, t_cfg, dynamic_loss_scale: bool, mask=None):
+    """The train step for `objective`, reading its policy from the `train.*` section `t_cfg` (micro_batches,
+    seed, nonfinite, spike_*, loss_scale_period); `mask` (a tree of bools, None = all) says what trains."""
+    base_rng = jax.random.key(t_cfg.seed + 1)
+    micro_batches, nonfinite = t_cfg.micro_batches, t_cfg.nonfinite
+    spike_factor, spike_limit, spike_warmup = t_cfg.spike_factor, t_cfg.spike_limit, t_cfg.spike_warmup_steps
+    scale_period = t_cfg.loss_scale_period
 
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(base_rng, state.step)  # dropout noise is a pure function of the step
-        grads, loss = _gradients(model, state, batch, rng, policy.micro_batches)
+        grads, loss, aux = _gradients(model, objective, state, batch, rng, micro_batches, mask)
         grad_norm = optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        trainable = trainable_part(state.params, mask)
+        updates, opt_state = tx.update(grads, state.opt_state, trainable)
+        params = merge_trainable(optax.apply_updates(trainable, updates), state.params)
 
         finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
-        if policy.spike_factor:
-            spike = finite & (state.step >= policy.spike_warmup_steps) & (loss > policy.spike_factor * state.loss_ema)
+        if spike_factor:
+            spike = finite & (state.step >= spike_warmup) & (loss > spike_factor * state.loss_ema)
         else:
             spike = jnp.zeros((), jnp.bool_)
         spikes = jnp.where(spike, state.spikes + 1, 0)
-        halt = state.halted | (spikes > policy.spike_limit)
-        if policy.nonfinite == "stop" and not policy.dynamic_loss_scale:
+        halt = state.halted | (spikes > spike_limit)
+        if nonfinite == "stop" and not dynamic_loss_scale:
             halt = halt | ~finite
         skip = ~finite | spike | halt
 
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(skip, b, a), new, old)
         params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
-        if policy.dynamic_loss_scale:  # overflow halves the scale; `scale_period` finite steps double it
-            grow = finite & (state.good_steps + 1 >= policy.scale_period)
+        if dynamic_loss_scale:  # overflow halves the scale; `scale_period` finite steps double it
+            grow = finite & (state.good_steps + 1 >= scale_period)
             loss_scale = jnp.where(finite, jnp.where(grow, state.loss_scale * 2, state.loss_scale),
                                    jnp.maximum(state.loss_scale / 2, 1.0))
             good_steps = jnp.where(finite & ~grow, state.good_steps + 1, 0)
@@ -113,14 +117,15 @@ def make_train_step(model, tx, schedule, policy: StepPolicy):
             "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
             "loss_scale": state.loss_scale, "skipped": (skip & ~halt).astype(jnp.int32),
             "skipped_total": new_state.skipped, "halted": halt, "state_step": new_state.step,
+            **{f"aux/{name}": value for name, value in aux.items()},
         }
         return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(model):
+def make_eval_step(model, objective):
     def eval_step(params, batch):
-        losses, weights = token_losses(model, params, batch, None, deterministic=True)
+        losses, weights, _ = objective.losses(model, params, batch, None, deterministic=True)
         return jnp.sum(losses * weights), jnp.sum(weights)
     return eval_step

@@ -6,14 +6,13 @@ import pytest
 from helpers import small_config
 from llm_jax.errors import UserError
 from llm_jax.infer.generate import generate_ids
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 
 
 @pytest.fixture(scope="module")
 def model_and_params():
     cfg = small_config(positions="rope")
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
     return model, params
 

@@ -16,14 +16,13 @@ from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.infer.export import export_params
 from llm_jax.infer.load import WorkdirError, load_workdir, read_config
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 from llm_jax.train import checkpoint
 
 
 @functools.lru_cache(maxsize=None)
 def _params():
-    model = Transformer(ModelConfig.from_config(small_config().model))
+    model = build_model(small_config().model)
     return nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
 
 

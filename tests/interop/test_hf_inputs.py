@@ -16,8 +16,7 @@ from helpers import small_config
 from llm_jax.interop import safetensors_io
 from llm_jax.interop.hf import (ConversionError, from_hf, hf_config, model_fields_from_hf, params_to_hf,
                                 read_hf_config, to_hf)
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 
 LLAMA = dict(positions="rope", norm="rmsnorm", use_bias=False, ffn="swiglu", tie_embeddings=False)
 
@@ -34,7 +33,7 @@ def _word_tokenizer(path):
 def _tiny(family: str) -> tuple[dict, dict]:
     """(HF config, HF tensors) of a tiny random model of `family`."""
     cfg = small_config(**(LLAMA if family == "llama" else {}))
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
     return hf_config(cfg.model, family), params_to_hf(family, jax.device_get(params), cfg.model)
 

@@ -6,6 +6,7 @@ import pytest
 
 from helpers import small_config
 from llm_jax.models.attention import Attention
+from llm_jax.models import build_model
 from llm_jax.models.config import ModelConfig
 
 
@@ -39,9 +40,8 @@ def test_attention_matches_reference(n_kv):
 
 def test_document_mask_keeps_attention_inside_each_document():
     import jax.numpy as jnp
-    from llm_jax.models.transformer import Transformer
     cfg = small_config(document_mask=True, positions="rope")
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     tokens = jax.random.randint(jax.random.key(0), (1, 16), 0, 256)
     segments = jnp.asarray([[1] * 6 + [2] * 10])
     params = jax.jit(model.init)(jax.random.key(1), tokens)["params"]
@@ -51,6 +51,6 @@ def test_document_mask_keeps_attention_inside_each_document():
     out = apply(params, changed)
     np.testing.assert_array_equal(np.asarray(out[0, 6:]), np.asarray(base[0, 6:]))  # document 2 unaffected
     assert not np.allclose(out[0, :6], base[0, :6])
-    unmasked = Transformer(ModelConfig.from_config(small_config(positions="rope").model))
+    unmasked = build_model(small_config(positions="rope").model)
     free = jax.jit(lambda p, t: unmasked.apply({"params": p}, t, segments_BL=segments))
     assert not np.allclose(free(params, changed)[0, 6:], free(params, tokens)[0, 6:])  # the option matters

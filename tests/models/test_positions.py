@@ -64,10 +64,9 @@ def test_sinusoidal_model_input_is_sqrt_d_scaled_embedding_plus_table():
     import jax
 
     from helpers import small_config
-    from llm_jax.models.config import ModelConfig
-    from llm_jax.models.transformer import Transformer
+    from llm_jax.models import build_model
     cfg = small_config(positions="sinusoidal")
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     tokens = jnp.arange(16, dtype=jnp.int32)[None] % cfg.model.vocab_size
     variables = model.init(jax.random.key(0), tokens)
     _, state = model.apply(variables, tokens, capture_intermediates=True, mutable=["intermediates"])

@@ -8,8 +8,7 @@ import pytest
 
 from helpers import REPO, small_config
 from llm_jax.config import load_config
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
+from llm_jax.models import build_model
 from llm_jax.scaling.accounting import param_count
 
 SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
@@ -30,7 +29,7 @@ def tree_size(tree):
 
 
 def abstract_params(cfg):
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     return jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
 
 
@@ -65,7 +64,7 @@ def test_every_parameter_has_logical_axis_names():
 @pytest.mark.parametrize("variant", ["learned", "sinusoidal", "rope", "nopos", "post_ln", "gqa", "mqa"])
 def test_causality_a_later_token_never_changes_an_earlier_logit(variant):
     cfg = small_config(**VARIANTS[variant])
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
     params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
     apply = jax.jit(model.apply)
@@ -82,7 +81,7 @@ def test_scan_keeps_compile_size_flat_in_depth():
     sizes = []
     for depth in (2, 16):
         cfg = small_config(n_layers=depth)
-        model = Transformer(ModelConfig.from_config(cfg.model))
+        model = build_model(cfg.model)
         tokens = jnp.zeros((1, 16), jnp.int32)
         params = jax.eval_shape(lambda r: model.init(r, tokens)["params"], jax.random.key(0))
         text = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(nn.unbox(params), tokens).as_text()
@@ -94,7 +93,7 @@ def test_unrolled_scan_computes_the_same_function():
     tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
     outputs = []
     for unroll in (1, 2):
-        model = Transformer(ModelConfig.from_config(small_config(scan_unroll=unroll).model))
+        model = build_model(small_config(scan_unroll=unroll).model)
         params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
         outputs.append(jax.jit(model.apply)({"params": params}, tokens))
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
@@ -102,7 +101,7 @@ def test_unrolled_scan_computes_the_same_function():
 
 def test_compute_dtype_is_separate_from_parameter_dtype():
     cfg = small_config(dtype="bfloat16", param_dtype="float32")
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     tokens = jnp.zeros((1, 16), jnp.int32)
     params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nn.unbox(params)))
@@ -113,7 +112,7 @@ def test_compute_dtype_is_separate_from_parameter_dtype():
 
 def test_dropout_is_active_only_when_not_deterministic():
     cfg = small_config(dropout=0.5)
-    model = Transformer(ModelConfig.from_config(cfg.model))
+    model = build_model(cfg.model)
     tokens = jnp.ones((1, 16), jnp.int32)
     params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
     apply = jax.jit(model.apply, static_argnames="deterministic")

@@ -15,9 +15,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from helpers import small_config  # noqa: E402
-from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple  # noqa: E402
-from llm_jax.train.loop import build, compile_steps, to_device  # noqa: E402
-from llm_jax.train.state import init_state, state_bytes  # noqa: E402
+from llm_jax.train.state import state_bytes  # noqa: E402
+from llm_jax.train.trainable import build_trainable  # noqa: E402
 
 STEPS = 10
 
@@ -48,16 +47,14 @@ def layout_config(layout: str):
 
 def run(layout: str):
     cfg = layout_config(layout)
-    mesh = make_mesh(cfg)
-    rules = rules_tuple(cfg)
-    model, tx, sched, _, shardings, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
+    trainable = build_trainable(cfg)
+    mesh, step_fn = trainable.mesh, trainable.train_step
+    state = trainable.init_state()
     total_state = state_bytes(state)
     losses, memory = [], None
-    with activate(mesh, rules):
-        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+    with trainable.activate():
         for i, batch in enumerate(batches(cfg)):
-            device_batch = to_device(batch, batch_shardings)
+            device_batch = trainable.to_device(batch)
             if i == 0:
                 analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
                 shards = mesh.shape["data"] * mesh.shape["fsdp"]

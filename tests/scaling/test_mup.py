@@ -31,10 +31,9 @@ def test_mup_equals_the_standard_parametrization_at_the_base_width_up_to_attenti
 
 def test_mup_learning_rates_scale_hidden_kernels_only():
     cfg = small_config(d_model=64, mup=True, mup_base_width=16)
-    from llm_jax.models.config import ModelConfig
-    from llm_jax.models.transformer import Transformer
+    from llm_jax.models import build_model
     import flax.linen as nn
-    params = nn.unbox(Transformer(ModelConfig.from_config(cfg.model)).init(
+    params = nn.unbox(build_model(cfg.model).init(
         jax.random.key(0), np.zeros((1, 16), np.int32))["params"])
     factors = mup_lr_multipliers(params, 4.0)
     assert factors["layers"]["attention"]["query"]["kernel"] == 0.25

@@ -7,21 +7,16 @@ import pytest
 
 from helpers import small_config
 from llm_jax.infer.load import abstract_params
-from llm_jax.models.config import ModelConfig
-from llm_jax.models.transformer import Transformer
-from llm_jax.parallel.mesh import make_mesh, rules_tuple
+from llm_jax.models import build_model
 from llm_jax.train import checkpoint, seal
-from llm_jax.train.loop import build
-from llm_jax.train.state import init_state
+from llm_jax.train.trainable import build_trainable
 
 
 @pytest.fixture
 def state_and_abstract():
     cfg = small_config()
-    mesh = make_mesh(cfg)
-    model, tx, _, abstract, _, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, 0, mesh, rules_tuple(cfg))
-    return cfg, state, abstract
+    trainable = build_trainable(cfg)
+    return cfg, trainable.init_state(seed=0), trainable.abstract
 
 
 def save_steps(workdir, cfg, state, steps, **ck):
@@ -44,7 +39,7 @@ def test_full_state_params_only_and_data_state_round_trip(tmp_path, state_and_ab
     assert checkpoint.restore_data_state(ckpt.mngr, 7) == {"step": 7}
     ckpt.close()
     restored, step = checkpoint.restore_params(
-        str(tmp_path), abstract_params(Transformer(ModelConfig.from_config(cfg.model)), cfg.model.seq_len))
+        str(tmp_path), abstract_params(build_model(cfg.model), cfg.model.seq_len))
     assert step == 7
     saved_cfg = json.load(open(tmp_path / "checkpoints" / "7" / "config" / "metadata"))
     assert saved_cfg["model"]["d_model"] == cfg.model.d_model  # the resolved config travels with the state

@@ -185,23 +185,19 @@ def test_float16_loss_scaling_survives_resume_bit_for_bit(small_corpus, tmp_path
 @pytest.mark.fault(fault="loss spikes (55x the running mean) with `spike_limit=2`",
                    outcome="two updates skipped, then halted; parameters untouched")
 def test_loss_spike_guard_skips_then_stops():
-    from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
-    from llm_jax.train.loop import build, compile_steps, to_device
-    from llm_jax.train.state import init_state
+    from llm_jax.train.trainable import build_trainable
     cfg = small_config()
     cfg.train.update(spike_factor=2.0, spike_limit=2, spike_warmup_steps=0)
-    mesh = make_mesh(cfg)
-    model, tx, sched, _, shardings, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, 0, mesh, rules_tuple(cfg))
+    trainable = build_trainable(cfg)
+    state = trainable.init_state(seed=0)
     batch = {"inputs": np.ones((8, 16), np.int32), "targets": np.ones((8, 16), np.int32),
              "segment_ids": np.ones((8, 16), np.int32)}
-    with activate(mesh, rules_tuple(cfg)):
-        step_fn, _, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
+    with trainable.activate():
         state = state.replace(step=state.step + 5, loss_ema=jnp.asarray(0.1, jnp.float32))  # loss ~5.5 > 2 x 0.1
         before = jax.device_get(state.params)
         history = []
         for _ in range(4):
-            state, m = step_fn(state, to_device(batch, batch_shardings))
+            state, m = trainable.train_step(state, trainable.to_device(batch))
             history.append((int(m["skipped"]), bool(m["halted"]), int(state.step)))
     assert history == [(1, False, 6), (1, False, 7), (0, True, 7), (0, True, 7)]
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import small_config
-from llm_jax.parallel.mesh import activate, make_mesh, rules_tuple
-from llm_jax.train.loop import build, compile_steps, to_device
-from llm_jax.train.state import init_state
+from llm_jax.parallel.mesh import make_mesh
+from llm_jax.train.trainable import build_trainable
 
 VARIANTS = {
     "learned": {}, "sinusoidal": {"positions": "sinusoidal"}, "rope": {"positions": "rope"},
@@ -26,21 +25,16 @@ def patterned_batch(batch=8, length=16, vocab=256, seed=0):
 
 
 def setup(cfg):
-    mesh = make_mesh(cfg, jax.devices()[:1]) if cfg.mesh.data == -1 else make_mesh(cfg)
-    rules = rules_tuple(cfg)
-    model, tx, sched, _, shardings, scale = build(cfg, mesh)
-    state, _ = init_state(model, tx, cfg.model.seq_len, scale, cfg.train.seed, mesh, rules)
-    with activate(mesh, rules):
-        step_fn, eval_fn, batch_shardings = compile_steps(cfg, mesh, model, tx, sched, shardings)
-    return mesh, rules, state, step_fn, batch_shardings
+    trainable = build_trainable(cfg, make_mesh(cfg, jax.devices()[:1]) if cfg.mesh.data == -1 else None)
+    return trainable, trainable.init_state()
 
 
 def run_steps(cfg, batches):
-    mesh, rules, state, step_fn, shardings = setup(cfg)
+    trainable, state = setup(cfg)
     history = []
-    with activate(mesh, rules):
+    with trainable.activate():
         for batch in batches:
-            state, metrics = step_fn(state, to_device(batch, shardings))
+            state, metrics = trainable.train_step(state, trainable.to_device(batch))
             history.append(jax.device_get(metrics))
     return state, history
 
@@ -75,10 +69,11 @@ def test_gradient_accumulation_equals_one_big_batch():
 def test_float16_overflow_skips_the_update_and_shrinks_the_scale_then_grows_it():
     cfg = small_config(dtype="float16")
     cfg.train.update(loss_scale_init=2.0**40, loss_scale_period=2, steps=60)  # 2^40 overflows float16 gradients
-    mesh, rules, state, step_fn, shardings = setup(cfg)
-    batch = to_device(patterned_batch(), shardings)
+    trainable, state = setup(cfg)
+    step_fn = trainable.train_step
+    batch = trainable.to_device(patterned_batch())
     before = jax.device_get(state.params)
-    with activate(mesh, rules):
+    with trainable.activate():
         state, m = step_fn(state, batch)
         assert int(m["skipped"]) == 1
         assert float(state.loss_scale) == 2.0**39

@@ -1,0 +1,22 @@
+"""Training objectives behind one registry: `get_objective(cfg.train.objective)`.
+
+An objective is a loss over a batch plus the batch fields it needs (`base.Objective`); a new one is a new file
+here and one entry in OBJECTIVES (docs/core.md shows one in twenty lines).
+"""
+
+from __future__ import annotations
+
+from llm_jax.errors import UserError
+from llm_jax.objectives.base import AUX_COLLECTION, Objective, apply_with_aux, sown_losses
+from llm_jax.objectives.causal_lm import CAUSAL_LM
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM,)}
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise UserError(f"train.objective={name!r}: unknown; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+__all__ = ["AUX_COLLECTION", "OBJECTIVES", "Objective", "apply_with_aux", "get_objective", "sown_losses"]

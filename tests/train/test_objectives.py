@@ -1,0 +1,96 @@
+"""Objectives and trainable masks in the train step: the registry matches the schema, auxiliary losses that a
+module sows are minimised and logged, and frozen parameters get no gradient, no optimizer state, no update."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from helpers import small_config
+from llm_jax import config as config_lib
+from llm_jax.objectives import OBJECTIVES, Objective, apply_with_aux
+from llm_jax.train.step import _gradients, make_train_step
+from llm_jax.train.state import TrainState, new_counters
+from llm_jax.train.trainable import build_trainable
+
+
+def test_the_objective_choices_are_the_registered_objectives():
+    assert config_lib.CHOICES["train.objective"] == tuple(OBJECTIVES)
+
+
+class Toy(nn.Module):
+    """y = w x; sows 0.5 * |v|^2 into `losses` with a parameter the output does not use."""
+
+    @nn.compact
+    def __call__(self, x, deterministic=True):
+        w = self.param("w", nn.initializers.ones, (2,))
+        v = self.param("v", nn.initializers.ones, (2,))
+        self.sow("losses", "toy_penalty", 0.5 * jnp.sum(v ** 2))
+        return x * w
+
+
+def toy_losses(model, params, batch, rng, deterministic):
+    y, aux = apply_with_aux(model, params, batch["inputs"], rng=rng, deterministic=deterministic)
+    losses = jnp.square(y - batch["targets"])
+    return losses, jnp.ones_like(losses), aux
+
+
+TOY = Objective("toy", ("inputs", "targets"), toy_losses)
+
+
+def toy_state(tx, mask=None):
+    params = Toy().init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+    trainable = params if mask is None else jax.tree.map(lambda p, k: p if k else None, params, mask)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(trainable), **new_counters(1.0))
+
+
+def test_a_sown_auxiliary_loss_is_minimised_and_logged():
+    cfg = small_config()
+    tx = optax.sgd(0.1)
+    step = jax.jit(make_train_step(Toy(), TOY, tx, lambda s: 0.1, cfg.train, False))
+    batch = {"inputs": jnp.ones((4, 2)), "targets": jnp.ones((4, 2))}  # y = x already: only the penalty pulls
+    state, metrics = step(toy_state(tx), batch)
+    assert float(metrics["aux/toy_penalty"]) == pytest.approx(1.0)   # 0.5 * (1 + 1)
+    np.testing.assert_allclose(state.params["v"], [0.9, 0.9], rtol=1e-6)  # v -= lr * v
+    np.testing.assert_allclose(state.params["w"], [1.0, 1.0])
+
+
+def test_frozen_parameters_get_no_gradient_no_optimizer_state_and_no_update():
+    cfg = small_config()
+    mask = {"v": False, "w": True}
+    tx = optax.adam(0.1)
+    state = toy_state(tx, mask)
+    assert [x.shape for x in jax.tree.leaves(state.opt_state) if x.shape] == [(2,), (2,)]  # Adam mu, nu of w only
+    batch = {"inputs": jnp.ones((4, 2)), "targets": 2 * jnp.ones((4, 2))}
+    grads = jax.eval_shape(lambda s: _gradients(Toy(), TOY, s, batch, jax.random.key(0), 1, mask)[0], state)
+    assert grads["v"] is None and grads["w"].shape == (2,)  # the frozen parameter is never differentiated
+    step = jax.jit(make_train_step(Toy(), TOY, tx, lambda s: 0.1, cfg.train, False, mask))
+    new, _ = step(state, batch)
+    np.testing.assert_array_equal(new.params["v"], state.params["v"])
+    assert not np.allclose(new.params["w"], state.params["w"])
+
+
+def test_train_trainable_freezes_by_parameter_path():
+    cfg = small_config()
+    cfg.train.trainable = "layers/.*"
+    trainable = build_trainable(cfg)
+    state = trainable.init_state()
+    assert trainable.mask["embed"]["embedding"] is False and trainable.mask["layers"]["mlp"]["wi"]["kernel"] is True
+    tokens = np.random.RandomState(0).randint(0, 256, (8, 17)).astype(np.int32)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((8, 16), np.int32)}
+    with trainable.activate():
+        before = jax.device_get(state.params)
+        state, metrics = trainable.train_step(state, trainable.to_device(batch))
+    after = jax.device_get(state.params)
+    np.testing.assert_array_equal(after["embed"]["embedding"], before["embed"]["embedding"])
+    assert not np.allclose(after["layers"]["mlp"]["wi"]["kernel"], before["layers"]["mlp"]["wi"]["kernel"])
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_trainable_pattern_that_matches_nothing_is_an_error():
+    cfg = small_config()
+    cfg.train.trainable = "lora_.*"
+    with pytest.raises(ValueError, match="matches no parameter; paths look like"):
+        build_trainable(cfg)
