@@ -61,8 +61,9 @@ def cmd_train(args, extra) -> int:
     distributed.initialize()
     cfg = _load_cfg(args, extra)
     workdir = args.workdir or os.path.join("runs", cfg.name)
+    from llm_jax.eval.perplexity import workdir_scorer
     from llm_jax.train.loop import train
-    summary = train(cfg, workdir, restart=args.restart)
+    summary = train(cfg, workdir, restart=args.restart, workdir_scorer=workdir_scorer)
     if args.json:
         _print_json(summary)
     return 0
@@ -107,14 +108,14 @@ def cmd_estimate(args, extra) -> int:
     import jax
 
     from llm_jax.config import load_config
-    from llm_jax.scaling.accounting import summary
+    from llm_jax.models.accounting import summary
     if not (args.devices or args.topology):
         cfg = _load_cfg(args, extra)
         out = {"config": cfg.name, **summary(cfg.model), "tokens_per_step": cfg.train.batch_size * cfg.model.seq_len}
         out["training_flops"] = out["flops_per_token"] * out["tokens_per_step"] * cfg.train.steps
     else:
+        from llm_jax.hardware import table_peak
         from llm_jax.scaling.memory import estimate, parse_topology
-        from llm_jax.train.mfu import table_peak
         target = parse_topology(args.topology) if args.topology else {}
         devices = target.get("chips") or args.devices
         cfg = load_config(args.config, split_overrides(extra), n_devices=devices)
@@ -122,7 +123,7 @@ def cmd_estimate(args, extra) -> int:
         hbm = target.get("hbm_bytes") or (args.device_memory_gib * 2**30 if args.device_memory_gib else None)
         out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu)}
         if args.price_per_device_hour is not None and "device_hours" in out:
-            from llm_jax.scaling.accounting import training_cost
+            from llm_jax.models.accounting import training_cost
             out["cost"] = training_cost(out["device_hours"], args.price_per_device_hour)
         if args.compile:
             from llm_jax.train import compiled
@@ -218,7 +219,7 @@ def cmd_tokenizer(args, extra) -> int:
 def cmd_data(args, extra) -> int:
     cfg = _load_cfg(args, extra)
     if args.action == "bench":
-        from llm_jax.data.bench import bench_data
+        from llm_jax.train.bench_data import bench_data
         result = bench_data(cfg, log=(lambda _: None) if args.json else print)
         if args.json:
             _print_json(result)
@@ -226,7 +227,9 @@ def cmd_data(args, extra) -> int:
     from llm_jax.data.prepare import prepare
     if not args.input or not args.output:
         args.parser.error("data prepare needs --input PATH [PATH ...] and --output DIR")
+    from llm_jax.eval.perplexity import workdir_scorer
     manifest = prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, cfg.model.seq_len,
+                       workdir_scorer=workdir_scorer,
                        tokenizer=args.tokenizer or cfg.data.tokenizer, log=(lambda _: None) if args.json else print)
     counts = dict(manifest["counts"])
     counts["tokens_per_sec_per_core"] = counts["tokens_out"] / manifest["seconds"]["tokenize_and_pack"] / (

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 
+from llm_jax.data.sources import InputStats, read_documents
 from llm_jax.errors import UserError
 
 EMBEDDED = ("shakespeare",)
@@ -73,7 +74,6 @@ def _play_scenes(markdown: str) -> list[str]:
 
 def load_documents(corpus: str, text_field: str = "text", text_unit: str = "file") -> list[str]:
     """The documents of `corpus` (an embedded name or input specs); raises CorpusError if there are none."""
-    from llm_jax.data.sources import InputStats, read_documents
     if corpus in EMBEDDED:
         docs = shakespeare_scenes()
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import math
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -102,21 +102,6 @@ def cross_fitted_perplexity(docs: Sequence[str], folds: int = 2) -> np.ndarray:
         for i in range(k, len(docs), folds):
             scores[i] = model.perplexity(docs[i])
     return scores
-
-
-def workdir_scorer(workdir: str) -> Callable[[str], float]:
-    """Perplexity under a trained llm_jax model (token-level, as `llm-jax eval perplexity` reports it)."""
-    from llm_jax.eval.perplexity import perplexity
-    from llm_jax.infer.load import load_workdir
-    loaded = load_workdir(workdir)
-
-    def score(text: str) -> float:
-        ids = loaded.tokenizer.encode(text[:20_000])
-        if len(ids) < 2:
-            return float("inf")
-        return perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)["perplexity"]
-
-    return score
 
 
 def perplexity_mask(scores: np.ndarray, max_perplexity: float, quantile: float) -> np.ndarray:

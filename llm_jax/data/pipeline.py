@@ -73,7 +73,7 @@ def cache_key(inputs: list[str], data_cfg, vocab_size: int) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepared_dir(spec: str, data_cfg, vocab_size: int, seq_len: int, log=print) -> str:
+def prepared_dir(spec: str, data_cfg, vocab_size: int, seq_len: int, log=print, workdir_scorer=None) -> str:
     """A prepared directory for `spec`: itself if it holds a manifest, else the cache entry of the corpus
     (prepared now if absent: written to a temporary directory and renamed, so a cache entry is complete or
     missing; when another process finishes the same entry first, its copy is used)."""
@@ -85,7 +85,8 @@ def prepared_dir(spec: str, data_cfg, vocab_size: int, seq_len: int, log=print) 
         log(f"data: prepared tokens from {out}")
         return out
     try:
-        prepare(inputs, out, data_cfg, vocab_size, seq_len, tokenizer=data_cfg.tokenizer, log=log)
+        prepare(inputs, out, data_cfg, vocab_size, seq_len, tokenizer=data_cfg.tokenizer, log=log,
+                workdir_scorer=workdir_scorer)
     except LlmJaxError:
         if not os.path.isfile(os.path.join(out, MANIFEST)):
             raise
@@ -105,15 +106,17 @@ def prepare_settings(data_cfg, vocab_size: int) -> str:
     return json.dumps({"specs": data_specs(data_cfg), "settings": _settings(data_cfg), "vocab_size": vocab_size}, sort_keys=True)
 
 
-def training_data(cfg, log=print) -> TrainingData:
+def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
+    """The prepared splits, tokenizer and loader inputs of a run (preparing corpora into the cache on first use;
+    `workdir_scorer` as in prepare.quality_filter)."""
     d, seq_len = cfg.data, cfg.model.seq_len
     specs = data_specs(d)
     weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
-        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
+        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log, workdir_scorer) for s in specs]
     distributed.barrier("llm_jax:data_prepared")
     if not distributed.is_primary():
-        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log) for s in specs]
+        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log, workdir_scorer) for s in specs]
     manifests = [read_manifest(p) for p in dirs]
     shas = {m["tokenizer"]["sha256"] for m in manifests}
     if len(shas) > 1:

@@ -53,8 +53,10 @@ def _remove(docs: list[str], drop: np.ndarray) -> list[str]:
     return [d for d, gone in zip(docs, drop) if not gone]
 
 
-def quality_filter(docs: list[str], f, log) -> tuple[list[str], dict[str, int]]:
-    """Heuristic rules, then the perplexity filter; returns the kept documents and removals by reason."""
+def quality_filter(docs: list[str], f, log, workdir_scorer=None) -> tuple[list[str], dict[str, int]]:
+    """Heuristic rules, then the perplexity filter; returns the kept documents and removals by reason.
+    `workdir_scorer(path) -> (text -> perplexity)` scores with a trained model when `perplexity_model` names a work
+    directory (the caller passes llm_jax.eval.perplexity.workdir_scorer: data preparation imports no model code)."""
     reasons: dict[str, int] = {}
     kept = []
     for doc in docs:
@@ -71,7 +73,11 @@ def quality_filter(docs: list[str], f, log) -> tuple[list[str], dict[str, int]]:
         elif f.perplexity_model == "ngram":
             scores = filters.cross_fitted_perplexity(kept)
         else:
-            score = filters.workdir_scorer(f.perplexity_model)
+            if workdir_scorer is None:
+                raise SourceError(f"data.filter.perplexity_model={f.perplexity_model!r} scores with a trained model, "
+                                  f"which this caller did not provide (run it through `llm-jax data prepare` or "
+                                  f"`llm-jax train`)")
+            score = workdir_scorer(f.perplexity_model)
             scores = np.array([score(d) for d in kept])
         drop = filters.perplexity_mask(scores, f.max_perplexity, f.perplexity_quantile)
         reasons["perplexity"] = int(drop.sum())
@@ -130,7 +136,7 @@ def _tokenizer_file(tokenizer_dir: str) -> str:
     return next(f for f in sorted(os.listdir(tokenizer_dir)) if f.startswith("tokenizer."))
 
 
-def select_documents(docs: list[str], data_cfg, counts: dict, log) -> list[str]:
+def select_documents(docs: list[str], data_cfg, counts: dict, log, workdir_scorer=None) -> list[str]:
     """Exact dedup, near dedup, then quality filters; records what each step removed in `counts`."""
     counts["exact_duplicates_removed"] = counts["near_duplicates_removed"] = 0
     if data_cfg.dedup.exact:
@@ -142,7 +148,7 @@ def select_documents(docs: list[str], data_cfg, counts: dict, log) -> list[str]:
         drop = dedup.MinHashLSH(d.bands, d.rows, d.shingle, d.threshold).duplicates(docs)
         counts["near_duplicates_removed"] = int(drop.sum())
         docs = _remove(docs, drop)
-    docs, reasons = quality_filter(docs, data_cfg.filter, log)
+    docs, reasons = quality_filter(docs, data_cfg.filter, log, workdir_scorer)
     counts["filtered"], counts["filtered_by_reason"] = sum(reasons.values()), reasons
     if not docs:
         removed = {k: v for k, v in counts.items() if k != "input"}
@@ -183,7 +189,7 @@ def _publish(tmp: str, output: str) -> None:
 
 
 def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: int | None = None,
-            tokenizer: str = "", log=print) -> dict:
+            tokenizer: str = "", log=print, workdir_scorer=None) -> dict:
     """Prepares `inputs` into `output` (which must not exist yet, or be empty); returns the manifest it wrote.
 
     Checked before any input is read: the output can be created (fileio.check_new_output) and a given
@@ -199,7 +205,7 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         raise SourceError(f"the inputs yielded no documents ({json.dumps(dict(stats), sort_keys=True)})")
     log(f"data: read {len(docs):,} documents from {stats['files']} input(s){_skipped_summary(stats)}")
     counts = {"documents_in": stats["documents_in"], "input": dict(stats)}
-    docs = select_documents(docs, data_cfg, counts, log)
+    docs = select_documents(docs, data_cfg, counts, log, workdir_scorer)
     train_docs, val_docs = corpus_lib.split_documents(docs, data_cfg.val_fraction)
 
     parent = os.path.dirname(os.path.abspath(output))

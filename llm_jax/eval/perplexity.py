@@ -14,6 +14,7 @@ import optax
 
 from llm_jax.errors import UserError
 from llm_jax.fileio import read_bytes
+from llm_jax.infer.load import load_workdir
 
 BINARY_SNIFF_BYTES = 8192
 BINARY_CONTROL_FRACTION = 0.3  # more control bytes than this in the first 8 KB: not text
@@ -66,3 +67,17 @@ def perplexity(model, params, token_ids, seq_len: int) -> dict:
         total += float(_window_nll(model, params, inputs, targets, weights))
         count += n
     return {"perplexity": math.exp(total / count), "loss": total / count, "tokens": count}
+
+
+def workdir_scorer(workdir: str):
+    """text -> perplexity under a trained llm_jax model (token-level, as `llm-jax eval perplexity` reports it):
+    the scorer `data prepare` filters with when data.filter.perplexity_model names a work directory."""
+    loaded = load_workdir(workdir)
+
+    def score(text: str) -> float:
+        ids = loaded.tokenizer.encode(text[:20_000])
+        if len(ids) < 2:
+            return float("inf")
+        return perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)["perplexity"]
+
+    return score

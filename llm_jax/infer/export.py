@@ -10,11 +10,11 @@ import os
 import shutil
 import tempfile
 
+from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.infer.load import WorkdirError, load_workdir
-from llm_jax.train import checkpoint
 
 
 def _save_tokenizer(tokenizer, out: str) -> str:

@@ -15,13 +15,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import LlmJaxError, StorageError, UserError, one_line
 from llm_jax.fileio import read_json
 from llm_jax.models import build_model
 from llm_jax.models.transformer import Transformer
-from llm_jax.train import checkpoint
 
 
 class WorkdirError(UserError):

@@ -18,13 +18,15 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
+from llm_jax.infer.load import load_workdir
 from llm_jax.interop import safetensors_io
 from llm_jax.models import build_model
-from llm_jax.scaling.accounting import param_count
+from llm_jax.models.accounting import param_count
 
 # Rotary models have no position table, so `seq_len` only sets the training/eval window: capped here so a
 # 128k-context checkpoint does not make the no-cache sampler run 128k-token windows.
@@ -385,7 +387,6 @@ def from_hf(hf_dir: str, out: str) -> dict:
 
     Everything is read and checked before `out` is created; config.json is written last, so a directory that
     has one is complete."""
-    from llm_jax.train import checkpoint
     _check_out(out)
     config_path, hf = read_hf_config(hf_dir)
     family, fields = model_fields_from_hf(hf, config_path)
@@ -418,7 +419,6 @@ def from_hf(hf_dir: str, out: str) -> dict:
 def to_hf(workdir: str, out: str) -> dict:
     """Writes model.safetensors, the tokenizer and config.json of `workdir`'s latest checkpoint to `out`
     (each file atomically; config.json last, so a directory that has one is complete)."""
-    from llm_jax.infer.load import load_workdir
     _check_out(out)
     loaded = load_workdir(workdir)
     family = family_of(loaded.cfg.model)

@@ -77,9 +77,11 @@ class Transformer(nn.Module):
         block = Block
         if cfg.remat != "none":
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-        # One scanned block: compile time and HLO size do not grow with depth.
+        # One scanned block: compile time and HLO size do not grow with depth. Collections a block may write
+        # (auxiliary losses, sown statistics) are stacked over layers like the parameters.
         stack = nn.scan(
-            block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
+            split_rngs={"params": True, "dropout": True},
             in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll,
             metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")
         if cfg.pipeline_stages > 1 and not self.is_initializing():

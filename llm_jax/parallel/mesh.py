@@ -72,11 +72,18 @@ def fit_spec(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
     return PartitionSpec(*[a if dim % _axis_size(mesh, a) == 0 else None for a, dim in zip(entries, shape)])
 
 
+def unboxed(tree):
+    """The values of a tree of LogicallyPartitioned boxes, without the sharding constraint `nn.unbox` applies
+    under an active mesh (which abstract values cannot take)."""
+    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
 def logical_shardings(abstract_boxed, mesh: Mesh, rules):
     """NamedShardings for an (abstract) tree of LogicallyPartitioned leaves; unboxed leaves are replicated."""
     logical = nn.get_partition_spec(abstract_boxed)
     mesh_specs = nn.logical_to_mesh(logical, rules)
-    shapes = nn.unbox(abstract_boxed)
+    shapes = unboxed(abstract_boxed)
     return jax.tree.map(
         lambda spec, x: NamedSharding(mesh, fit_spec(spec, x.shape, mesh)),
         mesh_specs, shapes, is_leaf=lambda s: isinstance(s, PartitionSpec))

@@ -10,7 +10,8 @@ import numpy as np
 from llm_jax import argtypes
 from llm_jax.scaling import fit as fitting
 from llm_jax.scaling import isoflop
-from llm_jax.scaling.runs import load_runs
+from llm_jax.scaling.plots import plot_fit
+from llm_jax.scaling.runs import RunsError, load_runs
 
 ALLOCATION_BUDGETS = (1e18, 1e20, 1e22, 5.76e23, 1e24)   # 5.76e23: Chinchilla's (and Gopher's) budget
 
@@ -110,7 +111,6 @@ def format_report(out: dict) -> str:
 
 
 def cmd_scaling(args, extra) -> int:
-    from llm_jax.scaling.runs import RunsError
     if extra:
         raise RunsError(f"unrecognised arguments: {' '.join(extra)}")
     runs = load_runs(args.csv).exclude_highest_loss(args.exclude_highest_loss)
@@ -122,7 +122,6 @@ def cmd_scaling(args, extra) -> int:
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     out = fit_all(runs, approaches, bootstrap=args.bootstrap, starts=args.starts, budgets=budgets, log=log)
     if args.plot:
-        from llm_jax.scaling.plots import plot_fit
         plot_fit(runs, out["fit"], args.plot, approach2=out.get("approach2"), approach1=out.get("approach1"),
                  title=args.csv)
         log(f"plot -> {args.plot}")

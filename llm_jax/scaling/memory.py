@@ -19,11 +19,11 @@ import jax.numpy as jnp
 
 from llm_jax import config as config_lib
 from llm_jax.errors import UserError
+from llm_jax.hardware import PEAK_FLOPS
 from llm_jax.models import build_model
+from llm_jax.models.accounting import (device_hours, flops_per_token, non_embedding_params, param_count,
+                                       training_time_days)
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
-from llm_jax.scaling.accounting import (device_hours, flops_per_token, non_embedding_params, param_count,
-                                        training_time_days)
-from llm_jax.train.mfu import PEAK_FLOPS
 
 # name prefix -> (device kind for the peak table, TensorCores per chip (TPU names count cores), HBM GiB per chip)
 TOPOLOGIES = {

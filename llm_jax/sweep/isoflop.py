@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from llm_jax.config import load_config
-from llm_jax.scaling.accounting import flops_per_token
+from llm_jax.models.accounting import flops_per_token
 
 
 def shape(d_model: int, n_layers: int, head_dim: int = 32) -> dict:

@@ -15,10 +15,12 @@ import time
 import numpy as np
 
 from llm_jax.fileio import atomic_path, atomic_write
-from llm_jax.scaling.accounting import flops_per_token, non_embedding_params, param_count
-from llm_jax.scaling.plots import pyplot
+from llm_jax.models.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.scaling.command import fit_all, format_report
+from llm_jax.scaling.plots import plot_fit, pyplot
+from llm_jax.scaling.runs import load_runs
 from llm_jax.sweep.runner import is_done, read_attempts, read_jsonl, read_log_lines, wall_seconds_sum
-from llm_jax.sweep.spec import Sweep, member_config, members, runs_root, workdir
+from llm_jax.sweep.spec import Sweep, SweepError, member_config, members, runs_root, workdir
 
 MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
                   "final_eval_loss", "best_eval_loss", "tokens_per_sec", "wall_seconds")
@@ -118,7 +120,7 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
                      f"{v['flops']:.3g} | {final} | {_cell(v['best_eval_loss'], v['seeds'])} | "
                      f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
     lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
-              f"![eval loss curves](loss_curves.png)", ""]
+              "![eval loss curves](loss_curves.png)", ""]
     return "\n".join(lines)
 
 
@@ -158,9 +160,6 @@ def _plot_grid(rows: list[dict], key: str, path: str, title: str) -> None:
 
 def _isoflop_fit(rows: list[dict], curves: dict, out: str, log) -> str:
     """For IsoFLOP members (meta `budget`): the runs as a scaling-law table, fitted by approaches 1-3."""
-    from llm_jax.scaling.command import fit_all, format_report
-    from llm_jax.scaling.plots import plot_fit
-    from llm_jax.scaling.runs import load_runs
     table = os.path.join(out, "isoflop.csv")
     _write_csv(table, [{"run": r["member"], "params": r["compute_params"], "tokens": r["tokens"],
                         "loss": r["final_eval_loss"], "budget": r["budget"]} for r in rows],
@@ -209,7 +208,6 @@ def _write_csv(path: str, rows: list[dict], columns) -> None:
 def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
     rows, curves = member_rows(sweep)
     if not rows:
-        from llm_jax.sweep.spec import SweepError
         raise SweepError(f"sweep {sweep.name}: no finished members under {runs_root(sweep)} "
                          f"(run `llm-jax sweep run {sweep_path}` first)")
     out = sweep.results_dir

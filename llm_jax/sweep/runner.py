@@ -18,6 +18,7 @@ import sys
 import time
 
 from llm_jax import fileio
+from llm_jax.data.pipeline import data_specs, prepare_settings, prepared_dir
 from llm_jax.fileio import FileFormatError, append_jsonl, atomic_write_json, read_json
 from llm_jax.sweep.spec import Member, Sweep, SweepError, member_config, members, runs_root, train_args, workdir
 
@@ -57,7 +58,6 @@ def emit(sweep: Sweep, launcher: str = "local") -> list[str]:
 
 def _warm_data_cache(sweep: Sweep, todo: list[Member], log) -> None:
     """Prepare each distinct dataset once here, so parallel members do not race to build the same cache entry."""
-    from llm_jax.data.pipeline import data_specs, prepare_settings, prepared_dir
     seen = set()
     for member in todo:
         cfg = member_config(sweep, member)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llm_jax.scaling.accounting import flops_per_token, param_count
-from llm_jax.train.mfu import measure_matmul_flops, table_peak
+from llm_jax.hardware import measure_matmul_flops, table_peak
+from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.train.trainable import build_trainable
 
 

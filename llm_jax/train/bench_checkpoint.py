@@ -14,10 +14,11 @@ import time
 
 import jax
 
+from llm_jax import checkpoint
 from llm_jax import config as config_lib
+from llm_jax.checkpoint import seal
+from llm_jax.models.accounting import param_count
 from llm_jax.parallel.mesh import make_mesh
-from llm_jax.scaling.accounting import param_count
-from llm_jax.train import checkpoint, seal
 from llm_jax.train.state import state_bytes
 from llm_jax.train.trainable import build_trainable
 

@@ -1,7 +1,7 @@
 """The real train step, lowered and compiled without data: XLA's own memory and FLOP counts for a config.
 
 `llm-jax estimate --compile` reports these beside the analytic estimates, and the tests hold the analytic
-FLOPs per token (`llm_jax.scaling.accounting`) to within 10% of `cost_analysis()`.
+FLOPs per token (`llm_jax.models.accounting`) to within 10% of `cost_analysis()`.
 """
 
 from __future__ import annotations

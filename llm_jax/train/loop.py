@@ -16,18 +16,17 @@ import time
 import jax
 import numpy as np
 
+from llm_jax import checkpoint, fileio
 from llm_jax import config as config_lib
-from llm_jax import fileio
 from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
+from llm_jax.hardware import peak_flops
+from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.parallel import distributed
 from llm_jax.parallel.pipeline import bubble_fraction
-from llm_jax.scaling.accounting import flops_per_token, param_count
-from llm_jax.train import checkpoint
 from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.metrics import MetricsWriter, progress_line
-from llm_jax.train.mfu import peak_flops
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.trainable import Trainable, build_trainable
 
@@ -170,26 +169,27 @@ def claim_workdir(workdir: str, run_id: str, restart: bool, log) -> workdir_lib.
     return lock
 
 
-def train(cfg, workdir: str, log=print, restart: bool = False) -> dict:
+def train(cfg, workdir: str, log=print, restart: bool = False, workdir_scorer=None) -> dict:
     """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary. `restart` moves a previous
-    run's files to `workdir/previous/` and starts from step 0 instead of resuming."""
+    run's files to `workdir/previous/` and starts from step 0 instead of resuming; `workdir_scorer` is handed to
+    data preparation (a perplexity filter with a trained model)."""
     run_id = workdir_lib.new_run_id()
     with PreemptionWatcher() as preemption:
         lock = claim_workdir(workdir, run_id, restart, log)
         try:
-            return _train(cfg, workdir, log, run_id, preemption)
+            return _train(cfg, workdir, log, run_id, preemption, workdir_scorer)
         finally:
             if lock is not None:
                 lock.release()
 
 
-def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher) -> dict:
+def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, workdir_scorer=None) -> dict:
     t_cfg = cfg.train
     log(f"run {run_id} in {workdir}")
     newest = checkpoint.newest_saved_config(workdir)
     if newest is not None:  # refuse an incompatible resume before spending time on data and compilation
         resume_check(cfg, workdir, log=lambda _: None)(*newest)
-    data = training_data(cfg, log=log)
+    data = training_data(cfg, log=log, workdir_scorer=workdir_scorer)
 
     trainable = build_trainable(cfg)
     mesh = trainable.mesh

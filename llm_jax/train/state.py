@@ -9,7 +9,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from llm_jax.parallel.mesh import activate, logical_shardings
+from llm_jax.parallel.mesh import activate, logical_shardings, unboxed
 
 
 @flax.struct.dataclass
@@ -55,7 +55,7 @@ def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules, mask
         boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r, mask), jax.random.key(0))
     shardings = logical_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            nn.unbox(boxed), shardings)
+                            unboxed(boxed), shardings)
     return abstract, shardings
 
 

@@ -116,6 +116,7 @@ def test_perplexity_filters_with_an_ngram_and_with_a_trained_workdir(small_corpu
     assert not any(len(w) == 6 and set(w) <= set(alphabet) and len(set(w) & set("#%&*+=<>~^|{}[]")) > 1
                    for w in kept.split())  # the noise documents are the ones removed
 
+    from llm_jax.eval.perplexity import workdir_scorer
     from llm_jax.train.loop import train
     model_cfg = small_config()
     model_cfg.data.corpus, model_cfg.model.vocab_size = small_corpus, 384
@@ -123,7 +124,8 @@ def test_perplexity_filters_with_an_ngram_and_with_a_trained_workdir(small_corpu
     workdir = str(tmp_path / "ref_model")
     train(model_cfg, workdir, log=lambda _: None)
     cfg.data.filter.update(perplexity_model=workdir, perplexity_quantile=0.12)
-    manifest = prepare([str(mixed)], str(tmp_path / "by_model"), cfg.data, 512, log=lambda _: None)
+    manifest = prepare([str(mixed)], str(tmp_path / "by_model"), cfg.data, 512, log=lambda _: None,
+                       workdir_scorer=workdir_scorer)
     assert manifest["counts"]["filtered_by_reason"]["perplexity"] == 3
 
 

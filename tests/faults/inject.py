@@ -20,17 +20,17 @@ if "nan_step" in faults:
 
     _gradients = step._gradients
 
-    def poisoned_gradients(model, state, batch, rng, micro_batches):
-        grads, loss = _gradients(model, state, batch, rng, micro_batches)
+    def poisoned_gradients(model, objective, state, *args, **kwargs):
+        grads, loss, aux = _gradients(model, objective, state, *args, **kwargs)
         bad = state.step + 1 == faults["nan_step"]
-        return jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads), jnp.where(bad, jnp.nan, loss)
+        return jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads), jnp.where(bad, jnp.nan, loss), aux
 
     step._gradients = poisoned_gradients  # looked up when the step is traced
 
 if "restore_errors" in faults:
-    from llm_jax.train import checkpoint
+    from llm_jax.checkpoint import store
 
-    _restore, _left = checkpoint.restore, [faults["restore_errors"]]
+    _restore, _left = store.restore, [faults["restore_errors"]]
 
     def flaky_restore(*args, **kwargs):
         if _left[0] != 0:
@@ -38,7 +38,7 @@ if "restore_errors" in faults:
             raise OSError(errno.EIO, "Input/output error (injected)")
         return _restore(*args, **kwargs)
 
-    checkpoint.restore = flaky_restore
+    store.restore = flaky_restore  # looked up by Checkpointer.restore_latest
 
 from llm_jax.cli import main  # noqa: E402 (after the patches)
 

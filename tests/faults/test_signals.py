@@ -8,8 +8,8 @@ import time
 import pytest
 from faultlib import one_clear_line, start, train_args, wait_for_rows
 
+from llm_jax.checkpoint import seal
 from llm_jax.errors import EXIT_PREEMPTED
-from llm_jax.train import seal
 
 
 class Done:

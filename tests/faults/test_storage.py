@@ -6,8 +6,8 @@ import subprocess
 import pytest
 from faultlib import cli, one_clear_line, train_args
 
+from llm_jax.checkpoint import seal
 from llm_jax.errors import EXIT_IO
-from llm_jax.train import seal
 
 
 @pytest.mark.fault(fault="the disk fills up during training (1.5 MB tmpfs)",

@@ -52,6 +52,6 @@ def test_restore_from_another_run_params_only_or_full(trained, small_corpus, tmp
     assert any("(step 10, full state)" in line for line in logs)
     assert [r["step"] for r in read_metrics(str(tmp_path / "full"))] == [15, 20, 25]  # continues at step 10
     fine.checkpoint.restore_from = str(tmp_path / "nowhere")
-    from llm_jax.train.checkpoint import CheckpointError
+    from llm_jax.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="no checkpoints/ directory"):
         train(fine, str(tmp_path / "bad"), log=lambda _: None)

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import small_config
+
+from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.infer.export import export_params
 from llm_jax.infer.load import WorkdirError, load_workdir, read_config
 from llm_jax.models import build_model
-from llm_jax.train import checkpoint
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ import pytest
 from helpers import REPO, small_config
 from llm_jax.config import load_config
 from llm_jax.models import build_model
-from llm_jax.scaling.accounting import param_count
+from llm_jax.models.accounting import param_count
 
 SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
 

@@ -1,6 +1,6 @@
 import pytest
 
-from llm_jax.scaling.accounting import flops_per_token
+from llm_jax.models.accounting import flops_per_token
 from llm_jax.sweep import Sweep, members
 from llm_jax.sweep.isoflop import isoflop_variants, shape
 from llm_jax.sweep.spec import member_config

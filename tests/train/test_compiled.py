@@ -1,7 +1,7 @@
 import pytest
-
 from helpers import small_config
-from llm_jax.scaling.accounting import flops_per_token
+
+from llm_jax.models.accounting import flops_per_token
 from llm_jax.train import compiled
 
 SHAPES = {

@@ -94,7 +94,7 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run_bit_for_bit
 
 
 def test_checkpoints_hold_the_loader_position_and_a_data_change_is_reported(run, small_corpus):
-    from llm_jax.train import checkpoint
+    from llm_jax import checkpoint
     workdir, _, _, _ = run
     mngr = checkpoint.manager(workdir)
     state = checkpoint.restore_data_state(mngr, mngr.latest_step())

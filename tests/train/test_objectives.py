@@ -94,3 +94,27 @@ def test_a_trainable_pattern_that_matches_nothing_is_an_error():
     cfg.train.trainable = "lora_.*"
     with pytest.raises(ValueError, match="matches no parameter; paths look like"):
         build_trainable(cfg)
+
+
+def test_a_loss_sown_inside_the_scanned_layer_stack_is_summed_over_layers(monkeypatch):
+    """Collections pass through the layer scan: a block that sows 0.25 per layer adds n_layers * 0.25."""
+    from llm_jax.models import transformer
+    from llm_jax.objectives import CAUSAL_LM
+
+    class SowingBlock(transformer.Block):
+        @nn.compact
+        def __call__(self, x_BLD, positions_BL, segments_BL):
+            self.sow("losses", "per_layer", jnp.float32(0.25))
+            return super().__call__(x_BLD, positions_BL, segments_BL)
+
+    monkeypatch.setattr(transformer, "Block", SowingBlock)
+    cfg = small_config(n_layers=3)
+    trainable = build_trainable(cfg)
+    tokens = np.zeros((8, 17), np.int32)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((8, 16), np.int32)}
+    with trainable.activate():
+        state = trainable.init_state()
+        aux = jax.jit(lambda p, b: CAUSAL_LM.losses(trainable.model, p, b, None, True)[2])(
+            state.params, trainable.to_device(batch))
+        _, metrics = trainable.train_step(state, trainable.to_device(batch))
+    assert float(aux["per_layer"]) == pytest.approx(0.75) and float(metrics["aux/per_layer"]) == pytest.approx(0.75)

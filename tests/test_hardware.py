@@ -1,6 +1,6 @@
 import pytest
 
-from llm_jax.train.mfu import measure_matmul_flops, peak_flops, table_peak
+from llm_jax.hardware import measure_matmul_flops, peak_flops, table_peak
 
 
 @pytest.mark.parametrize("kind, peak", [

@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -39,9 +40,8 @@ from etils import epath
 from llm_jax import fileio
 from llm_jax.errors import StorageError, UserError, one_line
 from llm_jax.parallel import distributed
-from llm_jax.train import seal
+from llm_jax.checkpoint import seal
 
-TRAIN_FIELDS = ("step", "opt_state", "loss_scale", "good_steps", "loss_ema", "spikes", "skipped", "halted")
 ITEMS = ("params", "train", "data", "config")
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 RESTORE_ATTEMPTS = 3
@@ -84,7 +84,8 @@ def manager(workdir: str, keep: int = 2, keep_every: int = 0, read_only: bool = 
 
 
 def _train_item(state) -> dict:
-    return {name: getattr(state, name) for name in TRAIN_FIELDS}
+    """Everything of a train state but its parameters (the `train` item), whatever fields the state has."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "params"}
 
 
 def step_path(mngr: ocp.CheckpointManager, step: int) -> str:

@@ -19,6 +19,7 @@ from llm_jax.data.dedup import MinHashLSH
 from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.data.prepare import prepare
+from llm_jax.train.bench import bench_train
 
 
 def bench_loader(cfg, batches: int = 200, log=print) -> dict:
@@ -55,7 +56,6 @@ def bench_dedup(n_docs: int = 100_000, seed: int = 0) -> dict:
 
 
 def bench_data(cfg, train_steps: int = 5, log=print) -> dict:
-    from llm_jax.train.bench import bench_train
     result = bench_loader(cfg, log=log)
     train = bench_train(cfg, steps=train_steps, warmup=2, log=log)
     result["train_tokens_per_sec"] = train["tokens_per_sec"]

@@ -1,7 +1,7 @@
 import pytest
-
 from helpers import small_config
-from llm_jax.scaling.accounting import flops_per_token, layer_params, non_embedding_params, param_count
+
+from llm_jax.models.accounting import flops_per_token, layer_params, non_embedding_params, param_count
 
 
 def test_guide_layer_formula_12_d_squared_without_biases():
@@ -31,8 +31,13 @@ def test_flops_per_token_is_6n_plus_attention():
 
 
 def test_guide_compute_budget_examples():
-    from llm_jax.scaling.accounting import (device_hours, training_cost, training_flops, training_steps,
-                                            training_time_days)
+    from llm_jax.models.accounting import (
+        device_hours,
+        training_cost,
+        training_flops,
+        training_steps,
+        training_time_days,
+    )
     flops = training_flops(175e9, 300e9)
     assert flops == pytest.approx(3.15e23)                               # the guide: ~3.14e23 for GPT-3
     hours = device_hours(flops, 312e12)

@@ -4,11 +4,12 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from helpers import small_config
+
+from llm_jax import checkpoint
+from llm_jax.checkpoint import seal
 from llm_jax.infer.load import abstract_params
 from llm_jax.models import build_model
-from llm_jax.train import checkpoint, seal
 from llm_jax.train.trainable import build_trainable
 
 
@@ -108,7 +109,7 @@ def test_save_policy_every_n_steps_and_every_t_minutes(tmp_path, monkeypatch):
     cfg = small_config()
     cfg.checkpoint.update(every=10, every_minutes=0.5)
     clock = [1000.0]
-    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(checkpoint.store.time, "monotonic", lambda: clock[0])
     ckpt = checkpoint.Checkpointer(str(tmp_path), cfg.checkpoint, log=lambda _: None)
     assert ckpt.due(10) and ckpt.due(20) and not ckpt.due(11)
     clock[0] += 29
