@@ -89,18 +89,39 @@ def cmd_generate(args, extra) -> int:
 
 
 def cmd_eval(args, extra) -> int:
+    import numpy as np
+
+    from llm_jax.eval.cloze import cloze_accuracy
     from llm_jax.eval.perplexity import perplexity, read_text_for_eval
     from llm_jax.infer.load import load_workdir
-    text = read_text_for_eval(args.text)  # refuses a directory, a missing, empty or binary file
+    if args.metric == "perplexity" and not args.text:
+        raise UserError("eval perplexity needs --text FILE")
+    text = read_text_for_eval(args.text) if args.text else None  # refuses a directory, a missing, empty, binary file
     loaded = load_workdir(args.workdir)
-    ids = loaded.tokenizer.encode(text)
-    result = perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)
+    m = loaded.cfg.model
+    if args.metric == "perplexity":
+        if m.family != "decoder":
+            raise UserError(f"eval perplexity scores next-token predictions, which a model.family={m.family!r} "
+                             f"does not make; use `eval cloze`")
+        result = perplexity(loaded.model, loaded.params, loaded.tokenizer.encode(text), m.seq_len)
+    else:
+        if text is not None:
+            ids = np.asarray(loaded.tokenizer.encode(text), np.int32)
+            windows = ids[: len(ids) // m.seq_len * m.seq_len].reshape(-1, m.seq_len)
+        else:  # the run's own held-out split
+            from llm_jax.data.pipeline import training_data
+            val = training_data(loaded.cfg, log=lambda line: print(line, file=sys.stderr)).val
+            windows = np.stack([val[i]["tokens"][:-1] for i in range(len(val))]) if len(val) else np.zeros((0, m.seq_len))
+        result = cloze_accuracy(loaded.model, loaded.params, m, windows[: args.windows])
     result["step"] = loaded.step
     if args.json:
         _print_json(result)
-    else:
+    elif args.metric == "perplexity":
         print(f"perplexity {result['perplexity']:.3f} | loss {result['loss']:.4f} nats/token | "
               f"{result['tokens']} tokens scored")
+    else:
+        print(f"cloze accuracy {result['accuracy']:.4f} ± {result['stderr']:.4f} over {result['n']} hidden tokens "
+              f"(always the most frequent one: {result['majority_baseline']:.4f})")
     return 0
 
 
@@ -276,9 +297,10 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--json", action="store_true")
 
     e = _command(sub, "eval", cmd_eval, help="evaluate a work directory's model")
-    e.add_argument("metric", choices=["perplexity"])
+    e.add_argument("metric", choices=["perplexity", "cloze"])
     e.add_argument("--workdir", required=True)
-    e.add_argument("--text", required=True, help="a UTF-8 text file")
+    e.add_argument("--text", help="a UTF-8 text file (cloze: default the run's held-out split)")
+    e.add_argument("--windows", type=argtypes.positive_int, default=512, help="cloze: windows probed (one token each)")
     e.add_argument("--json", action="store_true")
 
     s = _command(sub, "estimate", cmd_estimate, overrides=True,

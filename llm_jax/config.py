@@ -26,7 +26,9 @@ from llm_jax.errors import UserError
 # by `batch` falls back to unsharded.
 DEFAULT_RULES = (
     ("stage", "stage"),
-    ("batch", ("data", "fsdp")),
+    ("exp", "expert"),                     # MoE expert weights and dispatched tokens: expert parallelism
+    ("batch", ("data", "fsdp", "expert")),  # dense activations: the expert axis is one more data axis ...
+    ("batch", ("data", "fsdp")),            # ... except in a tensor whose experts already use it
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
@@ -37,20 +39,21 @@ DEFAULT_RULES = (
     ("layers", "stage"),
 )
 
-MESH_AXES = ("stage", "data", "fsdp", "tensor")
+MESH_AXES = ("stage", "data", "fsdp", "expert", "tensor")
 
 CHOICES = {
-    "model.family": ("decoder",),  # llm_jax.models.FAMILIES (a test keeps the two equal)
-    "model.positions": ("learned", "sinusoidal", "rope", "none"),
+    "model.family": ("decoder", "encoder", "encdec"),  # llm_jax.models.FAMILIES (a test keeps the two equal)
+    "model.positions": ("learned", "sinusoidal", "rope", "relative", "none"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.norm_position": ("pre", "post"),
-    "model.ffn": ("relu", "gelu", "gelu_tanh", "swiglu"),
+    "model.ffn": ("relu", "gelu", "gelu_tanh", "swiglu", "geglu"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots"),
     "model.attention_impl": ("auto", "xla", "cudnn"),
+    "model.moe_router": ("softmax", "sigmoid"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm",),  # llm_jax.objectives.OBJECTIVES (a test keeps the two equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
@@ -70,7 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     m = c.model
-    m.family = "decoder"         # the model family (llm_jax/models/__init__.py): decoder-only
+    m.family = "decoder"         # the model family (llm_jax/models/__init__.py): decoder-only, or encoder (BERT)
     m.vocab_size = 2048          # tokenizer vocabulary (a trained tokenizer gets exactly this many pieces)
     m.seq_len = 256              # training context; also the size of the learned position table
     m.d_model = 256
@@ -99,10 +102,28 @@ def default_config() -> ml_collections.ConfigDict:
     m.document_mask = False      # attend only within the same document of a packed sequence (segment ids)
     m.mup = False                # maximal update parametrization (Yang et al.): hyperparameters transfer across width
     m.mup_base_width = 256       # the d_model at which muP equals the standard parametrization (but for 1/d attention)
+    # Encoder-only models (family "encoder", llm_jax/models/encoder.py; docs/families.md)
+    m.type_vocab_size = 0        # token-type (segment A/B) embeddings; 0 = none (BERT: 2)
+    m.num_labels = 0             # classes of the sequence-classification head on the pooled output; 0 = no head
+    m.mask_token_id = -1         # MLM's [MASK] id; -1 = vocab_size - 1, left free by the tokenizer this run trains
+    m.rel_buckets = 32           # positions="relative" (T5, encdec family): buckets of the relative position bias ...
+    m.rel_max_distance = 128     # ... the offset beyond which all share the last bucket
+    # Mixture of experts (llm_jax/models/moe.py): the feed-forward layer of every moe_every-th block becomes
+    # n_experts expert FFNs of which a router picks top_k per token.
+    m.moe_experts = 0            # 0 = dense (no MoE)
+    m.moe_top_k = 2
+    m.moe_every = 1              # every k-th block is MoE (the others dense); k must divide n_layers
+    m.moe_shared_experts = 0     # experts every token also goes through (DeepSeek-style), unrouted
+    m.moe_d_ff = 0               # width of one expert's FFN; 0 = d_ff
+    m.moe_router = "softmax"     # "softmax" (Switch, Mixtral) or "sigmoid" (DeepSeek-V3) token-expert scores
+    m.moe_norm_topk = True       # renormalise the chosen top_k weights to sum to 1
+    m.moe_capacity_factor = 0.0  # 0 = dropless (grouped matmul); > 0 = fixed expert capacity, overflow dropped
+    m.moe_balance_weight = 0.01  # Switch/GShard load-balancing loss E * sum_i fraction_i * mean_prob_i
+    m.moe_z_weight = 0.001       # router z-loss mean(logsumexp(router logits)^2) (ST-MoE)
 
     c.train = ml_collections.ConfigDict()
     t = c.train
-    t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction
+    t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction; mlm = masked LM (encoder)
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -137,12 +158,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.pipeline_repeats = 1  # 1 = GPipe fill-drain; R > 1 = circular: each stage holds R layer groups
     c.mesh.data = -1             # -1 = all the devices the other axes leave
     c.mesh.fsdp = 1
+    c.mesh.expert = 1            # expert parallelism: MoE experts split over it (dense layers see it as data)
     c.mesh.tensor = 1
     # Multi-slice (TPU pods joined over the data-centre network): each axis above is the size *within* a
     # slice, and mesh.dcn_<axis> multiplies it across slices (usually dcn_data: data parallelism over DCN).
     c.mesh.dcn_stage = 1
     c.mesh.dcn_data = 1
     c.mesh.dcn_fsdp = 1
+    c.mesh.dcn_expert = 1
     c.mesh.dcn_tensor = 1
     c.mesh.rules = DEFAULT_RULES
 
@@ -356,7 +379,7 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if m.head_dim == 0 and m.n_heads > 0 and m.d_model % m.n_heads == 0:
         m.head_dim = m.d_model // m.n_heads
     if m.d_ff == 0 and m.d_model > 0:
-        m.d_ff = swiglu_width(m.d_model, m.ffn_multiple_of) if m.ffn == "swiglu" else 4 * m.d_model
+        m.d_ff = swiglu_width(m.d_model, m.ffn_multiple_of) if m.ffn in ("swiglu", "geglu") else 4 * m.d_model
     return cfg
 
 
@@ -390,16 +413,16 @@ def mesh_layout(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[tuple[i
         sizes = [per_slice // fixed if s == -1 else s for s in sizes]
     where = f" per slice ({n_devices} devices / {slices} slices)" if slices > 1 else ""
     _require(math.prod(sizes) == per_slice,
-             f"mesh: stage*data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
+             f"mesh: {'*'.join(MESH_AXES)} = {'*'.join(map(str, sizes))} = {math.prod(sizes)}, "
              f"but there are {per_slice} devices{where}; the product must equal the device count "
              f"(use -1 on one axis to fill)")
     return tuple(sizes), dcn
 
 
-def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[int, int, int, int]:
-    """Global (stage, data, fsdp, tensor) sizes: within-slice size x across-slice size per axis."""
+def mesh_shape(cfg: ml_collections.ConfigDict, n_devices: int) -> dict[str, int]:
+    """Global {axis: size} in MESH_AXES order: within-slice size x across-slice size per axis."""
     ici, dcn = mesh_layout(cfg, n_devices)
-    return tuple(i * d for i, d in zip(ici, dcn))
+    return {axis: i * d for axis, i, d in zip(MESH_AXES, ici, dcn)}
 
 
 def pipeline_microbatches(cfg) -> int:
@@ -430,9 +453,11 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
     _require(m.init_std > 0, f"model.init_std={m.init_std}: must be positive")
     _require(m.mup_base_width > 0, f"model.mup_base_width={m.mup_base_width}: must be positive")
+    _validate_family(cfg)
     _require(m.ffn_multiple_of > 0, f"model.ffn_multiple_of={m.ffn_multiple_of}: must be positive")
     _require(1 <= m.scan_unroll <= m.n_layers and m.n_layers % m.scan_unroll == 0,
              f"model.scan_unroll={m.scan_unroll}: must divide model.n_layers={m.n_layers}")
+    _validate_moe(m)
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
@@ -472,17 +497,76 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 
     _validate_pipeline(cfg)
     if n_devices is not None:
-        _, data, fsdp, _ = mesh_shape(cfg, n_devices)
+        sizes = mesh_shape(cfg, n_devices)
+        rows = sizes["data"] * sizes["fsdp"] * sizes["expert"]  # the axes the batch is split over
         per_micro = t.batch_size // t.micro_batches
-        _require(per_micro % (data * fsdp) == 0,
+        _require(per_micro % rows == 0,
                  f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} "
-                 f"sequences per micro-batch must divide evenly over mesh.data*mesh.fsdp = {data * fsdp}")
+                 f"sequences per micro-batch must divide evenly over mesh.data*mesh.fsdp*mesh.expert = {rows}")
         if cfg.mesh.stage > 1:
             per_pipe = per_micro // pipeline_microbatches(cfg)
-            _require(per_pipe % (data * fsdp) == 0,
+            _require(per_pipe % rows == 0,
                      f"each pipeline micro-batch holds {per_pipe} sequences (train.batch_size={t.batch_size} / "
                      f"train.micro_batches={t.micro_batches} / {pipeline_microbatches(cfg)} pipeline micro-batches)"
-                     f", which must divide over mesh.data*mesh.fsdp = {data * fsdp}")
+                     f", which must divide over mesh.data*mesh.fsdp*mesh.expert = {rows}")
+
+
+# Which model families each objective trains (an encoder has no next-token logits; a decoder cannot see the
+# tokens after a [MASK]).
+OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",)}
+
+# T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
+# this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
+NOISE_DENSITY = 0.15
+MEAN_SPAN = 3.0
+
+
+def span_corruption_counts(length: int) -> tuple[int, int]:
+    """(noise tokens n, noise spans k) of span corruption on a window of `length` tokens."""
+    noise = max(1, min(length - 1, round(NOISE_DENSITY * length)))
+    return noise, max(1, min(noise, length - noise, round(noise / MEAN_SPAN)))
+
+
+def reserved_ids(cfg) -> int:
+    """How many ids at the top of model.vocab_size the run's objective keeps out of the tokenizer it trains: MLM's
+    [MASK] (model.mask_token_id=-1) or span corruption's sentinels."""
+    if cfg.train.objective == "mlm" and cfg.model.mask_token_id == -1:
+        return 1
+    if cfg.train.objective == "span_corruption":
+        return span_corruption_counts(cfg.model.seq_len)[1]
+    return 0
+
+
+def _validate_family(cfg) -> None:
+    m, objective = cfg.model, cfg.train.objective
+    families = OBJECTIVE_FAMILIES.get(objective, CHOICES["model.family"])
+    _require(m.family in families, f"train.objective={objective!r} trains the {' or '.join(families)} family, but "
+                                   f"model.family={m.family!r}; set model.family={families[0]!r} (or another "
+                                   f"objective)")
+    _require(isinstance(m.type_vocab_size, int) and m.type_vocab_size >= 0,
+             f"model.type_vocab_size={m.type_vocab_size}: must be >= 0 (0 = no token-type embeddings)")
+    _require(isinstance(m.num_labels, int) and m.num_labels >= 0,
+             f"model.num_labels={m.num_labels}: must be >= 0 (0 = no classification head)")
+    _require(m.mask_token_id == -1 or 0 <= m.mask_token_id < m.vocab_size,
+             f"model.mask_token_id={m.mask_token_id}: must be -1 (the last id, vocab_size - 1, reserved) or an id "
+             f"below model.vocab_size={m.vocab_size}")
+    _require(m.positions != "relative" or m.family == "encdec",
+             f"model.positions='relative' (T5's bucketed bias) is implemented by the encdec family only, not "
+             f"model.family={m.family!r}")
+    for key in ("rel_buckets", "rel_max_distance"):
+        _require(isinstance(m[key], int) and m[key] >= 2, f"model.{key}={m[key]}: must be an integer >= 2")
+    if m.family in ("encoder", "encdec"):
+        _require(cfg.mesh.stage == 1, f"mesh.stage={cfg.mesh.stage}: the {m.family} family has no pipeline "
+                                      f"parallelism yet; use mesh.stage=1")
+        _require(m.moe_experts == 0, f"model.moe_experts={m.moe_experts}: the {m.family} family has no mixture of "
+                                     f"experts yet; use model.moe_experts=0")
+    if m.family == "encdec":
+        _require(not m.document_mask, "model.document_mask: the encdec family does not pack documents yet; set "
+                                      "model.document_mask=false")
+    if m.family != "encoder":
+        for key in ("type_vocab_size", "num_labels"):
+            _require(m[key] == 0, f"model.{key}={m[key]} belongs to the encoder family (model.family='encoder'); "
+                                  f"a {m.family} has no such parameters: leave it 0")
 
 
 def _validate_pipeline(cfg) -> None:
@@ -508,6 +592,30 @@ def _validate_pipeline(cfg) -> None:
              f"not split into {micro} pipeline micro-batches; use a pipeline_microbatches dividing {per_micro}")
     _require(m.dropout == 0, f"model.dropout={m.dropout}: pipeline parallelism (mesh.stage={stage}) does not "
                              f"support dropout yet; set model.dropout=0")
+    _require(m.moe_experts == 0, f"model.moe_experts={m.moe_experts}: pipeline parallelism (mesh.stage={stage}) "
+                                 f"does not carry the MoE auxiliary losses through its stages yet; use mesh.expert "
+                                 f"or mesh.fsdp instead of mesh.stage for an MoE model")
+
+
+def _validate_moe(m) -> None:
+    if m.moe_experts == 0:
+        return
+    _require(isinstance(m.moe_experts, int) and m.moe_experts >= 2,
+             f"model.moe_experts={m.moe_experts}: must be 0 (dense) or at least 2")
+    _require(1 <= m.moe_top_k <= m.moe_experts,
+             f"model.moe_top_k={m.moe_top_k}: must be in [1, model.moe_experts={m.moe_experts}]")
+    _require(m.moe_every >= 1 and m.n_layers % m.moe_every == 0,
+             f"model.moe_every={m.moe_every}: must divide model.n_layers={m.n_layers}")
+    _require(m.moe_every == 1 or (m.n_layers // m.moe_every) % m.scan_unroll == 0,
+             f"model.scan_unroll={m.scan_unroll}: must divide the {m.n_layers // m.moe_every} scanned groups of "
+             f"model.moe_every={m.moe_every} layers")
+    for key in ("moe_shared_experts", "moe_d_ff"):
+        _require(isinstance(m[key], int) and m[key] >= 0, f"model.{key}={m[key]}: must be a non-negative integer")
+    for key in ("moe_capacity_factor", "moe_balance_weight", "moe_z_weight"):
+        _require(m[key] >= 0, f"model.{key}={m[key]}: must be >= 0")
+    _require(m.moe_top_k > 1 or not m.moe_norm_topk,
+             "model.moe_top_k=1 with model.moe_norm_topk=true gives every token a gate of exactly 1, so the loss never "
+             "trains the router; set model.moe_norm_topk=false (Switch: the gate is the router probability)")
 
 
 def _validate_data(d) -> None:

@@ -11,11 +11,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHINCHILLA_CSV = os.path.join(REPO, "..", "shared", "data", "chinchilla_fig4_extracted.csv")
 
 
-def small_config(**model):
+def small_config(objective: str = "causal_lm", **model):
     """A 2-layer, d=32 model config (resolved and validated) for fast CPU tests; `model` overrides fields."""
     from llm_jax import config as config_lib
     cfg = config_lib.default_config()
     cfg.model.update(dict(dict(vocab_size=256, seq_len=16, d_model=32, n_layers=2, n_heads=4), **model))
+    cfg.train.objective = objective
     cfg.train.update(steps=20, batch_size=8, warmup_steps=2, lr=3e-3, lr_min=3e-4, eval_every=10, eval_batches=2,
                      log_every=5)
     cfg.checkpoint.every = 10

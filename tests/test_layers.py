@@ -11,7 +11,7 @@ ALLOWED = {  # package -> the packages it may import
     "errors": set(), "argtypes": set(), "hardware": set(), "fileio": BASE, "config": BASE,
     "parallel": BASE | {"config"},
     "models": BASE | {"config", "parallel"},
-    "objectives": BASE,
+    "objectives": BASE | {"config"},
     "checkpoint": BASE | {"fileio", "parallel"},
     "data": BASE | {"fileio", "config", "parallel"},
     "train": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "hardware"},

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+from llm_jax import config as config_lib
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data.loader import PackedWindows, fingerprint
 from llm_jax.data.prepare import prepare
@@ -106,6 +107,12 @@ def prepare_settings(data_cfg, vocab_size: int) -> str:
     return json.dumps({"specs": data_specs(data_cfg), "settings": _settings(data_cfg), "vocab_size": vocab_size}, sort_keys=True)
 
 
+def tokenizer_vocab_size(cfg) -> int:
+    """The vocabulary a run's tokenizer may use: model.vocab_size, less the top ids the objective reserves
+    (MLM's [MASK], span corruption's sentinels: `config.reserved_ids`)."""
+    return cfg.model.vocab_size - config_lib.reserved_ids(cfg)
+
+
 def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
     """The prepared splits, tokenizer and loader inputs of a run (preparing corpora into the cache on first use;
     `workdir_scorer` as in prepare.quality_filter)."""
@@ -113,18 +120,20 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
     specs = data_specs(d)
     weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
-        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log, workdir_scorer) for s in specs]
+        dirs = [prepared_dir(s, d, tokenizer_vocab_size(cfg), seq_len, log, workdir_scorer) for s in specs]
     distributed.barrier("llm_jax:data_prepared")
     if not distributed.is_primary():
-        dirs = [prepared_dir(s, d, cfg.model.vocab_size, seq_len, log, workdir_scorer) for s in specs]
+        dirs = [prepared_dir(s, d, tokenizer_vocab_size(cfg), seq_len, log, workdir_scorer) for s in specs]
     manifests = [read_manifest(p) for p in dirs]
     shas = {m["tokenizer"]["sha256"] for m in manifests}
     if len(shas) > 1:
         raise PreparedDataError(f"the mixture's datasets were tokenized with different tokenizers: {dirs}")
     tokenizer = load_tokenizer(os.path.join(dirs[0], manifests[0]["tokenizer"]["file"]))
-    if tokenizer.vocab_size > cfg.model.vocab_size:
+    if tokenizer.vocab_size > tokenizer_vocab_size(cfg):
+        reserved = f" and train.objective={cfg.train.objective!r} reserves the top {config_lib.reserved_ids(cfg)} " \
+                   f"id(s)" if tokenizer_vocab_size(cfg) < cfg.model.vocab_size else ""
         raise PreparedDataError(f"{dirs[0]}: the tokenizer has {tokenizer.vocab_size} tokens but "
-                                f"model.vocab_size={cfg.model.vocab_size}")
+                                f"model.vocab_size={cfg.model.vocab_size}{reserved}")
     train = [PackedWindows.from_split(PreparedSplit(p, "train"), seq_len) for p in dirs]
     val = PackedWindows.from_split(PreparedSplit(dirs[0], "val"), seq_len)
     for p, windows in zip(dirs, train):

@@ -1,8 +1,9 @@
-"""Hugging Face GPT-2 and Llama checkpoints <-> llm_jax work directories, both ways, without torch.
+"""Hugging Face GPT-2, Llama and Mixtral checkpoints <-> llm_jax work directories, both ways, without torch.
 
 Each family is a table of (our parameter path, HF tensor name, HF layout, input axes). The same table
 drives both directions, so import and export cannot drift apart. GPT-2 fuses Q, K and V into one `c_attn`
-tensor; it is split into three virtual names on import and fused again on export.
+tensor; it is split into three virtual names on import and fused again on export. Mixtral stores one tensor per
+expert (w1 gate, w3 up, w2 down); they are stacked into virtual per-layer tensors of our expert layout.
 """
 
 from __future__ import annotations
@@ -78,7 +79,14 @@ LLAMA_TABLE = [
     ("head/kernel", "lm_head.weight", "linear", 1),
 ]
 
-TABLES = {"gpt2": GPT2_TABLE, "llama": LLAMA_TABLE}
+MIXTRAL_TABLE = [row for row in LLAMA_TABLE if "/mlp/" not in row[0]] + [
+    ("layers/moe/router", "model.layers.{i}.block_sparse_moe.gate.weight", "linear", 1),
+    ("layers/moe/wi", "model.layers.{i}.moe.wi", "table", 0),   # virtual: (gate|up, expert, in, out)
+    ("layers/moe/wo", "model.layers.{i}.moe.wo", "table", 0),   # virtual: (expert, in, out)
+]
+MIXTRAL_EXPERT = "model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"
+
+TABLES = {"gpt2": GPT2_TABLE, "llama": LLAMA_TABLE, "mixtral": MIXTRAL_TABLE}
 IGNORED = re.compile(r"(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$")  # buffers, not weights
 
 
@@ -129,7 +137,7 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
             norm_eps=get("layer_norm_epsilon", "float", 1e-5), norm_position="pre", ffn=ffn,
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)), use_bias=True,
             init_std=get("initializer_range", "float", 0.02))
-    if family == "llama":
+    if family in ("llama", "mixtral"):
         rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
         if not isinstance(rope, dict):
             raise ConversionError(f"{source}: rope_parameters/rope_scaling={rope!r} must be an object")
@@ -145,7 +153,19 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
         theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
         if isinstance(theta, bool) or not isinstance(theta, (int, float)):
             raise ConversionError(f"{source}: rope_theta={theta!r} must be a number")
+        moe = {}
+        if family == "mixtral":
+            seq_len = min(get("max_position_embeddings", default=2048), MAX_CONVERTED_SEQ_LEN)
+            window = hf.get("sliding_window")
+            if window is not None and (not isinstance(window, int) or window < seq_len):
+                raise ConversionError(f"{source}: Mixtral sliding_window={window!r} is not supported (no "
+                                      f"sliding-window attention yet); it must be null or >= {seq_len}")
+            moe = dict(moe_experts=get("num_local_experts"), moe_top_k=get("num_experts_per_tok"), moe_every=1,
+                       moe_shared_experts=0, moe_d_ff=0, moe_router="softmax", moe_norm_topk=True,
+                       moe_capacity_factor=0.0, moe_balance_weight=get("router_aux_loss_coef", "float", 0.001),
+                       moe_z_weight=0.0)
         return family, dict(
+            **moe,
             vocab_size=get("vocab_size"), seq_len=min(get("max_position_embeddings", default=2048),
                                                       MAX_CONVERTED_SEQ_LEN),
             d_model=d, n_layers=get("num_hidden_layers"), n_heads=heads,
@@ -155,7 +175,7 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
             norm="rmsnorm", norm_eps=get("rms_norm_eps", "float", 1e-6), norm_position="pre", ffn="swiglu",
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=False,
             init_std=get("initializer_range", "float", 0.02))
-    raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama)")
+    raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama, mixtral)")
 
 
 def read_hf_config(hf_dir: str) -> tuple[str, dict]:
@@ -177,16 +197,24 @@ def family_of(m) -> str:
     if m.get("mup"):
         raise ConversionError("a muP model (model.mup=True) has no Hugging Face equivalent: its 1/d attention "
                               "scale and output multiplier are not fields of GPT-2 or Llama configs")
+    if m.get("family", "decoder") != "decoder":
+        raise ConversionError(f"model.family={m['family']!r}: only decoder-only models convert to GPT-2, Llama "
+                              f"or Mixtral")
     gpt2 = dict(positions="learned", norm="layernorm", norm_position="pre", use_bias=True, tie_embeddings=True)
     llama = dict(positions="rope", norm="rmsnorm", norm_position="pre", use_bias=False, ffn="swiglu")
+    mixtral = dict(moe_every=1, moe_shared_experts=0, moe_router="softmax", moe_norm_topk=True)
     if all(m[k] == v for k, v in gpt2.items()) and m["ffn"] in ("gelu_tanh", "gelu", "relu") \
-            and m["n_kv_heads"] == m["n_heads"] and m["n_heads"] * m["head_dim"] == m["d_model"]:
+            and m["n_kv_heads"] == m["n_heads"] and m["n_heads"] * m["head_dim"] == m["d_model"] \
+            and not m["moe_experts"]:
         return "gpt2"
-    if all(m[k] == v for k, v in llama.items()):
+    if all(m[k] == v for k, v in llama.items()) and not m["moe_experts"]:
         return "llama"
+    if all(m[k] == v for k, v in {**llama, **mixtral}.items()) and m["moe_d_ff"] in (0, m["d_ff"]):
+        return "mixtral"
     raise ConversionError("this model has no Hugging Face equivalent: GPT-2 needs learned positions, pre-LN "
                           "LayerNorm with biases, tied embeddings, MHA; Llama needs RoPE, RMSNorm, SwiGLU, "
-                          "no biases")
+                          "no biases; Mixtral is Llama with an MoE feed-forward in every layer (softmax router, "
+                          "normalised top-k, no shared experts)")
 
 
 def hf_config(m, family: str, tokenizer=None) -> dict:
@@ -201,13 +229,20 @@ def hf_config(m, family: str, tokenizer=None) -> dict:
                 "n_head": m["n_heads"], "n_inner": m["d_ff"], "activation_function": act,
                 "layer_norm_epsilon": m["norm_eps"], "tie_word_embeddings": True,
                 "initializer_range": m["init_std"], "torch_dtype": "float32", **special}
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": m["vocab_size"],
+    if family == "mixtral":
+        moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+               "num_local_experts": m["moe_experts"], "num_experts_per_tok": m["moe_top_k"],
+               "router_aux_loss_coef": m["moe_balance_weight"], "sliding_window": None}
+    else:
+        moe = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
+               "mlp_bias": False}
+    return {**moe, "vocab_size": m["vocab_size"],
             "hidden_size": m["d_model"], "intermediate_size": m["d_ff"], "num_hidden_layers": m["n_layers"],
             "num_attention_heads": m["n_heads"], "num_key_value_heads": m["n_kv_heads"], "head_dim": m["head_dim"],
             "max_position_embeddings": m["seq_len"], "rms_norm_eps": m["norm_eps"], "hidden_act": "silu",
             "rope_theta": m["rope_theta"], "rope_parameters": {"rope_type": "default", "rope_theta": m["rope_theta"]},
-            "tie_word_embeddings": m["tie_embeddings"], "attention_bias": False, "mlp_bias": False,
-            "initializer_range": m["init_std"], "torch_dtype": "float32", **special}
+            "tie_word_embeddings": m["tie_embeddings"], "initializer_range": m["init_std"], "torch_dtype": "float32",
+            **special}
 
 
 # ---------------------------------------------------------------------------------------- tensors
@@ -286,6 +321,33 @@ def _fuse_gpt2_qkv(tensors: dict, n_layers: int) -> dict:
     return out
 
 
+def _stack_mixtral_experts(tensors: dict, m: dict, source: str) -> dict:
+    """Per-expert w1/w3/w2 (torch Linear layout) -> virtual per-layer `moe.wi` (2, E, d, f) and `moe.wo` (E, f, d)."""
+    out = dict(tensors)
+    E, d, f = m["moe_experts"], m["d_model"], m["d_ff"]
+    for i in range(m["n_layers"]):
+        def take(e, w, shape):
+            name = MIXTRAL_EXPERT.format(i=i, e=e, w=w)
+            if name not in out:
+                raise ConversionError(f"{source} has no tensor {name!r}")
+            _check_tensor(name, out[name], shape, source)
+            return np.asarray(out.pop(name)).T
+        gate, up = ([take(e, w, (f, d)) for e in range(E)] for w in ("w1", "w3"))
+        out[f"model.layers.{i}.moe.wi"] = np.stack([np.stack(gate), np.stack(up)])
+        out[f"model.layers.{i}.moe.wo"] = np.stack([take(e, "w2", (d, f)) for e in range(E)])
+    return out
+
+
+def _unstack_mixtral_experts(tensors: dict, m: dict) -> dict:
+    out = dict(tensors)
+    for i in range(m["n_layers"]):
+        wi, wo = out.pop(f"model.layers.{i}.moe.wi"), out.pop(f"model.layers.{i}.moe.wo")
+        for e in range(m["moe_experts"]):
+            for w, value in (("w1", wi[0, e]), ("w3", wi[1, e]), ("w2", wo[e])):
+                out[MIXTRAL_EXPERT.format(i=i, e=e, w=w)] = np.ascontiguousarray(value.T)
+    return out
+
+
 def param_shapes(m) -> dict:
     model = build_model(m)
     tree = jax.eval_shape(lambda r: nn.unbox(model.init(r, jnp.zeros((1, 8), jnp.int32))["params"]),
@@ -304,6 +366,8 @@ def hf_to_params(family: str, tensors: dict, m, source: str = "the checkpoint") 
             prefix = "transformer."
         tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
         tensors = _split_gpt2_qkv(tensors, m["n_layers"], m["d_model"], source, prefix)
+    if family == "mixtral":
+        tensors = _stack_mixtral_experts(tensors, m, source)
     in_file = lambda n: n if n == "lm_head.weight" else prefix + n  # the name as the file spells it
     shapes = param_shapes(m)
     params, used = {}, set()
@@ -342,6 +406,8 @@ def params_to_hf(family: str, params: dict, m) -> dict:
                 tensors[name.format(i=i)] = _to_hf(value[i], layout, n_in)
         else:
             tensors[name] = _to_hf(value, layout, n_in)
+    if family == "mixtral":
+        tensors = _unstack_mixtral_experts(tensors, m)
     if family == "gpt2":
         tensors = _fuse_gpt2_qkv(tensors, m["n_layers"])
         tensors = {k if k == "lm_head.weight" else "transformer." + k: v for k, v in tensors.items()}

@@ -9,10 +9,14 @@ from __future__ import annotations
 import flax.linen as nn
 
 from llm_jax.models.config import ModelConfig
+from llm_jax.models.encdec import EncoderDecoder
+from llm_jax.models.encoder import Encoder
 from llm_jax.models.transformer import Transformer
 
 FAMILIES: dict[str, type[nn.Module]] = {
     "decoder": Transformer,   # decoder-only (GPT, Llama)
+    "encoder": Encoder,       # encoder-only (BERT)
+    "encdec": EncoderDecoder,  # encoder-decoder (T5)
 }
 
 

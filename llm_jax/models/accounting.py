@@ -8,22 +8,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm_jax.models.layers import GATED
+
 
 def _m(model_cfg) -> dict[str, Any]:
     return dict(model_cfg)
 
 
-def layer_params(model_cfg) -> int:
-    """One block: attention (Q, K, V, O), feed-forward, and two norms."""
+def attention_params(m) -> int:
+    d, H, K, hd = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"]
+    n = d * H * hd + 2 * d * K * hd + H * hd * d
+    return n + (H * hd + 2 * K * hd + d if m["use_bias"] else 0)
+
+
+def ffn_params(m, width: int, bias: bool) -> int:
+    n_in = 2 if m["ffn"] in GATED else 1
+    return n_in * m["d_model"] * width + width * m["d_model"] + ((n_in * width + m["d_model"]) if bias else 0)
+
+
+def moe_params(m, active: bool = False) -> int:
+    """One MoE feed-forward layer: router, the experts (only top_k of them when `active`), shared experts."""
+    width = m["moe_d_ff"] or m["d_ff"]
+    experts = m["moe_top_k"] if active else m["moe_experts"]
+    shared = ffn_params(m, width * m["moe_shared_experts"], False) if m["moe_shared_experts"] else 0
+    return m["d_model"] * m["moe_experts"] + experts * ffn_params(m, width, False) + shared
+
+
+def moe_layers(m) -> int:
+    return m["n_layers"] // m["moe_every"] if m["moe_experts"] else 0
+
+
+def layer_params(model_cfg, moe: bool = False, active: bool = False) -> int:
+    """One block: attention (Q, K, V, O), feed-forward (dense, or MoE: all experts / the active ones), two norms."""
     m = _m(model_cfg)
-    d, H, K, hd, f = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"], m["d_ff"]
-    bias = m["use_bias"]
-    attention = d * H * hd + 2 * d * K * hd + H * hd * d
-    if bias:
-        attention += H * hd + 2 * K * hd + d
-    n_in = 2 if m["ffn"] == "swiglu" else 1
-    ffn = n_in * d * f + f * d + ((n_in * f + d) if bias else 0)
-    return attention + ffn + 2 * norm_params(m)
+    ffn = moe_params(m, active) if moe else ffn_params(m, m["d_ff"], m["use_bias"])
+    return attention_params(m) + ffn + 2 * norm_params(m)
 
 
 def norm_params(model_cfg) -> int:
@@ -32,21 +51,57 @@ def norm_params(model_cfg) -> int:
 
 
 def embedding_params(model_cfg) -> int:
-    """Token embedding, the learned position table, and an untied output head."""
+    """Token embedding, the position tables (learned, or T5's relative bias; one per stack of an encoder-decoder),
+    and an untied output head."""
     m = _m(model_cfg)
     n = m["vocab_size"] * m["d_model"]
+    stacks = 2 if m["family"] == "encdec" else 1
     if m["positions"] == "learned":
-        n += m["seq_len"] * m["d_model"]
+        n += stacks * m["seq_len"] * m["d_model"]
+    if m["positions"] == "relative":
+        n += stacks * m["rel_buckets"] * m["n_heads"]
     if not m["tie_embeddings"]:
         n += m["d_model"] * m["vocab_size"]
     return n
 
 
-def param_count(model_cfg) -> int:
-    """Total = embeddings + N * layer + final norm (+ untied head), as in the guide's decoder-only formula."""
+def encoder_extra_params(model_cfg) -> int:
+    """What an encoder (models/encoder.py) has beyond the decoder's formula: token-type table, embedding norm,
+    pooler, MLM head (transform, norm, output bias; its output matrix is the decoder's tied/untied head) and
+    the classifier. 0 for a decoder."""
+    m = _m(model_cfg)
+    if m["family"] != "encoder":
+        return 0
+    d, bias = m["d_model"], m["use_bias"]
+    dense = lambda n_out: d * n_out + (n_out if bias else 0)
+    mlm_head = dense(d) + norm_params(m) + (m["vocab_size"] if bias else 0)
+    classifier = dense(m["num_labels"]) if m["num_labels"] else 0
+    return m["type_vocab_size"] * d + norm_params(m) + dense(d) + mlm_head + classifier
+
+
+def encdec_extra_params(model_cfg) -> int:
+    """What an encoder-decoder (models/encdec.py) has beyond one decoder stack: the encoder stack (N blocks and
+    its final norm) and each decoder block's cross-attention with its norm. 0 for other families."""
+    m = _m(model_cfg)
+    if m["family"] != "encdec":
+        return 0
+    final_norm = norm_params(m) if m["norm_position"] == "pre" else 0
+    return m["n_layers"] * (layer_params(m) + attention_params(m) + norm_params(m)) + final_norm
+
+
+def param_count(model_cfg, active: bool = False) -> int:
+    """Total = embeddings + N * layer + final norm (+ untied head), as in the guide's decoder-only formula; an MoE
+    layer counts all its experts, or with `active` only the top_k a token goes through (plus router and shared)."""
     m = _m(model_cfg)
     final_norm = norm_params(m) if m["norm_position"] == "pre" else 0
-    return embedding_params(m) + m["n_layers"] * layer_params(m) + final_norm
+    n_moe = moe_layers(m)
+    layers = (m["n_layers"] - n_moe) * layer_params(m) + n_moe * layer_params(m, moe=True, active=active)
+    return embedding_params(m) + layers + final_norm + encoder_extra_params(m) + encdec_extra_params(m)
+
+
+def active_params(model_cfg) -> int:
+    """The parameters one token is multiplied by (= param_count for a dense model)."""
+    return param_count(model_cfg, active=True)
 
 
 def non_embedding_params(model_cfg) -> int:
@@ -55,16 +110,17 @@ def non_embedding_params(model_cfg) -> int:
 
 
 def flops_per_token(model_cfg, seq_len: int | None = None) -> float:
-    """Training FLOPs per token = 6 * (matmul parameters) + 12 * n_layers * seq_len * n_heads * head_dim.
+    """Training FLOPs per token = 6 * (active matmul parameters) + 12 * n_layers * seq_len * n_heads * head_dim.
 
     The first term is the guide's 6N: forward (2 FLOPs per weight) plus backward (twice that) over every
     weight a token is multiplied by — the non-embedding parameters plus the V x d output projection, tied or
-    not (an embedding lookup costs no FLOPs). The second is attention's QK^T and AV matmuls (PaLM's
+    not (an embedding lookup costs no FLOPs); an MoE layer counts the router and the top_k experts a token
+    visits (capacity padding and dropped tokens are ignored). The second is attention's QK^T and AV matmuls (PaLM's
     convention: the full L x L score matrix, no causal discount).
     """
     m = _m(model_cfg)
     L = seq_len or m["seq_len"]
-    matmul_params = non_embedding_params(m) + m["vocab_size"] * m["d_model"]
+    matmul_params = active_params(m) - embedding_params(m) + m["vocab_size"] * m["d_model"]
     attention = 12 * m["n_layers"] * L * m["n_heads"] * m["head_dim"]
     return 6.0 * matmul_params + attention
 
@@ -72,6 +128,7 @@ def flops_per_token(model_cfg, seq_len: int | None = None) -> float:
 def summary(model_cfg) -> dict[str, float]:
     return {
         "params": param_count(model_cfg),
+        "active_params": active_params(model_cfg),
         "non_embedding_params": non_embedding_params(model_cfg),
         "embedding_params": embedding_params(model_cfg),
         "flops_per_token": flops_per_token(model_cfg),

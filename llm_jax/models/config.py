@@ -50,6 +50,21 @@ class ModelConfig:
     document_mask: bool
     mup: bool
     mup_base_width: int
+    type_vocab_size: int
+    num_labels: int
+    mask_token_id: int
+    rel_buckets: int
+    rel_max_distance: int
+    moe_experts: int
+    moe_top_k: int
+    moe_every: int
+    moe_shared_experts: int
+    moe_d_ff: int
+    moe_router: str
+    moe_norm_topk: bool
+    moe_capacity_factor: float
+    moe_balance_weight: float
+    moe_z_weight: float
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1
     pipeline_microbatches: int = 1
@@ -75,6 +90,12 @@ class ModelConfig:
     def width_mult(self) -> float:
         """muP's width multiplier d_model / base width (1 without muP)."""
         return self.d_model / self.mup_base_width if self.mup else 1.0
+
+    @property
+    def mask_id(self) -> int:
+        """MLM's [MASK] token: model.mask_token_id, or with -1 the last id (the tokenizer a run trains leaves it
+        free)."""
+        return self.vocab_size - 1 if self.mask_token_id == -1 else self.mask_token_id
 
     @property
     def compute_dtype(self):

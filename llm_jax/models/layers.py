@@ -76,8 +76,14 @@ ACTIVATIONS = {
 }
 
 
+GATED = {  # gated FFNs (Shazeer 2020): act(x W_gate) * (x W_up), then W_down
+    "swiglu": jax.nn.silu,
+    "geglu": ACTIVATIONS["gelu_tanh"],  # T5 v1.1's "gated-gelu"
+}
+
+
 class MLP(nn.Module):
-    """FFN(x) = act(x W1 + b1) W2 + b2, or SwiGLU(x) = (silu(x W_gate) * (x W_up)) W_down."""
+    """FFN(x) = act(x W1 + b1) W2 + b2, or gated: SwiGLU(x) = (silu(x W_gate) * (x W_up)) W_down, GEGLU alike."""
 
     cfg: ModelConfig
 
@@ -85,10 +91,10 @@ class MLP(nn.Module):
     def __call__(self, x_BLD):
         cfg = self.cfg
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5  # GPT-2: residual projections scaled by depth
-        if cfg.ffn == "swiglu":
+        if cfg.ffn in GATED:
             gate = dense(cfg, cfg.d_ff, 1, ("embed", "mlp"), ("mlp",), "wi_gate")(x_BLD)
             up = dense(cfg, cfg.d_ff, 1, ("embed", "mlp"), ("mlp",), "wi_up")(x_BLD)
-            h_BLF = jax.nn.silu(gate) * up
+            h_BLF = GATED[cfg.ffn](gate) * up
         else:
             h_BLF = ACTIVATIONS[cfg.ffn](dense(cfg, cfg.d_ff, 1, ("embed", "mlp"), ("mlp",), "wi")(x_BLD))
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))

@@ -35,3 +35,23 @@ def apply_rope(x_BLHK: jnp.ndarray, positions_BL: jnp.ndarray, theta: float) -> 
     x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return rotated.astype(x_BLHK.dtype)
+
+
+def relative_position_bucket(relative_LS: jnp.ndarray, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> jnp.ndarray:
+    """T5's bucket of each key-minus-query offset (Raffel et al. 2020): half the buckets for each direction
+    when bidirectional (else only the past counts, the future shares bucket 0); within a direction, offsets below
+    half its buckets get one bucket each, larger ones share logarithmically spaced buckets up to `max_distance`,
+    beyond which everything falls in the last."""
+    buckets = jnp.zeros_like(relative_LS)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_LS > 0).astype(relative_LS.dtype) * num_buckets
+        distance = jnp.abs(relative_LS)
+    else:
+        distance = -jnp.minimum(relative_LS, 0)
+    exact = num_buckets // 2
+    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact) / jnp.log(max_distance / exact)
+    large = exact + (log_ratio * (num_buckets - exact)).astype(relative_LS.dtype)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(distance < exact, distance, large)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.layers import MLP, Dense, Norm, partitioned
+from llm_jax.models.moe import STATS_COLLECTION, MoE
 from llm_jax.models.positions import sinusoidal_table
 from llm_jax.parallel.pipeline import pipeline
 
@@ -30,12 +31,14 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     deterministic: bool
+    moe: bool = False  # the feed-forward layer is a mixture of experts
 
     @nn.compact
     def __call__(self, x_BLD, positions_BL, segments_BL):
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attention, mlp = Attention(cfg, name="attention"), MLP(cfg, name="mlp")
+        attention = Attention(cfg, name="attention")
+        mlp = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
         norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
         if cfg.norm_position == "pre":
             x_BLD = x_BLD + drop(attention(norm_attn(x_BLD), positions_BL, segments_BL))
@@ -44,6 +47,29 @@ class Block(nn.Module):
             x_BLD = norm_attn(x_BLD + drop(attention(x_BLD, positions_BL, segments_BL)))
             x_BLD = norm_mlp(x_BLD + drop(mlp(x_BLD)))
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
+
+
+class BlockGroup(nn.Module):
+    """The scanned unit when only every k-th block is MoE (model.moe_every=k > 1): k-1 dense blocks, then one
+    MoE block. With k = 1 (or no experts) the unit is a single Block and the parameter tree is unchanged."""
+
+    cfg: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x_BLD, positions_BL, segments_BL):
+        k = self.cfg.moe_every
+        for i in range(k):
+            x_BLD, _ = Block(self.cfg, self.deterministic, moe=i == k - 1, name=f"block_{i}")(
+                x_BLD, positions_BL, segments_BL)
+        return x_BLD, None
+
+
+def scan_unit(cfg: ModelConfig):
+    """(module class, extra constructor args, repetitions) of the layer stack's scanned unit."""
+    if cfg.moe_experts and cfg.moe_every > 1:
+        return BlockGroup, (), cfg.n_layers // cfg.moe_every
+    return Block, (bool(cfg.moe_experts),), cfg.n_layers
 
 
 class Transformer(nn.Module):
@@ -74,16 +100,17 @@ class Transformer(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
-        block = Block
+        unit, extra, length = scan_unit(cfg)
+        block = unit
         if cfg.remat != "none":
-            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+            block = nn.remat(unit, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         # One scanned block: compile time and HLO size do not grow with depth. Collections a block may write
         # (auxiliary losses, sown statistics) are stacked over layers like the parameters.
         stack = nn.scan(
-            block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
+            block, variable_axes={"params": 0, "losses": 0, STATS_COLLECTION: 0, "intermediates": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")
+            in_axes=nn.broadcast, length=length, unroll=cfg.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, *extra, name="layers")
         if cfg.pipeline_stages > 1 and not self.is_initializing():
             x_BLD = self._pipelined_layers(block, deterministic, x_BLD, positions_BL, segments_BL)
         else:

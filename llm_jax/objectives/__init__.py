@@ -7,10 +7,13 @@ here and one entry in OBJECTIVES (docs/core.md shows one in twenty lines).
 from __future__ import annotations
 
 from llm_jax.errors import UserError
-from llm_jax.objectives.base import AUX_COLLECTION, Objective, apply_with_aux, sown_losses
+from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECTION, Objective, Sown, apply_with_aux,
+                                     sown_losses)
 from llm_jax.objectives.causal_lm import CAUSAL_LM
+from llm_jax.objectives.mlm import MLM
+from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM,)}
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION)}
 
 
 def get_objective(name: str) -> Objective:
@@ -19,4 +22,5 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-__all__ = ["AUX_COLLECTION", "OBJECTIVES", "Objective", "apply_with_aux", "get_objective", "sown_losses"]
+__all__ = ["AUX_COLLECTION", "NOTHING_SOWN", "OBJECTIVES", "Objective", "STATS_COLLECTION", "Sown", "apply_with_aux",
+           "get_objective", "sown_losses"]

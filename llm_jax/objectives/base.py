@@ -1,20 +1,35 @@
 """What an objective is: a loss over a batch, per target position, plus the batch fields it needs.
 
-`losses(model, params, batch, rng, deterministic)` returns (losses_BL, weights_BL, aux): per-position losses
-(float32), their weights (0 where a position does not count) and a dict of auxiliary scalar losses that modules
-sowed into the `losses` collection (already weighted, e.g. an MoE balancing loss); the train step minimises the
-weighted mean of `losses_BL` plus the sum of `aux`, and logs each `aux` entry.
+`losses(model, params, batch, rng, deterministic)` returns (losses_BL, weights_BL, sown): per-position losses
+(float32), their weights (0 where a position does not count) and a `Sown`: the auxiliary scalar losses that
+modules sowed into the `losses` collection (already weighted, e.g. an MoE balancing loss) and the statistics they
+sowed into `stats` (e.g. the dropped-token fraction). The train step minimises the weighted mean of `losses_BL`
+plus the sum of `sown.losses`, and logs every entry of both (`aux/<name>`, `stats/<name>`).
+
+Two optional hooks: `prepare(model, batch, rng)` rewrites the batch on device once per step, before it is split
+into micro-batches (MLM masks tokens there, so the loss is normalised by the masked count of the whole batch);
+`rng` is None in evaluation, which must be deterministic. `metrics(model, params, batch)` returns
+{name: (sum, count)} of extra held-out metrics (MLM accuracy); evaluation reports each as sum / count.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 AUX_COLLECTION = "losses"
+STATS_COLLECTION = "stats"
+
+
+class Sown(NamedTuple):
+    losses: dict  # {name: weighted scalar}: added to the objective's loss
+    stats: dict   # {name: scalar}: logged only
+
+
+NOTHING_SOWN = Sown({}, {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +37,8 @@ class Objective:
     name: str
     batch_fields: tuple[str, ...]
     losses: Callable  # (model, params, batch, rng, deterministic) -> (losses_BL, weights_BL, aux)
+    prepare: Callable | None = None  # (model, batch, rng or None) -> batch, once per step before micro-batching
+    metrics: Callable | None = None  # (model, params, prepared batch) -> {name: (sum, count)}, in evaluation
 
 
 def sown_losses(collection) -> dict:
@@ -34,8 +51,20 @@ def sown_losses(collection) -> dict:
     return out
 
 
+def sown_stats(collection) -> dict:
+    """{name: scalar} from a `stats` collection: over layers, `*_min` takes the min, `*_max` the max, else the mean."""
+    out = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(collection)[0]:
+        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        name = names[-2] if names and names[-1].isdigit() else names[-1]
+        out.setdefault(name, []).append(value.astype(jnp.float32).reshape(-1))
+    reduce = lambda name: jnp.min if name.endswith("_min") else jnp.max if name.endswith("_max") else jnp.mean  # noqa: E731
+    return {name: reduce(name)(jnp.concatenate(values)) for name, values in out.items()}
+
+
 def apply_with_aux(model, params, *args, rng=None, deterministic: bool = True, **kwargs):
-    """(model output, aux losses) of `model.apply`, with dropout noise from `rng` when not deterministic."""
-    out, sown = model.apply({"params": params}, *args, deterministic=deterministic, mutable=[AUX_COLLECTION],
+    """(model output, `Sown`) of `model.apply`, with dropout noise from `rng` when not deterministic."""
+    out, sown = model.apply({"params": params}, *args, deterministic=deterministic,
+                            mutable=[AUX_COLLECTION, STATS_COLLECTION],
                             rngs=None if deterministic else {"dropout": rng}, **kwargs)
-    return out, sown_losses(sown.get(AUX_COLLECTION, {}))
+    return out, Sown(sown_losses(sown.get(AUX_COLLECTION, {})), sown_stats(sown.get(STATS_COLLECTION, {})))

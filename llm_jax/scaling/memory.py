@@ -21,7 +21,7 @@ from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.hardware import PEAK_FLOPS
 from llm_jax.models import build_model
-from llm_jax.models.accounting import (device_hours, flops_per_token, non_embedding_params, param_count,
+from llm_jax.models.accounting import (active_params, device_hours, flops_per_token, non_embedding_params, param_count,
                                        training_time_days)
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
 
@@ -76,7 +76,8 @@ def parameter_bytes_per_device(cfg, mesh_sizes: dict) -> int:
 
 def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     m, t = cfg.model, cfg.train
-    tokens = t.batch_size // t.micro_batches // (mesh_sizes["data"] * mesh_sizes["fsdp"]) * m.seq_len
+    rows = mesh_sizes["data"] * mesh_sizes["fsdp"] * mesh_sizes["expert"]  # the axes the batch is split over
+    tokens = t.batch_size // t.micro_batches // rows * m.seq_len
     if mesh_sizes["stage"] > 1:  # a stage holds its layers' activations for every micro-batch in flight
         layers = m.n_layers // mesh_sizes["stage"]
     else:
@@ -96,7 +97,7 @@ def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
 
 
 def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float) -> dict:
-    sizes = dict(zip(config_lib.MESH_AXES, config_lib.mesh_shape(cfg, devices)))
+    sizes = config_lib.mesh_shape(cfg, devices)
     params = parameter_bytes_per_device(cfg, sizes)
     opt_width = 2 * 4 / jnp.dtype(cfg.model.param_dtype).itemsize  # Adam: two float32 moments per parameter
     memory = {
@@ -107,7 +108,8 @@ def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | Non
     }
     memory["total"] = sum(memory.values())
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
-    out = {"params": param_count(cfg.model), "non_embedding_params": non_embedding_params(cfg.model),
+    out = {"params": param_count(cfg.model), "active_params": active_params(cfg.model),
+           "non_embedding_params": non_embedding_params(cfg.model),
            "flops_per_token": flops_per_token(cfg.model), "devices": devices, "mesh": sizes,
            "per_device_bytes": memory, "tokens_per_step": tokens_per_step}
     if hbm_bytes:

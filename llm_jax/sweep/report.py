@@ -15,14 +15,15 @@ import time
 import numpy as np
 
 from llm_jax.fileio import atomic_path, atomic_write
-from llm_jax.models.accounting import flops_per_token, non_embedding_params, param_count
+from llm_jax.models.accounting import active_params, flops_per_token, non_embedding_params, param_count
 from llm_jax.scaling.command import fit_all, format_report
 from llm_jax.scaling.plots import plot_fit, pyplot
 from llm_jax.scaling.runs import load_runs
 from llm_jax.sweep.runner import is_done, read_attempts, read_jsonl, read_log_lines, wall_seconds_sum
 from llm_jax.sweep.spec import Sweep, SweepError, member_config, members, runs_root, workdir
 
-MEMBER_COLUMNS = ("member", "variant", "seed", "params", "non_embedding_params", "tokens", "flops", "flops_6nd",
+MEMBER_COLUMNS = ("member", "variant", "seed", "params", "active_params", "non_embedding_params", "tokens", "flops",
+                  "flops_6nd",
                   "final_eval_loss", "best_eval_loss", "tokens_per_sec", "wall_seconds")
 
 
@@ -35,7 +36,17 @@ def _eval_curve(records: list[dict]) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
+ROUTING = ("stats/moe_expert_share_min", "stats/moe_expert_share_max", "stats/moe_dropped")
+
+
+def _routing_curve(records: list[dict]) -> list[tuple]:
+    """(tokens seen, smallest expert share, largest expert share, dropped fraction) of an MoE run's logged steps."""
+    return sorted({r["tokens_seen"]: (r["tokens_seen"], *(r[k] for k in ROUTING)) for r in records
+                   if all(isinstance(r.get(k), (int, float)) for k in ROUTING)}.values())
+
+
 def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
+    """Finished members' numbers, and their curves: {member: eval curve} and {"routing:" + member: routing}."""
     rows, curves = [], {}
     for member in members(sweep):
         wd = workdir(sweep, member)
@@ -49,7 +60,8 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
         n_total, n_body = param_count(cfg.model), non_embedding_params(cfg.model)
         rows.append({
             "member": member.name, "variant": member.variant, "seed": member.seed, **member.meta,
-            "params": n_total, "non_embedding_params": n_body, "tokens": tokens,
+            "params": n_total, "active_params": active_params(cfg.model), "non_embedding_params": n_body,
+            "tokens": tokens,
             "flops": flops_per_token(cfg.model) * tokens, "flops_6nd": 6.0 * n_body * tokens,
             "final_eval_loss": curve[-1][1] if curve else float("nan"),
             "best_eval_loss": min(v for _, v in curve) if curve else float("nan"),
@@ -57,6 +69,8 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
             "wall_seconds": wall_seconds_sum(read_attempts(wd)),
         })
         curves[member.name] = curve
+        if _routing_curve(records):
+            curves["routing:" + member.name] = _routing_curve(records)
     return rows, curves
 
 
@@ -67,6 +81,7 @@ def variant_rows(rows: list[dict]) -> list[dict]:
         stat = lambda key: (float(np.mean([r[key] for r in group])),
                             float(np.std([r[key] for r in group], ddof=1)) if len(group) > 1 else 0.0)
         out.append({"variant": variant, "seeds": len(group), "params": group[0]["params"],
+                    "active_params": group[0]["active_params"],
                     "non_embedding_params": group[0]["non_embedding_params"], "tokens": group[0]["tokens"],
                     "flops": group[0]["flops"], "final_eval_loss": stat("final_eval_loss"),
                     "best_eval_loss": stat("best_eval_loss"), "tokens_per_sec": stat("tokens_per_sec")})
@@ -109,14 +124,16 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
               f"(--parallel {'/'.join(map(str, parallel)) or '?'}; {wall / 60:.1f} min summed over members), "
               f"{platform.machine()} with {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')}",
               f"- Base config: `{sweep.base}`; seeds {sweep.seeds}; per-member values in `members.csv`", "",
-              "| variant | params (non-emb.) | tokens | FLOPs | final eval loss | best eval loss | tokens/s | seeds |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| variant | params (non-emb.) | active params | tokens | FLOPs | final eval loss | best eval loss | "
+              "tokens/s | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     best = min(v["final_eval_loss"][0] for v in variants) if variants else None
     for v in variants:
         final = _cell(v["final_eval_loss"], v["seeds"])
         if v["final_eval_loss"][0] == best:
             final = f"**{final}**"
-        lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['tokens']:,} | "
+        lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['active_params']:,} | "
+                     f"{v['tokens']:,} | "
                      f"{v['flops']:.3g} | {final} | {_cell(v['best_eval_loss'], v['seeds'])} | "
                      f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
     lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
@@ -134,6 +151,33 @@ def _plot(curves: dict[str, list], rows: list[dict], path: str, title: str) -> N
     ax.set(xlabel="training tokens", ylabel="eval loss (nats/token)", title=title)
     ax.set_xscale("log")
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_png(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def _plot_routing(curves: dict[str, list], rows: list[dict], path: str, title: str) -> None:
+    """Per MoE variant: the smallest and largest expert share of the routed tokens over training (a perfectly
+    balanced router keeps both at 1/E), and the dropped fraction when any run dropped tokens."""
+    plt = pyplot()
+    any_dropped = any(point[3] > 0 for name, c in curves.items() if name.startswith("routing:") for point in c)
+    fig, axes = plt.subplots(1, 2 if any_dropped else 1, figsize=(10 if any_dropped else 6.5, 4.2), squeeze=False)
+    share = axes[0][0]
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+        for j, r in enumerate(x for x in rows if x["variant"] == variant and "routing:" + x["member"] in curves):
+            tokens, low, high, drop = zip(*curves["routing:" + r["member"]])
+            label = variant if j == 0 else None
+            share.plot(tokens, high, color=f"C{i % 10}", lw=1.2, label=label)
+            share.plot(tokens, low, color=f"C{i % 10}", lw=1.2, ls="--")
+            if any_dropped:
+                axes[0][1].plot(tokens, drop, color=f"C{i % 10}", lw=1.2, label=label)
+    share.set(xlabel="training tokens", ylabel="expert share of routed tokens (max solid, min dashed)", title=title)
+    if any_dropped:
+        axes[0][1].set(xlabel="training tokens", ylabel="fraction of assignments dropped", title="capacity overflow")
+    for ax in axes[0]:
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    share.legend(fontsize=7)
     fig.tight_layout()
     with atomic_png(path) as tmp:
         fig.savefig(tmp, dpi=110)
@@ -227,6 +271,9 @@ def report(sweep: Sweep, sweep_path: str, log=print) -> dict:
         fit_text = _isoflop_fit(rows, curves, out, log=lambda _: None)
         markdown += ("\n## Scaling-law fits (`isoflop.csv`, `isoflop_curves.csv`; N = FLOPs per token / 6)\n\n"
                      f"```\n{fit_text}\n```\n\n![fits](scaling_fit.png)\n")
+    if any(name.startswith("routing:") for name in curves):
+        _plot_routing(curves, rows, os.path.join(out, "routing.png"), f"sweep {sweep.name}: expert load")
+        markdown += "\n![expert load over training](routing.png)\n"
     atomic_write(os.path.join(out, "README.md"), markdown)
     _plot(curves, rows, os.path.join(out, "loss_curves.png"), f"sweep {sweep.name}")
     expected = len(members(sweep))

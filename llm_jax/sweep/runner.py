@@ -18,7 +18,7 @@ import sys
 import time
 
 from llm_jax import fileio
-from llm_jax.data.pipeline import data_specs, prepare_settings, prepared_dir
+from llm_jax.data.pipeline import data_specs, prepare_settings, prepared_dir, tokenizer_vocab_size
 from llm_jax.fileio import FileFormatError, append_jsonl, atomic_write_json, read_json
 from llm_jax.sweep.spec import Member, Sweep, SweepError, member_config, members, runs_root, train_args, workdir
 
@@ -61,11 +61,11 @@ def _warm_data_cache(sweep: Sweep, todo: list[Member], log) -> None:
     seen = set()
     for member in todo:
         cfg = member_config(sweep, member)
-        key = prepare_settings(cfg.data, cfg.model.vocab_size)
+        key = prepare_settings(cfg.data, tokenizer_vocab_size(cfg))
         if key not in seen:
             seen.add(key)
             for spec in data_specs(cfg.data):
-                prepared_dir(spec, cfg.data, cfg.model.vocab_size, cfg.model.seq_len, log=log)
+                prepared_dir(spec, cfg.data, tokenizer_vocab_size(cfg), cfg.model.seq_len, log=log)
 
 
 def _launch(sweep: Sweep, member: Member, python: str):

@@ -37,16 +37,21 @@ class TrainingError(UserError):
 
 @dataclasses.dataclass
 class Evaluator:
-    """Mean objective loss over a fixed set of held-out batches (the same ones at every evaluation)."""
+    """Mean objective loss over a fixed set of held-out batches (the same ones at every evaluation); the
+    objective's extra metrics (e.g. MLM accuracy) of the last evaluation are in `metrics` as {"eval_<name>": value}."""
     loader: BatchLoader
     num_batches: int
     trainable: Trainable
+    metrics: dict = dataclasses.field(default_factory=dict)
 
     def __call__(self, params) -> float:
-        total, count = 0.0, 0.0
+        total, count, sums = 0.0, 0.0, {}
         for i in range(self.num_batches):
-            loss_sum, weight = self.trainable.eval_step(params, self.trainable.to_device(self.loader.batch(i)))
+            loss_sum, weight, extra = self.trainable.eval_step(params, self.trainable.to_device(self.loader.batch(i)))
             total, count = total + float(loss_sum), count + float(weight)
+            for name, (num, den) in extra.items():
+                sums[name] = (sums.get(name, (0.0, 0.0))[0] + float(num), sums.get(name, (0.0, 0.0))[1] + float(den))
+        self.metrics = {f"eval_{name}": num / max(den, 1.0) for name, (num, den) in sums.items()}
         return total / count
 
 
@@ -240,8 +245,9 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             preemption.arm()
             if start_step == 0:
                 eval_loss = evaluate(state.params)
-                writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0})
-                log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.unigram_entropy:.4f})")
+                writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0, **evaluate.metrics})
+                log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.unigram_entropy:.4f})"
+                    + "".join(f" | {k.removeprefix('eval_')} {v:.4f}" for k, v in evaluate.metrics.items()))
             pending, timer = [], StepTimer()
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
@@ -273,6 +279,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                         record.update(tokens_per_sec=tokens_per_sec, mfu=tokens_per_sec * fpt / peak)
                     if (t_cfg.eval_every and done % t_cfg.eval_every == 0) or is_last:
                         eval_loss = record["eval_loss"] = evaluate(state.params)
+                        record.update(evaluate.metrics)
                     writer.write(done, record)
                     log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * timer.step_time))
                 if save_now:
@@ -290,9 +297,10 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             eval_loss = evaluate(state.params)
     summary = {
         "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.unigram_entropy,
-        "params": n_params, "tokens_seen": int(state.step) * tokens_per_step,
+        "params": n_params, "tokens_seen": int(state.step) * tokens_per_step, **evaluate.metrics,
     }
     log(f"done: validation loss {eval_loss:.4f} nats/token vs unigram entropy "
         f"{data.unigram_entropy:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
+        + "".join(f"{k.removeprefix('eval_')} {v:.4f} | " for k, v in evaluate.metrics.items()) +
         f"work directory {workdir}")
     return summary

@@ -23,6 +23,10 @@ def progress_line(step: int, total: int, m: dict, eta_s: float) -> str:
     parts = [f"step {step:>{len(str(total))}}/{total}", f"loss {m['loss']:.4f}", f"lr {m['learning_rate']:.2e}"]
     if "eval_loss" in m:
         parts.append(f"eval {m['eval_loss']:.4f}")
+    parts += [f"{k.removeprefix('eval_')} {v:.4f}" for k, v in m.items() if k.startswith("eval_") and k != "eval_loss"]
+    if "stats/moe_dropped" in m:  # routing health of an MoE model: expert shares (min-max) and dropped tokens
+        parts.append(f"experts {m['stats/moe_expert_share_min']:.2f}-{m['stats/moe_expert_share_max']:.2f} "
+                     f"dropped {m['stats/moe_dropped']:.3f}")
     if m.get("tokens_per_sec"):
         parts.append(f"{m['tokens_per_sec']:,.0f} tok/s")
         parts.append(f"MFU {100 * m['mfu']:.1f}%")

@@ -38,18 +38,20 @@ def split_micro_batches(batch, micro_batches: int):
 
 
 def _gradients(model, objective, state: TrainState, batch, rng, micro_batches: int, mask=None):
-    """(loss-scaled-back gradients of the trainable parameters, mean objective loss, mean aux losses) over all
-    micro-batches, as if the batch were one."""
-    total_weight = jnp.sum(batch.get("weights", jnp.ones(batch["targets"].shape, jnp.float32)))
+    """(loss-scaled-back gradients of the trainable parameters, mean objective loss, mean `Sown` losses and
+    statistics) over all micro-batches, as if the batch were one."""
+    if objective.prepare is not None:  # e.g. MLM masking: once per step, so the weights cover the whole batch
+        batch = objective.prepare(model, batch, rng)
+    total_weight = jnp.sum(batch["weights"]) if "weights" in batch else jnp.float32(batch["targets"].size)
 
     def scaled_loss(trainable, micro, micro_rng):
         params = merge_trainable(trainable, state.params)
-        losses, weights, aux = objective.losses(model, params, micro, micro_rng, deterministic=False)
+        losses, weights, sown = objective.losses(model, params, micro, micro_rng, deterministic=False)
         loss_sum = jnp.sum(losses * weights)
         total = loss_sum / total_weight
-        for value in aux.values():  # already weighted by the module that sowed it; a mean over micro-batches
+        for value in sown.losses.values():  # already weighted by the module that sowed it; a mean over micro-batches
             total = total + value / micro_batches
-        return total * state.loss_scale, (loss_sum, aux)
+        return total * state.loss_scale, (loss_sum, sown)
 
     grad_fn = jax.grad(scaled_loss, has_aux=True)
     trainable = trainable_part(state.params, mask)
@@ -57,15 +59,15 @@ def _gradients(model, objective, state: TrainState, batch, rng, micro_batches: i
     def accumulate(carry, xs):
         grads_acc, loss_acc, aux_acc = carry
         index, micro = xs
-        grads, (loss_sum, aux) = grad_fn(trainable, micro, jax.random.fold_in(rng, index))
-        aux_acc = {k: aux_acc[k] + v / micro_batches for k, v in aux.items()}
+        grads, (loss_sum, sown) = grad_fn(trainable, micro, jax.random.fold_in(rng, index))
+        aux_acc = jax.tree.map(lambda a, v: a + v / micro_batches, aux_acc, sown)  # means over micro-batches
         return (jax.tree.map(jnp.add, grads_acc, grads), loss_acc + loss_sum, aux_acc), None
 
     micro_shapes = jax.eval_shape(lambda b: split_micro_batches(b, micro_batches), batch)
-    aux_shape = jax.eval_shape(lambda m: objective.losses(model, state.params, jax.tree.map(lambda x: x[0], m),
-                                                          rng, True)[2], micro_shapes)
+    sown_shape = jax.eval_shape(lambda m: objective.losses(model, state.params, jax.tree.map(lambda x: x[0], m),
+                                                           rng, True)[2], micro_shapes)
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
-    aux0 = {k: jnp.zeros((), jnp.float32) for k in aux_shape}
+    aux0 = jax.tree.map(lambda v: jnp.zeros(v.shape, jnp.float32), sown_shape)
     (grads, loss_sum, aux), _ = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32), aux0),
                                              (jnp.arange(micro_batches), split_micro_batches(batch, micro_batches)))
     grads = jax.tree.map(lambda g, p: (g / state.loss_scale).astype(p.dtype), grads, trainable)
@@ -117,7 +119,8 @@ def make_train_step(model, objective, tx, schedule, t_cfg, dynamic_loss_scale: b
             "loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
             "loss_scale": state.loss_scale, "skipped": (skip & ~halt).astype(jnp.int32),
             "skipped_total": new_state.skipped, "halted": halt, "state_step": new_state.step,
-            **{f"aux/{name}": value for name, value in aux.items()},
+            **{f"aux/{name}": value for name, value in aux.losses.items()},
+            **{f"stats/{name}": value for name, value in aux.stats.items()},
         }
         return new_state, metrics
 
@@ -125,7 +128,11 @@ def make_train_step(model, objective, tx, schedule, t_cfg, dynamic_loss_scale: b
 
 
 def make_eval_step(model, objective):
+    """(params, batch) -> (loss sum, weight sum, {metric: (sum, count)}): the objective's extra metrics, if any."""
     def eval_step(params, batch):
+        if objective.prepare is not None:
+            batch = objective.prepare(model, batch, None)  # None: the objective's fixed evaluation randomness
         losses, weights, _ = objective.losses(model, params, batch, None, deterministic=True)
-        return jnp.sum(losses * weights), jnp.sum(weights)
+        metrics = objective.metrics(model, params, batch) if objective.metrics is not None else {}
+        return jnp.sum(losses * weights), jnp.sum(weights), metrics
     return eval_step

@@ -41,7 +41,7 @@ class Trainable:
     shardings: TrainState
     batch_shardings: dict
     train_step: Callable      # jitted (state, batch) -> (state, metrics); donates the state
-    eval_step: Callable       # jitted (params, batch) -> (loss sum, weight sum)
+    eval_step: Callable       # jitted (params, batch) -> (loss sum, weight sum, {metric: (sum, count)})
 
     def activate(self):
         """The context the steps must be traced and run in (mesh + logical axis rules)."""
@@ -55,8 +55,10 @@ class Trainable:
         return state
 
     def to_device(self, batch: dict) -> dict:
-        """This process's rows of a batch, as global arrays laid out for the step."""
-        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()}
+        """This process's rows of a batch, as global arrays laid out for the step (the fields the objective
+        reads: MLM, for one, has no use for the loader's next-token targets)."""
+        return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()
+                if k in self.batch_shardings}
 
     def abstract_batch(self) -> dict:
         shape = (self.cfg.train.batch_size, self.cfg.model.seq_len)

@@ -38,6 +38,10 @@ MODELS = {
     "llama_mha_tied": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
         vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=64, rope_theta=10000.0, tie_word_embeddings=True, rms_norm_eps=1e-5)),
+    "mixtral_top2": lambda: transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
+        tie_word_embeddings=False)),
 }
 
 
@@ -75,6 +79,17 @@ def test_logits_match_within_1e_4(converted):
     if name == "llama_gqa_untied":
         assert loaded.cfg.model.n_kv_heads == 2 and loaded.cfg.model.rope_theta == 500000.0
         assert not loaded.cfg.model.tie_embeddings
+    if name == "mixtral_top2":  # the same two experts per token in every layer, not only close logits
+        assert (loaded.cfg.model.moe_experts, loaded.cfg.model.moe_top_k) == (4, 2)
+        _, sown = loaded.model.apply({"params": loaded.params}, ids, mutable=["intermediates"])
+        ours_router = np.asarray(sown["intermediates"]["layers"]["moe"]["router_logits"][0])  # (layers, B, L, E)
+        model.eval()
+        with torch.no_grad():
+            hf_router = [r.numpy() for r in model(torch.tensor(ids), output_router_logits=True).router_logits]
+        for layer, reference_logits in enumerate(hf_router):
+            chosen = np.sort(np.argsort(-ours_router[layer].reshape(-1, 4), axis=-1)[:, :2], axis=-1)
+            expected = np.sort(np.argsort(-reference_logits.reshape(-1, 4), axis=-1)[:, :2], axis=-1)
+            np.testing.assert_array_equal(chosen, expected)
 
 
 def test_round_trip_back_to_hugging_face(converted, tmp_path):

@@ -21,6 +21,9 @@ VARIANTS = {
     "no_bias": {"use_bias": False}, "remat_full": {"remat": "full"}, "remat_dots": {"remat": "dots"},
     "llama_like": {"positions": "rope", "norm": "rmsnorm", "ffn": "swiglu", "n_kv_heads": 2,
                    "tie_embeddings": False, "use_bias": False},
+    "moe": {"moe_experts": 4, "moe_top_k": 2},  # dropless routing is per token, so causal like the rest
+    "moe_shared_sigmoid": {"moe_experts": 4, "moe_top_k": 2, "moe_shared_experts": 1, "moe_router": "sigmoid",
+                           "moe_d_ff": 48, "ffn": "swiglu"},
 }
 
 

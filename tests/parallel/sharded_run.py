@@ -2,11 +2,13 @@
 
 Used in fresh interpreters, because the fake CPU device count must be set before JAX starts:
 `XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 1,8,1 2,2,2,1/2/2`.
-A layout is `[stage,]data,fsdp,tensor[@dcn_data][/grad-accumulation micro-batches[/pipeline repeats]]`.
+A layout is `[stage,]data,fsdp,tensor[@dcn_data][/grad-accumulation micro-batches[/pipeline repeats]]`, or
+`VARIANT:data,fsdp,expert,tensor` for a model variant of VARIANTS (no pipeline) on a mesh with an expert axis.
 """
 
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,6 +21,15 @@ from llm_jax.train.state import state_bytes  # noqa: E402
 from llm_jax.train.trainable import build_trainable  # noqa: E402
 
 STEPS = 10
+MODEL = dict(d_model=64, n_heads=8, n_kv_heads=4, n_layers=8, vocab_size=256, use_bias=False, positions="rope",
+             norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
+VARIANTS = {  # model overrides (and the objective, when not causal_lm) per variant tag
+    "moe": dict(moe_experts=4, moe_top_k=2),                                   # dropless (ragged_dot)
+    "moecap": dict(moe_experts=4, moe_top_k=2, moe_capacity_factor=2.0),      # capacity path, E/k: no drops
+    "encdec": dict(family="encdec", objective="span_corruption", positions="relative", ffn="geglu", n_layers=4),
+    "encoder": dict(family="encoder", objective="mlm", positions="learned", norm="layernorm", norm_position="post",
+                    ffn="gelu", use_bias=True, tie_embeddings=True, n_kv_heads=8, type_vocab_size=2),  # BERT-like
+}
 
 
 def batches(cfg):
@@ -31,14 +42,20 @@ def batches(cfg):
 
 
 def layout_config(layout: str):
+    if ":" in layout:
+        variant, sizes = layout.split(":")
+        data, fsdp, expert, tensor = (int(x) for x in sizes.split(","))
+        cfg = small_config(**{**MODEL, **VARIANTS[variant]})
+        cfg.train.update(steps=STEPS, batch_size=32, warmup_steps=2, lr=5e-3)
+        cfg.mesh.update(data=data, fsdp=fsdp, expert=expert, tensor=tensor)
+        return cfg
     mesh, *rest = layout.split("/")
     mesh, _, dcn_data = mesh.partition("@")
     sizes = [int(x) for x in mesh.split(",")]
     if len(sizes) == 3:
         sizes = [1] + sizes
     micro, repeats = (int(rest[0]) if rest else 1), (int(rest[1]) if len(rest) > 1 else 1)
-    cfg = small_config(d_model=64, n_heads=8, n_kv_heads=4, n_layers=8, vocab_size=256, use_bias=False,
-                       positions="rope", norm="rmsnorm", ffn="swiglu", d_ff=128, tie_embeddings=False)
+    cfg = small_config(**MODEL)
     cfg.train.update(steps=STEPS, batch_size=32, micro_batches=micro, warmup_steps=2, lr=5e-3)
     cfg.mesh.update(stage=sizes[0], data=sizes[1], fsdp=sizes[2], tensor=sizes[3], pipeline_repeats=repeats,
                     dcn_data=int(dcn_data or 1))
@@ -51,19 +68,21 @@ def run(layout: str):
     mesh, step_fn = trainable.mesh, trainable.train_step
     state = trainable.init_state()
     total_state = state_bytes(state)
-    losses, memory = [], None
+    losses, memory, all_to_all = [], None, 0
     with trainable.activate():
         for i, batch in enumerate(batches(cfg)):
             device_batch = trainable.to_device(batch)
             if i == 0:
-                analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
-                shards = mesh.shape["data"] * mesh.shape["fsdp"]
+                compiled = step_fn.lower(state, device_batch).compile()
+                analysis, hlo = compiled.memory_analysis(), compiled.as_text()
+                all_to_all = len(re.findall(r"\ball-to-all(-start)?\(", hlo))
+                shards = mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]
                 memory = {"argument_bytes": analysis.argument_size_in_bytes,
                           "batch_bytes": sum(x.nbytes for x in batch.values()) / shards,
                           "total_state_bytes": total_state}
             state, metrics = step_fn(state, device_batch)
             losses.append(float(metrics["loss"]))
-    return {"layout": layout, "losses": losses, "memory": memory}
+    return {"layout": layout, "losses": losses, "memory": memory, "all_to_all": all_to_all}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Layout invariance on 8 fake CPU devices: every (stage, data, fsdp, tensor) mesh — pipelined or not, with
-or without gradient accumulation, one slice or two — gives the 1-device losses; FSDP divides parameter +
-optimizer memory."""
+or without gradient accumulation, one slice or two — gives the 1-device losses, and so do an MoE model (dropless
+and capacity paths) on meshes with an expert axis, an encoder-decoder trained with span corruption and an encoder
+trained with MLM on (data 2, fsdp 2, tensor 2); FSDP divides parameter + optimizer memory."""
 
 import json
 import os
@@ -14,8 +15,10 @@ SCRIPT = os.path.join(REPO, "tests", "parallel", "sharded_run.py")
 DATA_LAYOUTS = ["8,1,1", "1,8,1", "2,2,2", "1,2,4"]
 PIPELINE_LAYOUTS = ["2,2,2,1", "4,1,1,2", "2,1,1,4", "8,1,1,1"]
 MULTI_SLICE = ["1,1,2,2@2", "2,1,2,1@2"]  # two slices joined over DCN on the data axis
+MOE_LAYOUTS = [f"{v}:{m}" for v in ("moe", "moecap") for m in ("2,1,4,1", "1,2,2,2")]  # data,fsdp,expert,tensor
+FAMILY_LAYOUTS = ["encdec:2,2,1,2", "encoder:2,2,1,2"]  # T5-like with span corruption, BERT-like with MLM
 LAYOUTS = (DATA_LAYOUTS + PIPELINE_LAYOUTS + [f"{p}/2" for p in PIPELINE_LAYOUTS] + ["2,2,2,1/1/2", "4,1,1,2/2/2"]
-           + MULTI_SLICE)
+           + MULTI_SLICE + MOE_LAYOUTS + FAMILY_LAYOUTS)
 
 
 def run_layouts(layouts, devices):
@@ -28,7 +31,8 @@ def run_layouts(layouts, devices):
 
 @pytest.fixture(scope="module")
 def results():
-    reference = run_layouts(["1,1,1", "1,1,1/2"], devices=1)
+    variants = sorted({layout.split(":")[0] + ":1,1,1,1" for layout in MOE_LAYOUTS + FAMILY_LAYOUTS})
+    reference = run_layouts(["1,1,1", "1,1,1/2"] + variants, devices=1)
     return reference, run_layouts(LAYOUTS, devices=8)
 
 
@@ -37,8 +41,13 @@ def test_losses_match_one_device_within_1e_5(results, layout):
     reference, sharded = results
     parts = layout.split("/")
     ref = reference["1,1,1/2" if len(parts) > 1 and parts[1] == "2" else "1,1,1"]  # same accumulation
+    if ":" in layout:  # a model variant: its own one-device run
+        ref = reference[layout.split(":")[0] + ":1,1,1,1"]
     assert len(ref["losses"]) == 10 and np.isfinite(ref["losses"]).all()
-    assert ref["losses"][-1] < ref["losses"][0] - 0.3  # the model learns: losses really move
+    if layout.startswith("encoder:"):  # MLM on 15% of the tokens moves slower in 10 steps
+        assert np.ptp(ref["losses"]) > 0.05
+    else:
+        assert ref["losses"][-1] < ref["losses"][0] - 0.3  # the model learns: losses really move
     np.testing.assert_allclose(sharded[layout]["losses"], ref["losses"], atol=1e-5, rtol=0)
 
 
@@ -51,3 +60,9 @@ def test_fsdp_divides_parameter_and_optimizer_memory_by_8(results):
     assert replicated["argument_bytes"] - replicated["batch_bytes"] >= 0.95 * replicated["total_state_bytes"]
     staged = sharded["8,1,1,1"]["memory"]  # 8 stages: each device holds one eighth of the layer stack
     assert staged["argument_bytes"] < 0.5 * staged["total_state_bytes"]
+
+
+def test_the_capacity_path_exchanges_tokens_by_all_to_all_over_the_expert_axis(results):
+    _, sharded = results
+    assert sharded["moecap:2,1,4,1"]["all_to_all"] > 0   # expert parallelism: tokens travel to their experts
+    assert sharded["moe:2,1,4,1"]["all_to_all"] == 0     # dropless: a global sort, tokens gathered instead

@@ -4,7 +4,7 @@ from llm_jax.sweep.report import variant_rows
 
 
 def test_variant_rows_average_over_seeds_with_sample_std():
-    rows = [dict(variant="a", params=10, non_embedding_params=5, tokens=100, flops=1e6, final_eval_loss=l,
+    rows = [dict(variant="a", params=10, active_params=10, non_embedding_params=5, tokens=100, flops=1e6, final_eval_loss=l,
                  best_eval_loss=l - 0.1, tokens_per_sec=s) for l, s in ((4.0, 100.0), (4.2, 300.0))]
     rows.append(dict(rows[0], variant="b", final_eval_loss=3.0))
     a, b = variant_rows(rows)
