@@ -20,7 +20,8 @@ def get_config():
     c.model.update(vocab_size=32000, seq_len=4096, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                    d_ff=14336, positions="rope", rope_theta=1e6, norm="rmsnorm", norm_eps=1e-5, ffn="swiglu",
                    tie_embeddings=False, use_bias=False, dtype="bfloat16", param_dtype="float32", remat="full",
-                   moe_experts=8, moe_top_k=2, moe_capacity_factor=1.25, moe_balance_weight=0.02)
+                   moe_experts=8, moe_top_k=2, moe_capacity_factor=1.25,
+                   moe_balance_weight=0.00125)  # = Mixtral's router_aux_loss_coef 0.02 (x top_k / layers, per layer)
     c.train.update(steps=100_000, batch_size=1024, lr=3e-4, lr_min=3e-5, warmup_steps=2000, weight_decay=0.1,
                    b2=0.95, eval_every=1000, log_every=10)
     c.mesh.update(data=1, fsdp=-1, expert=8, tensor=1)

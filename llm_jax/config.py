@@ -498,6 +498,9 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _validate_pipeline(cfg)
     if n_devices is not None:
         sizes = mesh_shape(cfg, n_devices)
+        _require(not m.moe_experts or m.moe_experts % sizes["expert"] == 0,  # (a dense model: one more data axis)
+                 f"mesh.expert={sizes['expert']} (with mesh.dcn_expert) must divide model.moe_experts="
+                 f"{m.moe_experts}: the expert axis splits the experts")
         rows = sizes["data"] * sizes["fsdp"] * sizes["expert"]  # the axes the batch is split over
         per_micro = t.batch_size // t.micro_batches
         _require(per_micro % rows == 0,
@@ -555,6 +558,14 @@ def _validate_family(cfg) -> None:
              f"model.family={m.family!r}")
     for key in ("rel_buckets", "rel_max_distance"):
         _require(isinstance(m[key], int) and m[key] >= 2, f"model.{key}={m[key]}: must be an integer >= 2")
+    if m.positions == "relative":  # each direction needs exact buckets (buckets // 4) and a log range above them
+        _require(m.rel_buckets >= 4, f"model.rel_buckets={m.rel_buckets}: relative positions need at least 4 buckets")
+        _require(m.rel_max_distance > m.rel_buckets // 2,
+                 f"model.rel_max_distance={m.rel_max_distance}: must exceed half of model.rel_buckets="
+                 f"{m.rel_buckets} (the offsets that get a bucket each)")
+    _require(not m.mup or (m.family == "decoder" and not m.moe_experts),
+             f"model.mup: muP's width scaling is implemented for the dense decoder only (model.family={m.family!r}, "
+             f"model.moe_experts={m.moe_experts}); set model.mup=false")
     if m.family in ("encoder", "encdec"):
         _require(cfg.mesh.stage == 1, f"mesh.stage={cfg.mesh.stage}: the {m.family} family has no pipeline "
                                       f"parallelism yet; use mesh.stage=1")
@@ -602,6 +613,8 @@ def _validate_moe(m) -> None:
         return
     _require(isinstance(m.moe_experts, int) and m.moe_experts >= 2,
              f"model.moe_experts={m.moe_experts}: must be 0 (dense) or at least 2")
+    for key in ("moe_top_k", "moe_every"):
+        _require(isinstance(m[key], int), f"model.{key}={m[key]!r}: must be an integer")
     _require(1 <= m.moe_top_k <= m.moe_experts,
              f"model.moe_top_k={m.moe_top_k}: must be in [1, model.moe_experts={m.moe_experts}]")
     _require(m.moe_every >= 1 and m.n_layers % m.moe_every == 0,

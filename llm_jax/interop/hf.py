@@ -162,8 +162,9 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
                                       f"sliding-window attention yet); it must be null or >= {seq_len}")
             moe = dict(moe_experts=get("num_local_experts"), moe_top_k=get("num_experts_per_tok"), moe_every=1,
                        moe_shared_experts=0, moe_d_ff=0, moe_router="softmax", moe_norm_topk=True,
-                       moe_capacity_factor=0.0, moe_balance_weight=get("router_aux_loss_coef", "float", 0.001),
-                       moe_z_weight=0.0)
+                       moe_capacity_factor=0.0, moe_z_weight=0.0,
+                       moe_balance_weight=balance_weight_from_hf(get("router_aux_loss_coef", "float", 0.001),
+                                                                 get("num_experts_per_tok"), get("num_hidden_layers")))
         return family, dict(
             **moe,
             vocab_size=get("vocab_size"), seq_len=min(get("max_position_embeddings", default=2048),
@@ -176,6 +177,12 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=False,
             init_std=get("initializer_range", "float", 0.02))
     raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama, mixtral)")
+
+
+def balance_weight_from_hf(coef: float, top_k: int, n_layers: int) -> float:
+    """Our per-layer balancing weight of an HF `router_aux_loss_coef`: HF's loss is top_k times ours and taken once
+    over all layers together, ours is summed over layers, so the same strength is coef * top_k / n_layers."""
+    return coef * top_k / n_layers
 
 
 def read_hf_config(hf_dir: str) -> tuple[str, dict]:
@@ -232,7 +239,8 @@ def hf_config(m, family: str, tokenizer=None) -> dict:
     if family == "mixtral":
         moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
                "num_local_experts": m["moe_experts"], "num_experts_per_tok": m["moe_top_k"],
-               "router_aux_loss_coef": m["moe_balance_weight"], "sliding_window": None}
+               "router_aux_loss_coef": m["moe_balance_weight"] * m["n_layers"] / m["moe_top_k"],
+               "sliding_window": None}
     else:
         moe = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
                "mlp_bias": False}

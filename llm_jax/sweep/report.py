@@ -62,7 +62,8 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
             "member": member.name, "variant": member.variant, "seed": member.seed, **member.meta,
             "params": n_total, "active_params": active_params(cfg.model), "non_embedding_params": n_body,
             "tokens": tokens,
-            "flops": flops_per_token(cfg.model) * tokens, "flops_6nd": 6.0 * n_body * tokens,
+            "flops": flops_per_token(cfg.model) * tokens,
+            "flops_6nd": 6.0 * (active_params(cfg.model) - param_count(cfg.model) + n_body) * tokens,  # active N
             "final_eval_loss": curve[-1][1] if curve else float("nan"),
             "best_eval_loss": min(v for _, v in curve) if curve else float("nan"),
             "tokens_per_sec": float(np.median(speeds)) if speeds else float("nan"),

@@ -25,6 +25,7 @@ import shutil
 import socket
 import time
 
+from llm_jax import config as config_lib
 from llm_jax import fileio
 from llm_jax.errors import UserError
 
@@ -189,10 +190,12 @@ def resume_differences(saved: dict, now: dict) -> tuple[list[str], list[str], li
     """(refused, data-order, allowed) changes between the config saved with a checkpoint and this run's, each
     as 'key: saved -> now'. Refused: model.* keys other than COMPUTE_ONLY_MODEL_KEYS."""
     old, new = _flat(saved), _flat(now)
+    defaults = _flat(config_lib.default_config().to_dict())
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}  # keys added since: they had the default
     refused, data_order, allowed = [], [], []
     for key in sorted(set(old) | set(new)):
         if key not in old or key not in new or key == "checkpoint.restore_from":
-            continue  # a key added to or retired from the schema since then; restore_from is for new runs
+            continue  # a key retired from the schema since then; restore_from is for new runs
         if old.get(key) == new.get(key):
             continue
         change = f"{key}: {old.get(key)!r} -> {new.get(key)!r}"

@@ -69,6 +69,18 @@ def test_param_count_matches_the_tree(overrides):
     assert param_count(cfg.model) == tree_size(nn.unbox(shapes))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.rel_buckets": "3"}, "at least 4 buckets"),
+    ({"model.rel_max_distance": "8"}, "must exceed half of model.rel_buckets=32"),
+    ({"model.family": "decoder", "train.objective": "causal_lm"}, "implemented by the encdec family only"),
+])
+def test_bad_relative_position_settings_are_one_clear_error(overrides, message):
+    from llm_jax.config import ConfigError
+    base = {"model.family": "encdec", "train.objective": "span_corruption", "model.positions": "relative"}
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {**base, **overrides}, n_devices=1)
+
+
 def test_t5_small_has_the_published_parameter_count():
     cfg = load_config(os.path.join(REPO, "configs", "t5_small.py"))
     assert param_count(cfg.model) == 60_506_624  # transformers' T5ForConditionalGeneration (t5-small), tied

@@ -132,6 +132,8 @@ def test_estimate_reports_total_and_active_parameters():
     ({"model.moe_experts": "4", "model.moe_every": "3"}, "moe_every=3: must divide model.n_layers=4"),
     ({"model.moe_experts": "1"}, "moe_experts=1"),
     ({"model.moe_experts": "4", "model.moe_top_k": "1"}, "gate of exactly 1, so the loss never trains the router"),
+    ({"model.moe_experts": "3", "mesh.expert": "2"}, "mesh.expert=2 .* must divide model.moe_experts=3"),
+    ({"model.moe_experts": "4", "model.mup": "true"}, "muP's width scaling is implemented for the dense decoder"),
     ({"model.moe_experts": "4", "mesh.stage": "2", "model.n_layers": "4"}, "pipeline parallelism"),
 ])
 def test_bad_moe_settings_are_one_clear_error(overrides, message):

@@ -21,9 +21,9 @@ def test_parameter_shards_follow_the_rules():
     cfg = load_config(os.path.join(REPO, "configs", "gpt2_small.py"), {"mesh.fsdp": "-1", "mesh.data": "1"},
                       n_devices=8)
     whole = 124_439_808 * 4
-    sharded = parameter_bytes_per_device(cfg, {"stage": 1, "data": 1, "fsdp": 8, "tensor": 1})
+    sharded = parameter_bytes_per_device(cfg, {"stage": 1, "data": 1, "fsdp": 8, "expert": 1, "tensor": 1})
     assert whole / 8 <= sharded <= whole / 8 * 1.01  # every weight has an `embed` axis over fsdp
-    replicated = parameter_bytes_per_device(cfg, {"stage": 1, "data": 8, "fsdp": 1, "tensor": 1})
+    replicated = parameter_bytes_per_device(cfg, {"stage": 1, "data": 8, "fsdp": 1, "expert": 1, "tensor": 1})
     assert replicated == whole
 
 
