@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -58,3 +59,18 @@ def write_hostile_inputs(d):
     (d / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
     (d / "program.txt").write_bytes(open("/bin/sh", "rb").read(16_384))  # an ELF executable's first 16 KB
     (d / "latin1.txt").write_bytes("café crème brûlée, déjà vu à la carte".encode("latin-1"))  # text, not binary
+
+
+@contextlib.contextmanager
+def small_disk(path, size: str):
+    """A tmpfs of `size` (e.g. "600k") mounted at `path` for the block, unmounted after; the test is skipped where
+    mounting needs privileges this machine does not give."""
+    import pytest
+    os.makedirs(path, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is untested")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], capture_output=True)

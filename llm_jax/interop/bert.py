@@ -19,11 +19,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from llm_jax import config as config_lib
 from llm_jax.fileio import atomic_write_json
 from llm_jax.interop import safetensors_io
 from llm_jax.interop.hf import (ConversionError, _check_tensor, _field, _get, _hf_shape, _set, _to_hf, _to_ours,
-                                read_hf_config)
+                                converted_config, read_hf_config, read_hf_tensors)
 from llm_jax.models import build_model
 
 ENCODER = "bert.encoder.layer.{i}."
@@ -188,18 +187,8 @@ def params_to_hf(params: dict, m) -> dict:
 def load_hf_bert(hf_dir: str):
     """(resolved config, numpy params, heads initialised fresh) of a Hugging Face BERT directory."""
     config_path, hf = read_hf_config(hf_dir)
-    tensors = safetensors_io.read_dir(hf_dir)
-    if not tensors:
-        raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
-    cfg = config_lib.default_config()
-    cfg.name = "hf-bert"
-    cfg.model.update(model_fields_from_hf(hf, tensors, config_path))
-    cfg.train.objective = "mlm"
-    cfg = config_lib.resolve(cfg)
-    try:
-        config_lib.validate(cfg)
-    except config_lib.ConfigError as e:
-        raise ConversionError(f"{config_path} describes a model llm_jax cannot build: {e}") from e
+    tensors = read_hf_tensors(hf_dir)
+    cfg = converted_config(model_fields_from_hf(hf, tensors, config_path), "hf-bert", "mlm", config_path)
     params, fresh = hf_to_params(tensors, cfg.model, source=hf_dir)
     return cfg, params, fresh
 

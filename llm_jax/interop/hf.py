@@ -179,6 +179,35 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
     raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama, mixtral)")
 
 
+def converted_config(fields: dict, name: str, objective: str, config_path: str):
+    """The resolved, validated run config of a converted model whose model.* keys are `fields`, or one
+    ConversionError naming the Hugging Face config that describes something llm_jax cannot build."""
+    cfg = config_lib.default_config()
+    cfg.name, cfg.train.objective = name, objective
+    try:
+        for key, value in fields.items():
+            cfg.model[key] = value
+        cfg = config_lib.resolve(cfg)
+        config_lib.validate(cfg)
+    except (config_lib.ConfigError, TypeError, ValueError) as e:
+        raise ConversionError(f"{config_path} describes a model llm_jax cannot build: {e}") from e
+    return cfg
+
+
+def read_hf_tensors(hf_dir: str) -> dict:
+    """Every tensor of a Hugging Face directory's *.safetensors files, or one ConversionError (storage errors
+    keep their own exit status)."""
+    try:
+        tensors = safetensors_io.read_dir(hf_dir)
+    except StorageError:
+        raise
+    except UserError as e:
+        raise ConversionError(str(e)) from e
+    if not tensors:
+        raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
+    return tensors
+
+
 def balance_weight_from_hf(coef: float, top_k: int, n_layers: int) -> float:
     """Our per-layer balancing weight of an HF `router_aux_loss_coef`: HF's loss is top_k times ours and taken once
     over all layers together, ours is summed over layers, so the same strength is coef * top_k / n_layers."""
@@ -464,24 +493,9 @@ def from_hf(hf_dir: str, out: str) -> dict:
     _check_out(out)
     config_path, hf = read_hf_config(hf_dir)
     family, fields = model_fields_from_hf(hf, config_path)
-    cfg = config_lib.default_config()
-    cfg.name = f"hf-{family}"
-    try:
-        for key, value in fields.items():
-            cfg.model[key] = value
-        cfg = config_lib.resolve(cfg)
-        config_lib.validate(cfg)
-    except (config_lib.ConfigError, TypeError, ValueError) as e:
-        raise ConversionError(f"{config_path} describes a model llm_jax cannot build: {e}") from e
+    cfg = converted_config(fields, f"hf-{family}", "causal_lm", config_path)
     tokenizer_file = _find_tokenizer(hf_dir, "Hugging Face directory")
-    try:
-        tensors = safetensors_io.read_dir(hf_dir)
-    except StorageError:
-        raise
-    except UserError as e:
-        raise ConversionError(str(e)) from e
-    if not tensors:
-        raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
+    tensors = read_hf_tensors(hf_dir)
     params = hf_to_params(family, tensors, cfg.model, source=hf_dir)
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, jax.tree.map(jnp.asarray, params))

@@ -18,11 +18,10 @@ import os
 import jax
 import numpy as np
 
-from llm_jax import config as config_lib
 from llm_jax.fileio import atomic_write_json
 from llm_jax.interop import safetensors_io
 from llm_jax.interop.hf import (ConversionError, _check_tensor, _field, _get, _hf_shape, _set, _to_hf, _to_ours,
-                                param_shapes, read_hf_config)
+                                converted_config, param_shapes, read_hf_config, read_hf_tensors)
 
 
 def t5_table(gated: bool) -> list[tuple]:
@@ -150,18 +149,8 @@ def hf_config(m) -> dict:
 def load_hf_t5(hf_dir: str):
     """(resolved config, numpy params) of a Hugging Face T5 directory."""
     config_path, hf = read_hf_config(hf_dir)
-    tensors = safetensors_io.read_dir(hf_dir)
-    if not tensors:
-        raise ConversionError(f"{hf_dir!r} has no *.safetensors files")
-    cfg = config_lib.default_config()
-    cfg.name = "hf-t5"
-    cfg.model.update(model_fields_from_hf(hf, tensors, config_path))
-    cfg.train.objective = "span_corruption"
-    cfg = config_lib.resolve(cfg)
-    try:
-        config_lib.validate(cfg)
-    except config_lib.ConfigError as e:
-        raise ConversionError(f"{config_path} describes a model llm_jax cannot build: {e}") from e
+    tensors = read_hf_tensors(hf_dir)
+    cfg = converted_config(model_fields_from_hf(hf, tensors, config_path), "hf-t5", "span_corruption", config_path)
     return cfg, hf_to_params(tensors, cfg.model, source=hf_dir)
 
 

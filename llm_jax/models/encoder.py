@@ -21,35 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
-from llm_jax.models.layers import ACTIVATIONS, MLP, Dense, Norm, dense, partitioned
+from llm_jax.models.layers import ACTIVATIONS, Dense, Norm, dense, partitioned
 from llm_jax.models.positions import sinusoidal_table
-from llm_jax.models.transformer import ACTIVATION_AXES, REMAT_POLICIES
+from llm_jax.models.transformer import ACTIVATION_AXES, REMAT_POLICIES, Block
 
 HEADS = ("mlm", "pooled", "hidden", "classify")
-
-
-class EncoderBlock(nn.Module):
-    """The decoder's Block with bidirectional attention over the real (non-padding) tokens."""
-
-    cfg: ModelConfig
-    deterministic: bool
-
-    @nn.compact
-    def __call__(self, x_BLD, positions_BL, segments_BL, padding_BL):
-        cfg = self.cfg
-        drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attention, mlp = Attention(cfg, causal=False, name="attention"), MLP(cfg, name="mlp")
-        norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
-        attend = lambda x: attention(x, positions_BL, segments_BL, padding_BL)
-        if cfg.norm_position == "pre":
-            x_BLD = x_BLD + drop(attend(norm_attn(x_BLD)))
-            x_BLD = x_BLD + drop(mlp(norm_mlp(x_BLD)))
-        else:  # BERT: LayerNorm after each residual sum
-            x_BLD = norm_attn(x_BLD + drop(attend(x_BLD)))
-            x_BLD = norm_mlp(x_BLD + drop(mlp(x_BLD)))
-        return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
 
 
 def activation(cfg: ModelConfig):
@@ -119,14 +96,14 @@ class Encoder(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
-        block = EncoderBlock
+        block = Block  # the decoder's block, bidirectional (causal=False) over the real tokens
         if cfg.remat != "none":
-            block = nn.remat(EncoderBlock, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         stack = nn.scan(
             block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
             split_rngs={"params": True, "dropout": True},
             in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")
+            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, False, False, name="layers")
         x_BLD, _ = stack(x_BLD, positions_BL, segments_BL, padding_BL)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)

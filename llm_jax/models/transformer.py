@@ -27,24 +27,28 @@ REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-    """Pre-LN: x + Attn(LN(x)), then + FFN(LN(.)). Post-LN: LN(x + Attn(x)), then LN(. + FFN(.))."""
+    """Pre-LN: x + Attn(LN(x)), then + FFN(LN(.)). Post-LN: LN(x + Attn(x)), then LN(. + FFN(.)).
+
+    Causal self-attention (decoder), or bidirectional over the real tokens of `padding_BL` (encoder)."""
 
     cfg: ModelConfig
     deterministic: bool
-    moe: bool = False  # the feed-forward layer is a mixture of experts
+    moe: bool = False    # the feed-forward layer is a mixture of experts
+    causal: bool = True
 
     @nn.compact
-    def __call__(self, x_BLD, positions_BL, segments_BL):
+    def __call__(self, x_BLD, positions_BL, segments_BL, padding_BL=None):
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attention = Attention(cfg, name="attention")
+        attention = Attention(cfg, causal=self.causal, name="attention")
+        attend = lambda x: attention(x, positions_BL, segments_BL, padding_BL)  # noqa: E731
         mlp = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
         norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
         if cfg.norm_position == "pre":
-            x_BLD = x_BLD + drop(attention(norm_attn(x_BLD), positions_BL, segments_BL))
+            x_BLD = x_BLD + drop(attend(norm_attn(x_BLD)))
             x_BLD = x_BLD + drop(mlp(norm_mlp(x_BLD)))
         else:
-            x_BLD = norm_attn(x_BLD + drop(attention(x_BLD, positions_BL, segments_BL)))
+            x_BLD = norm_attn(x_BLD + drop(attend(x_BLD)))
             x_BLD = norm_mlp(x_BLD + drop(mlp(x_BLD)))
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
 

@@ -74,14 +74,9 @@ def test_damaged_checkpoints_are_quarantined_and_the_previous_one_used(tmp_path,
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, state_and_abstract):
-    import subprocess
+    from helpers import small_disk
     cfg, state, _ = state_and_abstract
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is untested")
-    try:
+    with small_disk(tmp_path / "small", "600k") as mount:
         cfg.checkpoint.keep = 5
         ckpt = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
         with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write the checkpoint at step \d+.*"
@@ -91,8 +86,6 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_pat
         good = ckpt.last_good
         intact = checkpoint.Checkpointer(str(mount), cfg.checkpoint, log=lambda _: None)
         assert good is not None and seal.problem(os.path.join(intact.directory, str(good))) is None
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
 
 
 def test_checkpoint_benchmark_reports_blocking_and_restore_times():

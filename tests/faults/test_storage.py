@@ -1,10 +1,10 @@
 """Storage faults through the real command: a disk that fills up during training."""
 
 import os
-import subprocess
 
 import pytest
 from faultlib import cli, one_clear_line, train_args
+from helpers import small_disk
 
 from llm_jax.checkpoint import seal
 from llm_jax.errors import EXIT_IO
@@ -14,12 +14,7 @@ from llm_jax.errors import EXIT_IO
                    outcome="exit 74, one line: the step, 'No space left on device', the last good checkpoint, "
                            "which is intact; no orbax traceback")
 def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path, observe):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is untested")
-    try:
+    with small_disk(tmp_path / "small", "1500k") as mount:
         workdir = mount / "run"
         proc = cli(*train_args(small_corpus, workdir, "--config.checkpoint.every=2", steps=100))
         observe(proc)
@@ -28,5 +23,3 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(small_corpus
         good = line.split("The last good checkpoint is step ")[1].split(";")[0]
         assert seal.problem(os.path.join(workdir, "checkpoints", good)) is None
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]  # nothing but that line
-    finally:
-        subprocess.run(["umount", str(mount)], capture_output=True)
