@@ -1,8 +1,7 @@
 """The encoder-only transformer (BERT): embeddings -> N bidirectional blocks (one nn.scan) -> heads.
 
 Embeddings are token + position + token-type (segment A/B) vectors, summed and layer-normed (BERT's embedding
-LayerNorm). Blocks are the decoder's attention and feed-forward layers with `causal=False` and a key-padding
-mask; post-LN (BERT) or pre-LN (then a final norm) by `model.norm_position`. Heads, chosen per call:
+LayerNorm). Blocks are the decoder's `Block` with `causal=False` and a key-padding mask; post-LN (BERT) or pre-LN (then a final norm) by `model.norm_position`. Heads, chosen per call:
 
 - "hidden":   the last hidden states (B, L, D) — Hugging Face BertModel's last_hidden_state;
 - "pooled":   tanh(dense(first token)) (B, D) — BertModel's pooler_output;
