@@ -53,7 +53,7 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "cudnn"),
     "model.moe_router": ("softmax", "sigmoid"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm", "mlm", "span_corruption"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
@@ -123,7 +123,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     t = c.train
-    t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction; mlm = masked LM (encoder)
+    t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction; mlm = masked LM (encoder);
+                                 # span_corruption (T5 pretraining) / seq2seq (data.pairs) train encdec
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -185,6 +186,8 @@ def default_config() -> ml_collections.ConfigDict:
     d.prefetch = 4               # batches prepared ahead of the step by a background thread; 0 = off
     d.cache_dir = ""             # "" = $LLM_JAX_CACHE or ~/.cache/llm_jax
     d.tfds_dir = ""              # TFDS data_dir ("" = TFDS's default)
+    d.pairs = ""                 # seq2seq: a JSONL of {"input": ..., "target": ...} records (replaces the corpus)
+    d.target_len = 0             # seq2seq: decoder length in tokens, target + EOS (0 = model.seq_len)
 
     d.dedup = ml_collections.ConfigDict()
     d.dedup.exact = True         # drop documents whose normalised text (case, whitespace) was seen before
@@ -516,7 +519,8 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 
 # Which model families each objective trains (an encoder has no next-token logits; a decoder cannot see the
 # tokens after a [MASK]).
-OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",)}
+OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
+                      "seq2seq": ("encdec",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -553,6 +557,11 @@ def _validate_family(cfg) -> None:
     _require(m.mask_token_id == -1 or 0 <= m.mask_token_id < m.vocab_size,
              f"model.mask_token_id={m.mask_token_id}: must be -1 (the last id, vocab_size - 1, reserved) or an id "
              f"below model.vocab_size={m.vocab_size}")
+    _require((objective == "seq2seq") == bool(cfg.data.pairs),
+             f"train.objective={objective!r} with data.pairs={cfg.data.pairs!r}: the seq2seq objective trains on "
+             f"(input, target) pairs and only it reads them; set both or neither")
+    _require(isinstance(cfg.data.target_len, int) and cfg.data.target_len >= 0,
+             f"data.target_len={cfg.data.target_len}: must be an integer >= 0 (0 = model.seq_len)")
     _require(m.positions != "relative" or m.family == "encdec",
              f"model.positions='relative' (T5's bucketed bias) is implemented by the encdec family only, not "
              f"model.family={m.family!r}")

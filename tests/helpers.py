@@ -18,6 +18,8 @@ def small_config(objective: str = "causal_lm", **model):
     cfg = config_lib.default_config()
     cfg.model.update(dict(dict(vocab_size=256, seq_len=16, d_model=32, n_layers=2, n_heads=4), **model))
     cfg.train.objective = objective
+    if objective == "seq2seq":  # step-level tests feed their own batches; the file is never read
+        cfg.data.pairs = "pairs.jsonl"
     cfg.train.update(steps=20, batch_size=8, warmup_steps=2, lr=3e-3, lr_min=3e-4, eval_every=10, eval_batches=2,
                      log_every=5)
     cfg.checkpoint.every = 10

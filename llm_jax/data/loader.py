@@ -58,7 +58,7 @@ class BatchLoader:
             raise ValueError(f"global batch {global_batch} does not divide over {process_count} processes")
         empty = [i for i, s in enumerate(sources) if len(s) == 0]
         if empty:
-            raise ValueError(f"dataset(s) {empty} have no complete window of {sources[0].seq_len + 1} tokens")
+            raise ValueError(f"dataset(s) {empty} have no row (window of {sources[0].seq_len + 1} tokens, or pair)")
         parts = [grain.MapDataset.source(s) for s in sources]
         if shuffle:
             parts = [p.shuffle(seed=(seed + 7919 * i) % 2**32) for i, p in enumerate(parts)]
@@ -69,9 +69,12 @@ class BatchLoader:
         self.num_windows = sum(len(s) for s in sources)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """This process's rows of global batch `step`: inputs, targets, segment_ids, each (local_batch, L)."""
+        """This process's rows of global batch `step`: inputs, targets, segment_ids, each (local_batch, L) — or,
+        over rows that are not token windows (seq2seq pairs), each of their fields stacked."""
         first = step * self.global_batch + self.row_offset
         rows = [self.dataset[first + r] for r in range(self.local_batch)]
+        if "tokens" not in rows[0]:
+            return {name: np.stack([r[name] for r in rows]) for name in rows[0]}
         tokens = np.stack([r["tokens"] for r in rows])
         segments = np.stack([r["segments"] for r in rows])
         return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": segments[:, :-1]}

@@ -1,4 +1,5 @@
-"""The data a training run reads, from its config: prepared directories, prepared on first use.
+"""The data a training run reads, from its config: prepared directories, prepared on first use — or, for the
+seq2seq objective, the (input, target) pairs of `data.pairs` (llm_jax/data/pairs.py).
 
 `data.mixture` (several datasets with weights), else `data.prepared` (one directory written by
 `llm-jax data prepare`), else `data.corpus` — which is prepared with the same code into the cache directory,
@@ -16,6 +17,7 @@ import os
 from llm_jax import config as config_lib
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data.loader import PackedWindows, fingerprint
+from llm_jax.data.pairs import PairRows, load_pairs
 from llm_jax.data.prepare import prepare
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, PreparedDataError, PreparedSplit, read_manifest
 from llm_jax.data.sources import source_hashes
@@ -32,9 +34,9 @@ PREPARE_KEYS = ("tokenizer", "tokenizer_kind", "text_field", "text_unit", "val_f
 @dataclasses.dataclass
 class TrainingData:
     tokenizer: object
-    train: list[PackedWindows]
+    train: list[PackedWindows] | list[PairRows]
     weights: list[float] | None
-    val: PackedWindows
+    val: PackedWindows | PairRows
     manifests: list[dict]
     fingerprint: str
 
@@ -117,6 +119,8 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
     """The prepared splits, tokenizer and loader inputs of a run (preparing corpora into the cache on first use;
     `workdir_scorer` as in prepare.quality_filter)."""
     d, seq_len = cfg.data, cfg.model.seq_len
+    if d.pairs:
+        return _pair_data(cfg, log)
     specs = data_specs(d)
     weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
@@ -146,3 +150,16 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
         raise corpus_lib.CorpusError(f"{dirs[0]}: the validation split has no sequence of {seq_len + 1} tokens; "
                                      f"raise data.val_fraction or lower model.seq_len")
     return TrainingData(tokenizer, train, weights, val, manifests, fingerprint(manifests, weights, cfg.train.seed))
+
+
+def _pair_data(cfg, log) -> TrainingData:
+    load = lambda: load_pairs(cfg, tokenizer_vocab_size(cfg), cfg.data.cache_dir or default_cache_dir(), log)  # noqa: E731
+    if distributed.is_primary():  # one process trains the tokenizer into the cache; the others then read it
+        pairs = load()
+    distributed.barrier("llm_jax:pairs_prepared")
+    if not distributed.is_primary():
+        pairs = load()
+    if len(pairs.train) < cfg.train.batch_size:
+        raise corpus_lib.CorpusError(f"data.pairs={cfg.data.pairs}: {len(pairs.train)} training pairs, fewer than "
+                                     f"train.batch_size={cfg.train.batch_size}")
+    return TrainingData(pairs.tokenizer, [pairs.train], None, pairs.val, [pairs.manifest], pairs.fingerprint)

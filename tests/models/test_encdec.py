@@ -119,3 +119,41 @@ def test_span_corruption_trains():
     n, k = span_corruption_counts(32)
     assert float(weight) == 8 * (n + k)  # every target token (sentinels and spans) counts once
     assert losses[-1] < losses[0] - 2.0
+
+
+def _pair_batch(rng, batch: int, length: int):
+    """Reverse-a-sequence pairs of 3..length-1 ids in 3..99 (0 pads, 2 ends), as PairRows lays them out."""
+    inputs, padding, targets = (np.zeros((batch, length), np.int32) for _ in range(3))
+    weights = np.zeros((batch, length), np.float32)
+    for b in range(batch):
+        n = rng.randint(3, length)
+        seq = rng.randint(3, 100, n)
+        inputs[b, :n], padding[b, :n] = seq, 1
+        targets[b, :n], targets[b, n] = seq[::-1], 2
+        weights[b, : n + 1] = 1
+    return {"encoder_inputs": inputs, "encoder_padding": padding, "decoder_targets": targets, "weights": weights}
+
+
+def test_seq2seq_trains_and_ignores_padding():
+    cfg = small_config("seq2seq", **T5, seq_len=12)
+    cfg.train.update(batch_size=8, lr=1e-2)
+    trainable = build_trainable(cfg)
+    state = trainable.init_state()
+    host = _pair_batch(np.random.RandomState(0), 8, 12)
+    batch = trainable.to_device(host)
+    padded = dict(host, encoder_inputs=np.where(host["encoder_padding"] > 0, host["encoder_inputs"], 77),
+                  decoder_targets=np.where(host["weights"] > 0, host["decoder_targets"], 55))
+    losses = []
+    with trainable.activate():
+        before = trainable.eval_step(state.params, batch)
+        other = trainable.eval_step(state.params, trainable.to_device(padded))
+        for _ in range(40):
+            state, metrics = trainable.train_step(state, batch)
+            losses.append(float(metrics["loss"]))
+        after = trainable.eval_step(state.params, batch)
+    # what fills the padding changes nothing: not the encoder's (masked), not the decoder's (after the EOS)
+    np.testing.assert_allclose(float(before[0]), float(other[0]), rtol=1e-6)
+    assert float(before[1]) == host["weights"].sum()  # every target id and its EOS, no padding
+    assert losses[-1] < losses[0] - 2.0
+    correct, count = after[2]["token_accuracy"]
+    assert float(correct) / float(count) > 0.5
