@@ -1,4 +1,4 @@
-"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, convert, bench, data, tokenizer, scaling, sweep.
+"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, compile, convert, bench, data, tokenizer, scaling, sweep.
 
 Config overrides follow the config file: `llm-jax train --config configs/tiny.py --config.model.n_layers=2`.
 Every command with `--json` prints one JSON object as its last line of output.
@@ -146,10 +146,6 @@ def cmd_estimate(args, extra) -> int:
         if args.price_per_device_hour is not None and "device_hours" in out:
             from llm_jax.models.accounting import training_cost
             out["cost"] = training_cost(out["device_hours"], args.price_per_device_hour)
-        if args.compile:
-            from llm_jax.train import compiled
-            step = compiled.compile_train_step(cfg, devices)
-            out["compiled"] = {**compiled.memory(step), "flops_per_token": compiled.flops_per_token(step, cfg)}
     if args.json:
         _print_json(out)
     else:
@@ -163,16 +159,46 @@ def _print_estimate(out: dict) -> None:
         if key == "per_device_bytes":
             for part, size in value.items():
                 print(f"{'per device ' + part:>28}: {gib(size)}")
-        elif key == "compiled":
-            for part, size in value.items():
-                shown = f"{size:,.4g}" if part == "flops_per_token" else gib(size)
-                print(f"{'compiled ' + part:>28}: {shown}")
         elif isinstance(value, float):
             print(f"{key:>28}: {value:,.4g}")
         elif isinstance(value, int) and not isinstance(value, bool):
             print(f"{key:>28}: {value:,}")
         else:
             print(f"{key:>28}: {value}")
+
+
+def cmd_compile(args, extra) -> int:
+    from llm_jax.scaling import aot
+    cfg, step, out = aot.compile_for(args.config, split_overrides(extra), args.topology, args.num_slices,
+                                          args.unroll)
+    target = f"{args.topology}{f'x{args.num_slices}' if args.num_slices > 1 else ''}" if args.topology else "local"
+    directory = args.out or os.path.join("runs", "compile", f"{cfg.name}-{target}")
+    os.makedirs(directory, exist_ok=True)
+    if step is not None:
+        fileio.atomic_write(os.path.join(directory, "hlo.txt"), step.as_text())
+    fileio.atomic_write_json(os.path.join(directory, "summary.json"), out, indent=2, sort_keys=True)
+    gib = lambda b: f"{b / 2**30:,.3f} GiB"  # noqa: E731
+    if args.json:
+        _print_json(out)
+    elif step is not None:
+        print(f"{cfg.name} on {target} ({out['devices']} chips, {out['device_kind']}), mesh "
+              f"{ {k: v for k, v in out['mesh'].items() if v > 1} }")
+        for key in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes",
+                    "bytes_per_chip"):
+            print(f"{key:>22}: {gib(out[key])}")
+        if out["hbm_bytes"]:
+            print(f"{'chip HBM':>22}: {gib(out['hbm_bytes'])} -> {'fits' if out['fits'] else 'DOES NOT FIT'} "
+                  f"({gib(out['headroom_bytes'])} headroom)")
+        scope = " (the layer loop's body counted once; --unroll for all)" if out["layers_scanned"] else ""
+        print(f"{'compiled FLOPs':>22}: {out['compiled_flops']:,.4g}{scope} | analytic {out['analytic_flops']:,.4g}")
+        for op, c in out["collectives"].items():
+            print(f"{op:>22}: {c['per_step_count']:,} per step ({c['count']} in the HLO), "
+                  f"{gib(c['per_step_bytes'])} per step")
+        print(f"HLO and summary in {directory}")
+    if out.get("fits") is False:
+        print(f"error: {aot.advice(cfg, out)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_convert(args, extra) -> int:
@@ -315,9 +341,20 @@ def build_parser() -> ArgumentParser:
                    help="assumed model FLOPs utilisation for the step time, in (0, 1]")
     s.add_argument("--price-per-device-hour", type=argtypes.nonneg_number,
                    help="with --devices/--topology: the run's cost too")
-    s.add_argument("--compile", action="store_true", help="also compile the real step here and report "
-                                                          "memory_analysis() (needs the same device count)")
     s.add_argument("--json", action="store_true")
+
+    k = _command(sub, "compile", cmd_compile, overrides=True,
+                 help="compile the real train step ahead of time (a TPU slice without a TPU): memory, FLOPs, "
+                      "collectives")
+    k.add_argument("--config", required=True)
+    k.add_argument("--topology", help="a TPU target: v4-N, v5p-N (N TensorCores), v5e-N, v6e-N (N chips); "
+                                      "default: this machine's devices")
+    k.add_argument("--num-slices", type=argtypes.positive_int, default=1,
+                   help="with --topology: that many slices (the config's mesh.dcn_* must multiply to it)")
+    k.add_argument("--unroll", action="store_true",
+                   help="compile the layer loop unrolled, so the compiled FLOPs cover every layer (slower)")
+    k.add_argument("--out", help="where hlo.txt and summary.json go (default: runs/compile/<config>-<target>)")
+    k.add_argument("--json", action="store_true")
 
     c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
     c.add_argument("direction", choices=["from-hf", "to-hf"])
@@ -368,6 +405,18 @@ def build_parser() -> ArgumentParser:
         parser.set_defaults(**{k: v for k, v in (("overrides", False), ("parser", parser))
                                if parser.get_default(k) is None})
     return p
+
+
+def _no_tpu_runtime_without_a_tpu() -> None:
+    """With libtpu installed (the `tpu` extra, for `llm-jax compile`) JAX tries to start a TPU runtime in every
+    process and logs its failure on a machine without TPUs; where no accelerator device node exists at all,
+    JAX_PLATFORMS=cpu (unless set) skips that. Compiling for a TPU target does not need the runtime."""
+    import glob
+    import importlib.util
+    accelerators = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")
+    if ("JAX_PLATFORMS" not in os.environ and importlib.util.find_spec("libtpu") is not None
+            and not any(glob.glob(pattern) for pattern in accelerators)):
+        os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def _quiet_library_logs() -> None:
@@ -424,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not args.overrides:
         args.parser.error(f"unrecognised arguments: {' '.join(extra)}")
     args.argv = argv
+    _no_tpu_runtime_without_a_tpu()
     _quiet_library_logs()
     from llm_jax.parallel import distributed
     status, reason = run_command(args, extra)

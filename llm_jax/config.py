@@ -95,6 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
     m.dtype = "float32"          # compute dtype
     m.param_dtype = "float32"    # storage dtype of the (master) parameters
     m.remat = "none"
+    m.loss_chunk = 0             # decoder: positions per chunk of the fused output head + cross-entropy, so the
+                                 # float32 (batch, length, vocab) logits never exist whole (0 = one piece)
     m.scan_unroll = 1            # layers per scan iteration: 1 keeps compile time flat in depth; more trades
                                  # compile time for fewer per-layer copies (worth it on CPU for shallow models)
     m.init_std = 0.02
@@ -147,6 +149,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.eval_every = 100           # 0 = only at the start and the end
     t.eval_batches = 8
     t.log_every = 20
+    t.profile_steps = ""         # "A:B": a jax.profiler trace of steps A..B into <workdir>/profile (TensorBoard/XProf)
     t.nonfinite = "stop"         # a non-finite loss/gradient: "stop" (checkpoint the last good state, exit) or
                                  # "skip" (drop that update, count it); float16 loss scaling always skips
     t.spike_factor = 0.0         # skip an update whose loss exceeds spike_factor x the running mean (0 = off)
@@ -487,6 +490,9 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.eval_every >= 0, f"train.eval_every={t.eval_every}: must be >= 0")
     _require(t.eval_batches >= 1, f"train.eval_batches={t.eval_batches}: must be >= 1")
     _require(t.log_every >= 1, f"train.log_every={t.log_every}: must be >= 1")
+    profile = re.fullmatch(r"(\d+):(\d+)", t.profile_steps)
+    _require(t.profile_steps == "" or (profile is not None and 1 <= int(profile[1]) <= int(profile[2])),
+             f"train.profile_steps={t.profile_steps!r}: must be 'A:B' with 1 <= A <= B (steps, inclusive), or ''")
     _require(t.spike_factor == 0 or t.spike_factor > 1, f"train.spike_factor={t.spike_factor}: must be 0 (off) or > 1")
     _require(t.spike_limit >= 0 and t.spike_warmup_steps >= 0,
              f"train.spike_limit={t.spike_limit}, train.spike_warmup_steps={t.spike_warmup_steps}: must be >= 0")
@@ -562,6 +568,11 @@ def _validate_family(cfg) -> None:
              f"(input, target) pairs and only it reads them; set both or neither")
     _require(isinstance(cfg.data.target_len, int) and cfg.data.target_len >= 0,
              f"data.target_len={cfg.data.target_len}: must be an integer >= 0 (0 = model.seq_len)")
+    _require(isinstance(m.loss_chunk, int) and m.loss_chunk >= 0 and m.seq_len % max(m.loss_chunk, 1) == 0,
+             f"model.loss_chunk={m.loss_chunk}: must be 0 (off) or a divisor of model.seq_len={m.seq_len}")
+    _require(m.loss_chunk == 0 or (m.family == "decoder" and objective == "causal_lm"),
+             f"model.loss_chunk={m.loss_chunk}: the chunked output head + cross-entropy is implemented for the "
+             f"decoder's causal_lm objective only")
     _require(m.positions != "relative" or m.family == "encdec",
              f"model.positions='relative' (T5's bucketed bias) is implemented by the encdec family only, not "
              f"model.family={m.family!r}")

@@ -20,8 +20,9 @@ EXIT_PEER_LOST = 76   # a process of a multi-process run died; sysexits.h EX_PRO
 # (status, name, meaning, what to do) — docs/reliability.md's table is generated from this.
 EXIT_STATUSES = (
     (EXIT_OK, "ok", "the command finished", "—"),
-    (EXIT_BUG, "bug", "an unexpected exception (a traceback is printed): a bug in llm_jax or a library",
-     "report it with the traceback"),
+    (EXIT_BUG, "bug", "an unexpected exception (a traceback is printed): a bug in llm_jax or a library; also "
+     "`llm-jax compile`'s answer that the step does not fit the chip (one `error:` line, no traceback)",
+     "report it with the traceback; for compile, the line names the knobs that would help"),
     (EXIT_USAGE, "usage", "bad input or a refusal: an unknown flag or config key, a value out of range, a path "
      "that does not exist or cannot be accessed (permissions, read-only), a file that cannot be parsed, a work "
      "directory locked by another run or holding an incompatible run; nothing was started or changed",

@@ -8,6 +8,9 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for `import helpers`
+# The suite runs on CPU (fake devices for meshes). With libtpu installed (the `tpu` extra, for ahead-of-time TPU
+# compiles) JAX would otherwise also try, and noisily fail, to start a TPU runtime in every process.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)

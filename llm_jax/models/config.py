@@ -45,6 +45,7 @@ class ModelConfig:
     param_dtype: str
     remat: str
     scan_unroll: int
+    loss_chunk: int
     init_std: float
     attention_impl: str
     document_mask: bool

@@ -10,6 +10,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
@@ -80,8 +81,10 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True):
-        """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask."""
+    def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None):
+        """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask. With
+        `targets_BL` and cfg.loss_chunk: the per-position cross-entropy (float32, B x L) instead, computed by
+        `chunked_cross_entropy` so the (B, L, V) logits never exist whole."""
         cfg = self.cfg
         if not cfg.document_mask:
             segments_BL = None
@@ -123,6 +126,10 @@ class Transformer(nn.Module):
         self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
+        if targets_BL is not None and cfg.loss_chunk and not self.is_initializing():
+            params = self.variables["params"]
+            weight = params["embed"]["embedding"] if cfg.tie_embeddings else params["head"]["kernel"]
+            return chunked_cross_entropy(cfg, x_BLD, weight, targets_BL)
         if cfg.tie_embeddings:
             logits_BLV = embed.attend(x_BLD)
         else:
@@ -147,3 +154,28 @@ class Transformer(nn.Module):
         x_BLD, _, _ = pipeline(layer_fn, self.variables["params"]["layers"], (x_BLD, positions_BL, segments),
                                cfg.pipeline_stages, cfg.pipeline_microbatches, cfg.pipeline_repeats)
         return x_BLD
+
+
+def chunked_cross_entropy(cfg: ModelConfig, x_BLD, weight, targets_BL):
+    """Cross-entropy (float32, B x L) of the output head over `cfg.loss_chunk` positions at a time: each chunk's
+    (B, C, V) logits are made, used and dropped, and recomputed in the backward pass (`jax.checkpoint`), so
+    temporary memory holds one chunk's logits instead of all of them. `weight` is the tied embedding (V, D) or
+    the untied head kernel (D, V); the arithmetic is the plain head's (compute dtype, float32 logits, muP's
+    output multiplier)."""
+    B, L, D = x_BLD.shape
+    C = cfg.loss_chunk
+    w = weight.astype(cfg.compute_dtype)
+    contract = (((2,), (1,)), ((), ())) if cfg.tie_embeddings else (((2,), (0,)), ((), ()))
+
+    @jax.checkpoint
+    def chunk(args):
+        x_BCD, t_BC = args
+        logits_BCV = jax.lax.dot_general(x_BCD.astype(cfg.compute_dtype), w, contract).astype(jnp.float32)
+        if cfg.mup:
+            logits_BCV = logits_BCV / cfg.width_mult
+        logits_BCV = nn.with_logical_constraint(logits_BCV, ("batch", "length", "vocab"))
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BCV, t_BC)
+
+    x_NBCD = x_BLD.reshape(B, L // C, C, D).swapaxes(0, 1)
+    t_NBC = targets_BL.reshape(B, L // C, C).swapaxes(0, 1)
+    return jax.lax.map(chunk, (x_NBCD, t_NBC)).swapaxes(0, 1).reshape(B, L)

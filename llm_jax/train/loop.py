@@ -28,6 +28,7 @@ from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
+from llm_jax.train.profile import StepProfiler
 from llm_jax.train.trainable import Trainable, build_trainable
 
 
@@ -230,6 +231,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                              process_count=nproc)
     evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
+    profiler = StepProfiler(t_cfg.profile_steps, workdir, log)
     peak, peak_source = peak_flops()
     fpt = flops_per_token(cfg.model)
     tokens_per_step = t_cfg.batch_size * cfg.model.seq_len
@@ -251,8 +253,10 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             pending, timer = [], StepTimer()
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
+                profiler.before(step)
                 state, metrics = trainable.train_step(state, trainable.to_device(next(batches)))
                 done, is_last = step + 1, step + 1 == t_cfg.steps
+                profiler.after(done, metrics)
                 pending.append((done, metrics))
                 timer.tick(metrics)
                 preempted = preemption.requested  # read once: a signal arriving later waits for the next step
@@ -289,7 +293,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                 timer.restart()  # evaluation and checkpoint hand-off do not count as step time
         failed = False
     finally:
-        _close_all((ckpt.close, writer.close), quiet=failed)
+        _close_all((profiler.close, ckpt.close, writer.close), quiet=failed)
 
     if eval_loss is None:
         log(f"nothing to do: the checkpoint is already at step {start_step} of {t_cfg.steps}")

@@ -49,10 +49,15 @@ def _init_boxed(model, tx, seq_len: int, loss_scale: float, rng, mask=None):
                       **new_counters(loss_scale))
 
 
+def abstract_key() -> jax.ShapeDtypeStruct:
+    """A PRNG key's shape: for `eval_shape` under a mesh whose devices may exist only for the compiler."""
+    return jax.eval_shape(lambda: jax.random.key(0))
+
+
 def abstract_state(model, tx, seq_len: int, loss_scale: float, mesh, rules, mask=None):
     """(abstract unboxed state, its NamedShardings) without allocating anything."""
     with activate(mesh, rules):
-        boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r, mask), jax.random.key(0))
+        boxed = jax.eval_shape(lambda r: _init_boxed(model, tx, seq_len, loss_scale, r, mask), abstract_key())
     shardings = logical_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             unboxed(boxed), shardings)

@@ -17,7 +17,7 @@ from llm_jax.models import build_model
 from llm_jax.objectives import Objective, get_objective
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
 from llm_jax.train.optimizer import make_optimizer, schedule, trainable_mask
-from llm_jax.train.state import TrainState, abstract_state, init_params, init_state
+from llm_jax.train.state import TrainState, abstract_key, abstract_state, init_params, init_state
 from llm_jax.train.step import make_eval_step, make_train_step
 
 
@@ -80,7 +80,7 @@ def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     tx = make_optimizer(cfg.train, cfg.model)
     scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg) else 1.0
     with activate(mesh, rules):
-        shapes = jax.eval_shape(lambda r: nn.unbox(init_params(model, cfg.model.seq_len, r)), jax.random.key(0))
+        shapes = jax.eval_shape(lambda r: nn.unbox(init_params(model, cfg.model.seq_len, r)), abstract_key())
     mask = trainable_mask(shapes, cfg.train.trainable)
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules, mask)
     data_sharding = batch_sharding(mesh, rules)

@@ -40,23 +40,19 @@ def test_estimate_for_a_pod_and_the_step_time():
 
 
 @pytest.mark.parametrize("devices, mesh", [(1, []), (8, ["--config.mesh.data=1", "--config.mesh.fsdp=8"])])
-def test_estimate_agrees_with_the_compiled_step(devices, mesh):
+def test_estimate_agrees_with_the_compiled_step(devices, mesh, tmp_path):
     env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", devices, "--compile", "--json", *mesh,
-                   env=env)
+    proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", devices, "--json", *mesh, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    est, compiled = out["per_device_bytes"], out["compiled"]
+    est = json.loads(proc.stdout.strip().splitlines()[-1])["per_device_bytes"]
+    proc = run_cli("compile", "--config", "configs/tiny.py", "--out", tmp_path, "--json", *mesh, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    compiled = json.loads(proc.stdout.strip().splitlines()[-1])
     batch = 3 * 8 * 256 * 4 // devices  # inputs, targets, segment ids (int32)
     state = compiled["argument_bytes"] - batch
     assert abs(est["params"] + est["optimizer_state"] - state) / state < 0.05, (est, compiled)
     transient = est["gradients"] + est["activations"]
     assert 0.5 < transient / compiled["temp_bytes"] < 2.0, (est, compiled)
-
-
-def test_compile_needs_the_devices():
-    proc = run_cli("estimate", "--config", "configs/tiny.py", "--devices", "8", "--compile")
-    assert proc.returncode == 2 and "--compile needs the 8 devices" in proc.stderr
 
 
 def test_estimate_prices_a_run_for_a_topology():
