@@ -65,6 +65,13 @@ def test_a_gpu_target_says_what_can_be_done_without_a_gpu():
         aot.compile_for("configs/tiny.py", {}, "h100-8", 1, False)
 
 
+def test_without_libtpu_the_command_says_how_to_install_it(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a))
+    with pytest.raises(CompileTargetError, match=r"needs the TPU compiler \(libtpu\): pip install -e '.\[tpu\]'"):
+        aot.compile_for("configs/tiny.py", {}, "v5e-8", 1, False)
+
+
 def _compile(tmp_path, *args):
     proc = run_cli("compile", "--out", tmp_path, "--json", *args)
     out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else None

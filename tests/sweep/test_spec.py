@@ -34,7 +34,8 @@ def test_load_sweep_rejects_files_without_get_sweep(tmp_path):
 
 def test_every_committed_sweep_file_loads_and_validates():
     import glob
-    files = sorted(glob.glob("experiments/**/*.py", recursive=True))
+    files = [path for path in sorted(glob.glob("experiments/**/*.py", recursive=True))
+             if "def get_sweep" in open(path).read()]  # the rest are helper scripts (task makers, tables)
     assert len(files) >= 8
     for path in files:
         sweep, _ = load_sweep(path)
