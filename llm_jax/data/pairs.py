@@ -27,7 +27,6 @@ from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from llm_jax.fileio import os_error, read_bytes
 
 FIELD_NAMES = (("input", "target"), ("prompt", "completion"))
-ROW_FIELDS = ("encoder_inputs", "encoder_padding", "decoder_targets", "weights")
 
 
 def parse_pairs(raw: bytes, path: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
@@ -115,12 +114,13 @@ def _tokenizer(cfg, vocab_size: int, texts: list[str], content_sha: str, cache_d
             raise os_error(e, "create the tokenizer cache in", os.path.dirname(cache)) from e
         try:
             train_tokenizer(d.tokenizer_kind, texts, vocab_size, tmp)
-            os.replace(tmp, cache)
-        except OSError:  # another process cached the same tokenizer first
-            shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        try:
+            os.replace(tmp, cache)
+        except OSError:  # another process cached the same tokenizer first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
     return load_tokenizer(cache)
 
 

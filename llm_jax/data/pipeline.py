@@ -153,12 +153,12 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
 
 
 def _pair_data(cfg, log) -> TrainingData:
-    load = lambda: load_pairs(cfg, tokenizer_vocab_size(cfg), cfg.data.cache_dir or default_cache_dir(), log)  # noqa: E731
+    args = (cfg, tokenizer_vocab_size(cfg), cfg.data.cache_dir or default_cache_dir(), log)
     if distributed.is_primary():  # one process trains the tokenizer into the cache; the others then read it
-        pairs = load()
+        pairs = load_pairs(*args)
     distributed.barrier("llm_jax:pairs_prepared")
     if not distributed.is_primary():
-        pairs = load()
+        pairs = load_pairs(*args)
     if len(pairs.train) < cfg.train.batch_size:
         raise corpus_lib.CorpusError(f"data.pairs={cfg.data.pairs}: {len(pairs.train)} training pairs, fewer than "
                                      f"train.batch_size={cfg.train.batch_size}")
