@@ -169,18 +169,18 @@ def _print_estimate(out: dict) -> None:
 
 def cmd_compile(args, extra) -> int:
     from llm_jax.scaling import aot
-    cfg, step, out = aot.compile_for(args.config, split_overrides(extra), args.topology, args.num_slices,
+    cfg, hlo_text, out = aot.compile_for(args.config, split_overrides(extra), args.topology, args.num_slices,
                                           args.unroll)
     target = f"{args.topology}{f'x{args.num_slices}' if args.num_slices > 1 else ''}" if args.topology else "local"
     directory = args.out or os.path.join("runs", "compile", f"{cfg.name}-{target}")
     os.makedirs(directory, exist_ok=True)
-    if step is not None:
-        fileio.atomic_write(os.path.join(directory, "hlo.txt"), step.as_text())
+    if hlo_text is not None:
+        fileio.atomic_write(os.path.join(directory, "hlo.txt"), hlo_text)
     fileio.atomic_write_json(os.path.join(directory, "summary.json"), out, indent=2, sort_keys=True)
     gib = lambda b: f"{b / 2**30:,.3f} GiB"  # noqa: E731
     if args.json:
         _print_json(out)
-    elif step is not None:
+    elif hlo_text is not None:
         print(f"{cfg.name} on {target} ({out['devices']} chips, {out['device_kind']}), mesh "
               f"{ {k: v for k, v in out['mesh'].items() if v > 1} }")
         for key in ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "generated_code_bytes",

@@ -177,19 +177,23 @@ def _trip_count(condition: list[str]) -> int:
 
 
 def _multiplicity(comps: dict, entry: str) -> dict:
-    """How often each computation runs per call of the entry: a `while` body times its trip count."""
-    times = collections.Counter({entry: 1})
-    order, seen = [entry], {entry}
-    for name in order:  # breadth-first from the entry; HLO call graphs are acyclic
-        for line in comps.get(name, []):
+    """How often each computation runs per call of the entry: the sum over its call sites of how often the
+    caller runs, a `while` body's call site counting its trip count."""
+    callers = collections.defaultdict(list)  # callee -> [(caller, factor)]
+    for name, lines in comps.items():
+        for line in lines:
             loop = _WHILE.search(line)
             trip = _trip_count(comps.get(loop.group(1), [])) if loop else 1
             for kind, callee in _CALLS.findall(line):
-                times[callee] += times[name] * (trip if kind == "body" else 1)
-                if callee not in seen:
-                    seen.add(callee)
-                    order.append(callee)
-    return times
+                callers[callee].append((name, trip if kind == "body" else 1))
+    times = {entry: 1}
+
+    def runs(name: str) -> int:  # HLO call graphs are acyclic
+        if name not in times:
+            times[name] = sum(runs(caller) * factor for caller, factor in callers.get(name, ()))
+        return times[name]
+
+    return {name: runs(name) for name in comps}
 
 
 def collectives(hlo_text: str) -> dict:
@@ -209,8 +213,8 @@ def collectives(hlo_text: str) -> dict:
     return {op: {k: int(c[k]) for k in ("count", "bytes", "per_step_count", "per_step_bytes")} for op, c in out.items()}
 
 
-def report(cfg, compiled, n_devices: int, hbm_bytes: int | None) -> dict:
-    """The summary `llm-jax compile` prints and writes."""
+def report(cfg, compiled, hlo_text: str, n_devices: int, hbm_bytes: int | None) -> dict:
+    """The summary `llm-jax compile` prints and writes (`hlo_text`: the compiled step's `as_text()`)."""
     tokens = cfg.train.batch_size * cfg.model.seq_len
     out = {"config": cfg.name, "devices": n_devices, "mesh": mesh_shape(cfg, n_devices),
            **memory(compiled), "hbm_bytes": hbm_bytes}
@@ -220,7 +224,7 @@ def report(cfg, compiled, n_devices: int, hbm_bytes: int | None) -> dict:
     out["compiled_flops"] = compiled_flops(compiled) * n_devices
     out["analytic_flops"] = analytic_flops_per_token(cfg.model) * tokens
     out["layers_scanned"] = cfg.model.scan_unroll < cfg.model.n_layers  # then compiled_flops cover one group
-    out["collectives"] = collectives(compiled.as_text())
+    out["collectives"] = collectives(hlo_text)
     return out
 
 
@@ -248,8 +252,8 @@ def local_hbm_bytes() -> int | None:
 
 
 def compile_for(cfg_path: str, overrides: dict, topology: str | None, num_slices: int, unroll: bool):
-    """(config, compiled step or None where the TPU compiler refused it for lack of memory, summary) of
-    `llm-jax compile`."""
+    """(config, the compiled step's optimized HLO text or None where the TPU compiler refused it for lack of
+    memory, summary) of `llm-jax compile`."""
     if topology:
         target = parse_topology(topology)
         devices = tpu_devices(target, num_slices)
@@ -278,4 +282,5 @@ def compile_for(cfg_path: str, overrides: dict, topology: str | None, num_slices
         return cfg, None, {**head, "config": cfg.name, "devices": len(devices), "mesh": mesh_shape(cfg, len(devices)),
                            "fits": False, "hbm_bytes": hbm, "bytes_per_chip": need,
                            "headroom_bytes": (hbm or need) - need, "compiler_error": str(e).splitlines()[0][:300]}
-    return cfg, step, {**head, **report(cfg, step, len(devices), target.get("hbm_bytes"))}
+    hlo_text = step.as_text()
+    return cfg, hlo_text, {**head, **report(cfg, step, hlo_text, len(devices), target.get("hbm_bytes"))}

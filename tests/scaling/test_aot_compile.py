@@ -53,6 +53,37 @@ def test_collectives_are_counted_with_their_bytes_and_loop_trip_counts():
     assert out["reduce-scatter"]["count"] == out["all-to-all"]["count"] == out["collective-permute"]["count"] == 0
 
 
+SHARED_HLO = """\
+%gather (param_0: f32[2,8]) -> f32[4,8] {
+  ROOT %all-gather.1 = f32[4,8]{1,0} all-gather(%param_0), dimensions={0}
+}
+
+%wrapper (param_0: f32[2,8]) -> f32[4,8] {
+  ROOT %f = f32[4,8]{1,0} fusion(%param_0), kind=kCustom, calls=%gather
+}
+
+%cond (p: (s32[], f32[8])) -> pred[] {
+  %constant.1 = s32[] constant(5)
+  ROOT %lt = pred[] compare(%gte, %constant.1), direction=LT
+}
+
+%body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %f = f32[4,8]{1,0} fusion(%x), kind=kCustom, calls=%wrapper
+}
+
+ENTRY %main (a: f32[8]) -> f32[8] {
+  %g = f32[4,8]{1,0} fusion(%a), kind=kCustom, calls=%wrapper
+  %w = (s32[], f32[8]) while(%init), condition=%cond, body=%body
+}
+"""
+
+
+def test_a_computation_called_inside_and_outside_a_loop_counts_every_call():
+    # %gather runs through %wrapper once from the entry and five times from the loop body: 6 per step
+    assert collectives(SHARED_HLO)["all-gather"] == {"count": 1, "bytes": 128, "per_step_count": 6,
+                                                     "per_step_bytes": 6 * 128}
+
+
 @pytest.mark.parametrize("chips, ndim, dims", [(4, 3, (2, 2, 1)), (8, 3, (2, 2, 2)), (64, 3, (4, 4, 4)),
                                                (128, 3, (4, 4, 8)), (256, 3, (4, 8, 8)), (16, 2, (4, 4)),
                                                (8, 2, (2, 4)), (256, 2, (16, 16))])
