@@ -46,3 +46,17 @@ positive_number = number(0, low_open=True, what="a finite number > 0")
 nonneg_number = number(0, what="a finite number >= 0")
 fraction_open = number(0, 1, low_open=True, high_open=True, what="a number in (0, 1)")
 probability = number(0, 1, low_open=True, what="a number in (0, 1]")
+
+
+def int_list(text: str) -> list[int]:
+    """'1024,4096' -> [1024, 4096]: comma-separated positive integers."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every length must be a positive integer")
+    return values
+
+
+int_list.__name__ = "a comma-separated list of positive integers"

@@ -235,6 +235,15 @@ def cmd_bench(args, extra) -> int:
             jax.config.update("jax_num_cpu_devices", args.devices)  # only affects CPU, before JAX starts
         from llm_jax.train.bench_checkpoint import bench_checkpoint
         result = bench_checkpoint(_load_cfg(args, extra))
+    elif args.what == "attention":
+        from llm_jax.train.bench_attention import IMPLS, MASKS, bench_attention
+        impls, masks = args.impls.split(","), args.masks.split(",")
+        for name, given, known in (("--impls", impls, IMPLS), ("--masks", masks, MASKS)):
+            if set(given) - set(known):
+                args.parser.error(f"{name}: unknown {', '.join(sorted(set(given) - set(known)))} "
+                                  f"(choose from {', '.join(known)})")
+        result = bench_attention(args.seq_lens, impls, masks, args.dtype,
+                                 log=(lambda _: None) if args.json else print)
     else:
         from llm_jax.train.bench import bench_train
         result = bench_train(_load_cfg(args, extra), steps=args.steps)
@@ -390,11 +399,16 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     b = _command(sub, "bench", cmd_bench, overrides=True, help="benchmarks that print their figures")
-    b.add_argument("what", choices=["train", "checkpoint"])
+    b.add_argument("what", choices=["train", "checkpoint", "attention"])
     b.add_argument("--config", help="default: configs/bench_cpu.py (train), configs/gpt2_small.py (checkpoint)")
     b.add_argument("--devices", type=argtypes.positive_int, default=8,
                    help="checkpoint: fake CPU devices for sharded states")
     b.add_argument("--steps", type=argtypes.positive_int, default=20, help="timed steps (after warm-up)")
+    b.add_argument("--seq-lens", type=argtypes.int_list, default=[1024, 4096, 16384],
+                   help="attention: comma-separated sequence lengths")
+    b.add_argument("--impls", default="xla,blockwise,cudnn", help="attention: implementations")
+    b.add_argument("--masks", default="causal,document,window_512", help="attention: masks")
+    b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="attention: compute dtype")
     b.add_argument("--json", action="store_true")
 
     from llm_jax.scaling import command as scaling_command

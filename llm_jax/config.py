@@ -44,13 +44,14 @@ MESH_AXES = ("stage", "data", "fsdp", "expert", "tensor")
 CHOICES = {
     "model.family": ("decoder", "encoder", "encdec"),  # llm_jax.models.FAMILIES (a test keeps the two equal)
     "model.positions": ("learned", "sinusoidal", "rope", "relative", "none"),
+    "model.rope_scaling": ("none", "linear", "ntk", "dynamic", "yarn", "llama3"),  # rope_scaling.ROPE_SCALINGS
     "model.norm": ("layernorm", "rmsnorm"),
     "model.norm_position": ("pre", "post"),
     "model.ffn": ("relu", "gelu", "gelu_tanh", "swiglu", "geglu"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots"),
-    "model.attention_impl": ("auto", "xla", "cudnn"),
+    "model.attention_impl": ("auto", "xla", "blockwise", "cudnn"),
     "model.moe_router": ("softmax", "sigmoid"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
@@ -85,6 +86,15 @@ def default_config() -> ml_collections.ConfigDict:
     m.ffn_multiple_of = 256      # rounding for the derived SwiGLU width
     m.positions = "learned"
     m.rope_theta = 10000.0
+    # RoPE scaling for context extension (llm_jax/models/rope_scaling.py, docs/attention.md)
+    m.rope_scaling = "none"      # none, linear (position interpolation), ntk, dynamic (NTK), yarn, llama3
+    m.rope_factor = 1.0          # the extension factor s (new context / original context)
+    m.rope_original_len = 0      # the context the model was trained at (dynamic, yarn, llama3 need it)
+    m.rope_low_freq_factor = 1.0   # llama3: wavelengths above original_len / low are divided by the factor ...
+    m.rope_high_freq_factor = 4.0  # ... those below original_len / high are kept; a smooth blend between
+    m.rope_yarn_beta_fast = 32.0   # yarn: frequencies turning more often than this over original_len are kept ...
+    m.rope_yarn_beta_slow = 1.0    # ... those turning less often than this are interpolated
+    m.rope_attention_factor = 0.0  # yarn: scale of cos/sin; 0 = 0.1 ln(factor) + 1
     m.norm = "layernorm"
     m.norm_eps = 1e-5
     m.norm_position = "pre"
@@ -100,7 +110,13 @@ def default_config() -> ml_collections.ConfigDict:
     m.scan_unroll = 1            # layers per scan iteration: 1 keeps compile time flat in depth; more trades
                                  # compile time for fewer per-layer copies (worth it on CPU for shallow models)
     m.init_std = 0.02
-    m.attention_impl = "auto"    # jax.nn.dot_product_attention backend; auto = cuDNN flash attention on GPU
+    m.attention_impl = "auto"    # xla (whole score matrix), blockwise (flash, pure JAX), cudnn (GPU); auto picks
+                                 # per backend, dtype, mask and length (llm_jax/models/attention.py, docs/attention.md)
+    m.attention_block = 512      # blockwise: query and key tile size
+    m.attention_window = 0       # sliding window: a query sees this many positions up to itself (0 = all)
+    m.local_global_pattern = 0   # with a window: every k-th layer is global (Gemma 2: 2, Gemma 3: 6); 0 = all local
+    m.attention_stride = 0       # Sparse Transformer strided pattern: also keys at distance < s or a multiple of s
+    m.attention_global_tokens = 0  # Longformer: the first n positions see and are seen by every position
     m.document_mask = False      # attend only within the same document of a packed sequence (segment ids)
     m.mup = False                # maximal update parametrization (Yang et al.): hyperparameters transfer across width
     m.mup_base_width = 256       # the d_model at which muP equals the standard parametrization (but for 1/d attention)
@@ -455,6 +471,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(m.positions != "sinusoidal" or m.d_model % 2 == 0,
              f"model.d_model={m.d_model}: sinusoidal positions need an even width")
     _require(m.rope_theta > 0, f"model.rope_theta={m.rope_theta}: must be positive")
+    _validate_rope_scaling(m)
     _require(m.norm_eps > 0, f"model.norm_eps={m.norm_eps}: must be positive")
     _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
     _require(m.init_std > 0, f"model.init_std={m.init_std}: must be positive")
@@ -464,6 +481,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(1 <= m.scan_unroll <= m.n_layers and m.n_layers % m.scan_unroll == 0,
              f"model.scan_unroll={m.scan_unroll}: must divide model.n_layers={m.n_layers}")
     _validate_moe(m)
+    _validate_attention(m)
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
@@ -598,6 +616,42 @@ def _validate_family(cfg) -> None:
         for key in ("type_vocab_size", "num_labels"):
             _require(m[key] == 0, f"model.{key}={m[key]} belongs to the encoder family (model.family='encoder'); "
                                   f"a {m.family} has no such parameters: leave it 0")
+
+
+def _validate_rope_scaling(m) -> None:
+    if m.rope_scaling == "none":
+        return
+    _require(m.positions == "rope", f"model.rope_scaling={m.rope_scaling!r} scales rotary positions: it needs "
+                                    f"model.positions='rope' (not {m.positions!r})")
+    _require(m.rope_factor >= 1, f"model.rope_factor={m.rope_factor}: must be >= 1 (new context / original)")
+    _require(m.rope_scaling not in ("dynamic", "yarn", "llama3") or m.rope_original_len > 0,
+             f"model.rope_scaling={m.rope_scaling!r} needs model.rope_original_len (the context the model was "
+             "trained at)")
+    _require(0 < m.rope_low_freq_factor < m.rope_high_freq_factor,
+             f"model.rope_low_freq_factor={m.rope_low_freq_factor}, model.rope_high_freq_factor="
+             f"{m.rope_high_freq_factor}: need 0 < low < high")
+    _require(0 < m.rope_yarn_beta_slow < m.rope_yarn_beta_fast,
+             f"model.rope_yarn_beta_slow={m.rope_yarn_beta_slow}, model.rope_yarn_beta_fast="
+             f"{m.rope_yarn_beta_fast}: need 0 < slow < fast")
+    _require(m.rope_attention_factor >= 0, f"model.rope_attention_factor={m.rope_attention_factor}: must be >= 0")
+
+
+def _validate_attention(m) -> None:
+    for key in ("attention_window", "local_global_pattern", "attention_stride", "attention_global_tokens"):
+        _require(isinstance(m[key], int) and m[key] >= 0, f"model.{key}={m[key]}: must be an integer >= 0")
+    _require(isinstance(m.attention_block, int) and m.attention_block >= 8,
+             f"model.attention_block={m.attention_block}: must be an integer >= 8")
+    k = m.local_global_pattern
+    if k:
+        _require(m.attention_window > 0, f"model.local_global_pattern={k} alternates local (windowed) and global "
+                                         "layers: set model.attention_window too")
+        unit = math.lcm(k, m.moe_every if m.moe_experts else 1)  # the scanned group (transformer.unit_layout)
+        _require(m.n_layers % unit == 0 and (m.n_layers // unit) % m.scan_unroll == 0,
+                 f"model.local_global_pattern={k}: the scanned group of {unit} layers must divide model.n_layers="
+                 f"{m.n_layers} into a number of groups that model.scan_unroll={m.scan_unroll} divides")
+    _require(m.family != "encdec" or not (m.attention_window or m.attention_stride or m.attention_global_tokens),
+             "model.attention_window/attention_stride/attention_global_tokens: the encdec family has no attention "
+             "patterns yet; leave them 0")
 
 
 def _validate_pipeline(cfg) -> None:

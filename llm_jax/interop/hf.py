@@ -86,7 +86,7 @@ MIXTRAL_TABLE = [row for row in LLAMA_TABLE if "/mlp/" not in row[0]] + [
 ]
 MIXTRAL_EXPERT = "model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"
 
-TABLES = {"gpt2": GPT2_TABLE, "llama": LLAMA_TABLE, "mixtral": MIXTRAL_TABLE}
+TABLES = {"gpt2": GPT2_TABLE, "llama": LLAMA_TABLE, "mistral": LLAMA_TABLE, "mixtral": MIXTRAL_TABLE}
 IGNORED = re.compile(r"(\.attn\.bias|\.attn\.masked_bias|rotary_emb\.inv_freq)$")  # buffers, not weights
 
 
@@ -137,13 +137,11 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
             norm_eps=get("layer_norm_epsilon", "float", 1e-5), norm_position="pre", ffn=ffn,
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)), use_bias=True,
             init_std=get("initializer_range", "float", 0.02))
-    if family in ("llama", "mixtral"):
+    if family in ("llama", "mistral", "mixtral"):  # Mistral: Llama with a sliding window
         rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
         if not isinstance(rope, dict):
             raise ConversionError(f"{source}: rope_parameters/rope_scaling={rope!r} must be an object")
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise ConversionError(f"{source}: Llama rope_type={rope_type!r} (RoPE scaling) is not supported yet")
+        scaling = rope_scaling_from_hf(rope, hf, source)
         if hf.get("attention_bias") or hf.get("mlp_bias"):
             raise ConversionError(f"{source}: Llama checkpoints with attention_bias or mlp_bias are not supported")
         if hf.get("hidden_act", "silu") != "silu":
@@ -156,17 +154,16 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
         moe = {}
         if family == "mixtral":
             seq_len = min(get("max_position_embeddings", default=2048), MAX_CONVERTED_SEQ_LEN)
-            window = hf.get("sliding_window")
-            if window is not None and (not isinstance(window, int) or window < seq_len):
-                raise ConversionError(f"{source}: Mixtral sliding_window={window!r} is not supported (no "
-                                      f"sliding-window attention yet); it must be null or >= {seq_len}")
             moe = dict(moe_experts=get("num_local_experts"), moe_top_k=get("num_experts_per_tok"), moe_every=1,
                        moe_shared_experts=0, moe_d_ff=0, moe_router="softmax", moe_norm_topk=True,
                        moe_capacity_factor=0.0, moe_z_weight=0.0,
                        moe_balance_weight=balance_weight_from_hf(get("router_aux_loss_coef", "float", 0.001),
                                                                  get("num_experts_per_tok"), get("num_hidden_layers")))
+        window = hf.get("sliding_window") if family != "llama" and hf.get("use_sliding_window", True) else None
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ConversionError(f"{source}: sliding_window={window!r} must be null or a positive integer")
         return family, dict(
-            **moe,
+            **moe, **scaling, attention_window=window or 0,
             vocab_size=get("vocab_size"), seq_len=min(get("max_position_embeddings", default=2048),
                                                       MAX_CONVERTED_SEQ_LEN),
             d_model=d, n_layers=get("num_hidden_layers"), n_heads=heads,
@@ -176,7 +173,52 @@ def model_fields_from_hf(hf: dict, source: str = "config.json") -> tuple[str, di
             norm="rmsnorm", norm_eps=get("rms_norm_eps", "float", 1e-6), norm_position="pre", ffn="swiglu",
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)), use_bias=False,
             init_std=get("initializer_range", "float", 0.02))
-    raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama, mixtral)")
+    raise ConversionError(f"{source}: model_type={family!r} is not supported (supported: gpt2, llama, mistral, "
+                          "mixtral)")
+
+
+# Hugging Face rope_parameters keys of each rope_type -> our model.rope_* keys (models/rope_scaling.py)
+ROPE_KEYS = {"linear": {"factor": "rope_factor"},
+             "dynamic": {"factor": "rope_factor"},
+             "yarn": {"factor": "rope_factor", "original_max_position_embeddings": "rope_original_len",
+                      "beta_fast": "rope_yarn_beta_fast", "beta_slow": "rope_yarn_beta_slow",
+                      "attention_factor": "rope_attention_factor"},
+             "llama3": {"factor": "rope_factor", "original_max_position_embeddings": "rope_original_len",
+                        "low_freq_factor": "rope_low_freq_factor", "high_freq_factor": "rope_high_freq_factor"}}
+
+
+def rope_scaling_from_hf(rope: dict, hf: dict, source: str) -> dict:
+    """model.rope_* fields of a Llama-style rope_parameters / rope_scaling object, or one ConversionError."""
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "default":
+        return {}
+    if rope_type not in ROPE_KEYS:
+        raise ConversionError(f"{source}: rope_type={rope_type!r} is not supported (supported: default, "
+                              f"{', '.join(ROPE_KEYS)})")
+    if rope_type == "yarn" and (rope.get("mscale") or rope.get("mscale_all_dim") or rope.get("truncate") is False):
+        raise ConversionError(f"{source}: YaRN with mscale/mscale_all_dim or truncate=false (DeepSeek's variant) is "
+                              "not supported")
+    fields = {"rope_scaling": rope_type}
+    if rope_type == "dynamic":  # transformers scales beyond max_position_embeddings
+        fields["rope_original_len"] = hf.get("max_position_embeddings", 2048)
+    if rope_type == "yarn" and rope.get("factor") is None and rope.get("original_max_position_embeddings"):
+        rope = dict(rope, factor=hf.get("max_position_embeddings", 2048) / rope["original_max_position_embeddings"])
+    for hf_key, ours in ROPE_KEYS[rope_type].items():
+        value = rope.get(hf_key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConversionError(f"{source}: rope {hf_key}={value!r} must be a number")
+        fields[ours] = int(value) if ours == "rope_original_len" else float(value)
+    return fields
+
+
+def rope_parameters_to_hf(m: dict) -> dict:
+    out = {"rope_type": "default" if m["rope_scaling"] == "none" else m["rope_scaling"], "rope_theta": m["rope_theta"]}
+    for hf_key, ours in ROPE_KEYS.get(m["rope_scaling"], {}).items():
+        if not (ours == "rope_attention_factor" and not m[ours]):  # 0 = derived from the factor, as in transformers
+            out[hf_key] = m[ours]
+    return out
 
 
 def converted_config(fields: dict, name: str, objective: str, config_path: str):
@@ -239,18 +281,24 @@ def family_of(m) -> str:
     gpt2 = dict(positions="learned", norm="layernorm", norm_position="pre", use_bias=True, tie_embeddings=True)
     llama = dict(positions="rope", norm="rmsnorm", norm_position="pre", use_bias=False, ffn="swiglu")
     mixtral = dict(moe_every=1, moe_shared_experts=0, moe_router="softmax", moe_norm_topk=True)
+    if m.get("local_global_pattern") or m.get("attention_stride") or m.get("attention_global_tokens"):
+        raise ConversionError("alternating local/global layers, strided and global-token attention have no "
+                              "GPT-2, Llama, Mistral or Mixtral equivalent")
+    if m.get("rope_scaling") == "ntk":
+        raise ConversionError("model.rope_scaling='ntk' (static NTK-aware) has no Hugging Face rope_type; "
+                              "'dynamic' is the NTK variant transformers knows")
     if all(m[k] == v for k, v in gpt2.items()) and m["ffn"] in ("gelu_tanh", "gelu", "relu") \
             and m["n_kv_heads"] == m["n_heads"] and m["n_heads"] * m["head_dim"] == m["d_model"] \
-            and not m["moe_experts"]:
+            and not m["moe_experts"] and not m.get("attention_window"):
         return "gpt2"
     if all(m[k] == v for k, v in llama.items()) and not m["moe_experts"]:
-        return "llama"
+        return "mistral" if m.get("attention_window") else "llama"
     if all(m[k] == v for k, v in {**llama, **mixtral}.items()) and m["moe_d_ff"] in (0, m["d_ff"]):
         return "mixtral"
     raise ConversionError("this model has no Hugging Face equivalent: GPT-2 needs learned positions, pre-LN "
-                          "LayerNorm with biases, tied embeddings, MHA; Llama needs RoPE, RMSNorm, SwiGLU, "
-                          "no biases; Mixtral is Llama with an MoE feed-forward in every layer (softmax router, "
-                          "normalised top-k, no shared experts)")
+                          "LayerNorm with biases, tied embeddings, MHA, no window; Llama (Mistral with a sliding "
+                          "window) needs RoPE, RMSNorm, SwiGLU, no biases; Mixtral is Llama with an MoE "
+                          "feed-forward in every layer (softmax router, normalised top-k, no shared experts)")
 
 
 def hf_config(m, family: str, tokenizer=None) -> dict:
@@ -269,15 +317,20 @@ def hf_config(m, family: str, tokenizer=None) -> dict:
         moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
                "num_local_experts": m["moe_experts"], "num_experts_per_tok": m["moe_top_k"],
                "router_aux_loss_coef": m["moe_balance_weight"] * m["n_layers"] / m["moe_top_k"],
-               "sliding_window": None}
+               "sliding_window": m["attention_window"] or None}
+    elif family == "mistral":
+        moe = {"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+               "sliding_window": m["attention_window"]}
     else:
         moe = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
                "mlp_bias": False}
     return {**moe, "vocab_size": m["vocab_size"],
             "hidden_size": m["d_model"], "intermediate_size": m["d_ff"], "num_hidden_layers": m["n_layers"],
             "num_attention_heads": m["n_heads"], "num_key_value_heads": m["n_kv_heads"], "head_dim": m["head_dim"],
-            "max_position_embeddings": m["seq_len"], "rms_norm_eps": m["norm_eps"], "hidden_act": "silu",
-            "rope_theta": m["rope_theta"], "rope_parameters": {"rope_type": "default", "rope_theta": m["rope_theta"]},
+            # transformers' dynamic NTK scales beyond max_position_embeddings: there it is the original context
+            "max_position_embeddings": m["rope_original_len"] if m["rope_scaling"] == "dynamic" else m["seq_len"],
+            "rms_norm_eps": m["norm_eps"], "hidden_act": "silu",
+            "rope_theta": m["rope_theta"], "rope_parameters": rope_parameters_to_hf(m),
             "tie_word_embeddings": m["tie_embeddings"], "initializer_range": m["init_std"], "torch_dtype": "float32",
             **special}
 

@@ -1,58 +1,126 @@
 """Self-attention: MHA, GQA and MQA are one module, chosen by `n_kv_heads`; causal (decoder) or bidirectional
-with a key-padding mask (encoder)."""
+with a key-padding mask (encoder); sliding-window, strided and global-token patterns (`masks.py`).
+
+One entry point, `attend`, several implementations (`model.attention_impl`) that compute the same function:
+- `xla`: the reference — the whole (L x S) float32 score matrix, then softmax and the weighted sum.
+- `blockwise`: the memory-efficient flash algorithm in pure JAX (`blockwise.py`), every backend; skips the
+  tiles the mask leaves empty.
+- `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`, GPU only, 16-bit, causal/bidirectional
+  with an optional sliding window (no document, padding, strided or global-token masks, no score bias).
+- `auto`: cuDNN on a GPU where it applies; else `blockwise` from `BLOCKWISE_FROM` tokens (or whenever a
+  window/stride makes tiles skippable); else `xla`. The choice and any fallback are printed once per process.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm_jax.models.blockwise import blockwise_attention
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.layers import dense
+from llm_jax.models.masks import MaskArrays, MaskSpec, visible
 from llm_jax.models.positions import apply_rope
+from llm_jax.models.rope_scaling import rope_parameters
+
+BLOCKWISE_FROM = 1024  # `auto` uses the blockwise path from this many query tokens (bench attention: docs/attention.md)
+_ANNOUNCED: set[str] = set()
 
 
-def dot_product_attention(q_BLHd, k_BSKd, v_BSKd, segments_BL=None, scale=None, causal: bool = True,
-                          padding_BS=None, bias_BHLS=None):
-    """softmax(Q K^T / sqrt(d_k) + M) V; each K/V head serves H/K query heads.
-
-    `scale` replaces 1/sqrt(d_k) (muP uses 1/d_k: query-key products grow like d_k once they correlate).
-
-    M hides later positions when `causal` (decoder), nothing otherwise (encoder). With `segments_BL` (document
-    ids of packed sequences) it also hides other documents' positions, and with `padding_BS` (True = a real
-    token) the padding keys: a real token's output never depends on what padding positions hold. `bias_BHLS` is
-    added to the scores before the mask (T5's relative position bias).
-
-    Scores and softmax are float32 whatever the compute dtype; queries are grouped by their K/V head
-    rather than repeating K and V, so GQA/MQA save memory as well as parameters.
-    """
-    B, L, H, hd = q_BLHd.shape
-    K = k_BSKd.shape[2]
-    q_BLKGd = q_BLHd.reshape(B, L, K, H // K, hd)
-    scores_BKGLS = jnp.einsum("blkgd,bskd->bkgls", q_BLKGd, k_BSKd, preferred_element_type=jnp.float32)
-    scores_BKGLS = scores_BKGLS * (scale if scale is not None else 1.0 / jnp.sqrt(jnp.float32(hd)))
-    if bias_BHLS is not None:
-        scores_BKGLS = scores_BKGLS + bias_BHLS.reshape(bias_BHLS.shape[0], K, H // K, *bias_BHLS.shape[2:])
-    S = k_BSKd.shape[1]
-    mask_BLS = jnp.tril(jnp.ones((L, S), dtype=bool))[None] if causal else jnp.ones((1, L, S), dtype=bool)
-    if padding_BS is not None:
-        mask_BLS = mask_BLS & padding_BS[:, None, :].astype(bool)
-    if segments_BL is not None:
-        mask_BLS = mask_BLS & (segments_BL[:, :, None] == segments_BL[:, None, :])
+def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, scale: float, bias_BKGLS=None):
+    """softmax(Q K^T * scale + bias + M) V with the whole score matrix; scores and softmax in float32."""
+    L, S = q_BLKGd.shape[1], k_BSKd.shape[1]
+    scores_BKGLS = jnp.einsum("blkgd,bskd->bkgls", q_BLKGd, k_BSKd, preferred_element_type=jnp.float32) * scale
+    if bias_BKGLS is not None:
+        scores_BKGLS = scores_BKGLS + bias_BKGLS
+    mask_BLS = visible(spec, arrays, jnp.arange(L), jnp.arange(S))
     scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, jnp.finfo(jnp.float32).min)
     probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKd.dtype)
-    out_BLKGd = jnp.einsum("bkgls,bskd->blkgd", probs_BKGLS, v_BSKd)
+    return jnp.einsum("bkgls,bskd->blkgd", probs_BKGLS, v_BSKd)
+
+
+def cudnn_attention(q_BLHd, k_BSKd, v_BSKd, spec: MaskSpec, scale: float):
+    window = (spec.window - 1, 0 if spec.causal else spec.window - 1) if spec.window else None
+    return jax.nn.dot_product_attention(q_BLHd, k_BSKd, v_BSKd, is_causal=spec.causal, scale=scale,
+                                        local_window_size=window, implementation="cudnn")
+
+
+def _announce(message: str, key: str | None = None) -> None:
+    """Prints `message` the first time `key` (default: the message) is seen in this process."""
+    key = message if key is None else key
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        print(f"attention: {message}", file=sys.stderr, flush=True)
+
+
+def choose_impl(requested: str, backend: str, dtype: str, spec: MaskSpec, arrays: MaskArrays, has_bias: bool,
+                length: int) -> tuple[str, str]:
+    """(implementation, why) for `model.attention_impl=requested`; an explicit request that cannot serve this
+    call is a ValueError naming the reason."""
+    cudnn_blocker = ("not a GPU" if backend != "gpu" else "float32 (cuDNN flash attention needs 16-bit)"
+                     if dtype == "float32" else "a score bias" if has_bias else "a strided/global-token mask"
+                     if spec.stride or spec.global_tokens else "a document/padding/prefix mask"
+                     if any(a is not None for a in arrays) else "")
+    if requested == "cudnn" and cudnn_blocker:
+        raise ValueError(f"model.attention_impl=cudnn cannot run this attention: {cudnn_blocker}")
+    if requested == "blockwise" and has_bias:
+        raise ValueError("model.attention_impl=blockwise does not take a score bias (T5's relative positions); "
+                         "use xla")
+    if requested != "auto":
+        return requested, "requested"
+    if not cudnn_blocker:
+        return "cudnn", "GPU, 16-bit, a mask cuDNN takes"
+    if has_bias:
+        return "xla", "a score bias needs the whole score matrix"
+    if length >= BLOCKWISE_FROM:
+        return "blockwise", f"{length} >= {BLOCKWISE_FROM} tokens (cuDNN: {cudnn_blocker})"
+    if spec.window and spec.window < length:
+        return "blockwise", f"a {spec.window}-token window skips tiles"
+    return "xla", f"{length} < {BLOCKWISE_FROM} tokens"
+
+
+def attend(cfg: ModelConfig, q_BLHd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, scale=None,
+           bias_BHLS=None):
+    """Attention of queries (B, L, H, d) over keys/values (B, S, K, d) with `cfg.attention_impl`; each K/V head
+    serves H/K query heads (grouped, never repeated, so GQA/MQA save memory as well as parameters)."""
+    B, L, H, hd = q_BLHd.shape
+    K = k_BSKd.shape[2]
+    scale = 1.0 / hd ** 0.5 if scale is None else scale
+    impl, why = choose_impl(cfg.attention_impl, jax.default_backend(), cfg.dtype, spec, arrays,
+                            bias_BHLS is not None, L)
+    if cfg.attention_impl == "auto":
+        _announce(f"{impl} ({spec.describe()}; {why})", key=f"{impl} {spec}")  # once, not once per length
+    if impl == "cudnn":
+        try:
+            return cudnn_attention(q_BLHd, k_BSKd, v_BSKd, spec, scale)
+        except (ValueError, NotImplementedError, RuntimeError) as e:  # shape/dtype checks run at trace time
+            if cfg.attention_impl == "cudnn":
+                raise
+            impl = "blockwise" if L >= BLOCKWISE_FROM else "xla"
+            _announce(f"cuDNN refused ({str(e).splitlines()[0][:120]}); falling back to {impl}")
+    q_BLKGd = q_BLHd.reshape(B, L, K, H // K, hd)
+    if impl == "blockwise":
+        out_BLKGd = blockwise_attention(q_BLKGd, k_BSKd, v_BSKd, spec, arrays, scale, cfg.attention_block,
+                                        cfg.attention_block)
+    else:
+        bias = None if bias_BHLS is None else bias_BHLS.reshape(bias_BHLS.shape[0], K, H // K, *bias_BHLS.shape[2:])
+        out_BLKGd = xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec, arrays, scale, bias)
     return out_BLKGd.reshape(B, L, H, hd)
 
 
 class Attention(nn.Module):
-    """Q, K, V projections, optional RoPE, causal (or, with causal=False, bidirectional) attention, output
-    projection. `padding_BL` (True = real token) hides padding keys — of `kv_BSD` when given: cross-attention
-    (encoder-decoder), whose keys and values come from the encoder output and get no rotary positions.
-    `bias_BHLS` is an additive score bias (T5's relative positions)."""
+    """Q, K, V projections, optional RoPE, masked attention, output projection. `padding_BL` (True = real token)
+    hides padding keys — of `kv_BSD` when given: cross-attention (encoder-decoder), whose keys and values come
+    from the encoder output and get no rotary positions and no mask pattern. `bias_BHLS` is an additive score
+    bias (T5's relative positions). `window`: this layer's sliding window (0 = none; `local_global_pattern`
+    decides per layer)."""
 
     cfg: ModelConfig
     causal: bool = True
+    window: int = 0
 
     @nn.compact
     def __call__(self, x_BLD, positions_BL, segments_BL=None, padding_BL=None, *, kv_BSD=None, bias_BHLS=None):
@@ -64,23 +132,16 @@ class Attention(nn.Module):
         v_BLKd = dense(cfg, (K, hd), 1, ("embed", "kv_heads", "head_dim"), ("kv_heads", "head_dim"), "value")(
             source_BSD)
         if cfg.positions == "rope" and kv_BSD is None:
-            q_BLHd = apply_rope(q_BLHd, positions_BL, cfg.rope_theta)
-            k_BLKd = apply_rope(k_BLKd, positions_BL, cfg.rope_theta)
+            inv_freq, factor = rope_parameters(cfg, positions_BL)
+            q_BLHd = apply_rope(q_BLHd, positions_BL, inv_freq, factor)
+            k_BLKd = apply_rope(k_BLKd, positions_BL, inv_freq, factor)
         q_BLHd = nn.with_logical_constraint(q_BLHd, ("batch", "length", "heads", "head_dim"))
-        out_BLHd = None
-        scale = 1.0 / hd if cfg.mup else None
-        masked = segments_BL is not None or padding_BL is not None or bias_BHLS is not None
-        if not masked and (cfg.attention_impl == "cudnn" or (  # cuDNN flash attention: GPU, 16-bit
-                cfg.attention_impl == "auto" and jax.default_backend() == "gpu" and cfg.dtype != "float32")):
-            try:
-                out_BLHd = jax.nn.dot_product_attention(q_BLHd, k_BLKd, v_BLKd, is_causal=self.causal,
-                                                        scale=scale, implementation="cudnn")
-            except (ValueError, NotImplementedError, RuntimeError):
-                if cfg.attention_impl == "cudnn":  # asked for explicitly: say why it cannot run
-                    raise
-        if out_BLHd is None:  # the shape/dtype check runs at trace time, so "auto" can fall back here
-            out_BLHd = dot_product_attention(q_BLHd, k_BLKd, v_BLKd, segments_BL, scale, self.causal, padding_BL,
-                                             bias_BHLS)
+        if kv_BSD is None:
+            spec = MaskSpec(self.causal, self.window, cfg.attention_stride, cfg.attention_global_tokens)
+            arrays = MaskArrays(segments_BL, segments_BL, padding_BL)
+        else:
+            spec, arrays = MaskSpec(causal=False), MaskArrays(padding_BS=padding_BL)
+        out_BLHd = attend(cfg, q_BLHd, k_BLKd, v_BLKd, spec, arrays, 1.0 / hd if cfg.mup else None, bias_BHLS)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)

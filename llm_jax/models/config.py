@@ -34,6 +34,14 @@ class ModelConfig:
     d_ff: int
     positions: str
     rope_theta: float
+    rope_scaling: str
+    rope_factor: float
+    rope_original_len: int
+    rope_low_freq_factor: float
+    rope_high_freq_factor: float
+    rope_yarn_beta_fast: float
+    rope_yarn_beta_slow: float
+    rope_attention_factor: float
     norm: str
     norm_eps: float
     norm_position: str
@@ -48,6 +56,11 @@ class ModelConfig:
     loss_chunk: int
     init_std: float
     attention_impl: str
+    attention_block: int
+    attention_window: int
+    local_global_pattern: int
+    attention_stride: int
+    attention_global_tokens: int
     document_mask: bool
     mup: bool
     mup_base_width: int

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.layers import ACTIVATIONS, Dense, Norm, dense, partitioned
 from llm_jax.models.positions import sinusoidal_table
-from llm_jax.models.transformer import ACTIVATION_AXES, REMAT_POLICIES, Block
+from llm_jax.models.transformer import ACTIVATION_AXES, REMAT_POLICIES, scan_unit
 
 HEADS = ("mlm", "pooled", "hidden", "classify")
 
@@ -95,14 +95,14 @@ class Encoder(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
-        block = Block  # the decoder's block, bidirectional (causal=False) over the real tokens
+        block, extra, length = scan_unit(cfg, causal=False)  # the decoder's blocks, bidirectional over real tokens
         if cfg.remat != "none":
-            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         stack = nn.scan(
             block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=nn.broadcast, length=cfg.n_layers, unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, False, False, name="layers")
+            in_axes=nn.broadcast, length=length, unroll=cfg.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, *extra, name="layers")
         x_BLD, _ = stack(x_BLD, positions_BL, segments_BL, padding_BL)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)

@@ -19,18 +19,19 @@ def rope_frequencies(head_dim: int, theta: float) -> jnp.ndarray:
     return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
 
 
-def apply_rope(x_BLHK: jnp.ndarray, positions_BL: jnp.ndarray, theta: float) -> jnp.ndarray:
-    """Rotates pairs of each head's features by position * theta_i.
+def apply_rope(x_BLHK: jnp.ndarray, positions_BL: jnp.ndarray, inv_freq_K2: jnp.ndarray,
+               attention_factor: float = 1.0) -> jnp.ndarray:
+    """Rotates pairs of each head's features by position * theta_i (`inv_freq_K2`: `rope_frequencies`, or a
+    scaled variant from `rope_scaling.py`); `attention_factor` scales cos and sin (YaRN's temperature).
 
     Pairs are (k, k + head_dim/2) — the "rotate half" layout of GPT-NeoX and Hugging Face Llama — rather than
     the guide's adjacent pairs (2i, 2i+1). The two are the same rotation up to a fixed permutation of the
     head features, and this layout loads Hugging Face checkpoints without permuting weights.
     """
     head_dim = x_BLHK.shape[-1]
-    inv_freq_K2 = rope_frequencies(head_dim, theta)
     angles_BLK2 = positions_BL.astype(jnp.float32)[..., None] * inv_freq_K2
-    sin = jnp.sin(angles_BLK2)[:, :, None, :]
-    cos = jnp.cos(angles_BLK2)[:, :, None, :]
+    sin = (jnp.sin(angles_BLK2) * attention_factor)[:, :, None, :]
+    cos = (jnp.cos(angles_BLK2) * attention_factor)[:, :, None, :]
     x = x_BLHK.astype(jnp.float32)
     x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

@@ -6,6 +6,7 @@ Every variant the guide describes is a field of ModelConfig and a small branch h
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -30,18 +31,20 @@ REMAT_POLICIES = {
 class Block(nn.Module):
     """Pre-LN: x + Attn(LN(x)), then + FFN(LN(.)). Post-LN: LN(x + Attn(x)), then LN(. + FFN(.)).
 
-    Causal self-attention (decoder), or bidirectional over the real tokens of `padding_BL` (encoder)."""
+    Causal self-attention (decoder), or bidirectional over the real tokens of `padding_BL` (encoder); `window`
+    > 0 makes it a local (sliding-window) layer."""
 
     cfg: ModelConfig
     deterministic: bool
     moe: bool = False    # the feed-forward layer is a mixture of experts
     causal: bool = True
+    window: int = 0
 
     @nn.compact
     def __call__(self, x_BLD, positions_BL, segments_BL, padding_BL=None):
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attention = Attention(cfg, causal=self.causal, name="attention")
+        attention = Attention(cfg, causal=self.causal, window=self.window, name="attention")
         attend = lambda x: attention(x, positions_BL, segments_BL, padding_BL)  # noqa: E731
         mlp = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
         norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
@@ -54,27 +57,39 @@ class Block(nn.Module):
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES), None
 
 
+def unit_layout(cfg: ModelConfig) -> list[tuple[bool, int]]:
+    """(MoE feed-forward?, attention window) of each block of the scanned unit. The unit is one block unless
+    only every k-th block is MoE (`moe_every`) or only every k-th block is global (`local_global_pattern`);
+    then it is the least common multiple of the two, e.g. Gemma 2's (local, global) pair."""
+    moe_k = cfg.moe_every if cfg.moe_experts else 1
+    pattern = cfg.local_global_pattern if cfg.attention_window else 0
+    return [(bool(cfg.moe_experts) and i % moe_k == moe_k - 1,
+             0 if pattern and i % pattern == pattern - 1 else cfg.attention_window)
+            for i in range(math.lcm(moe_k, pattern or 1))]
+
+
 class BlockGroup(nn.Module):
-    """The scanned unit when only every k-th block is MoE (model.moe_every=k > 1): k-1 dense blocks, then one
-    MoE block. With k = 1 (or no experts) the unit is a single Block and the parameter tree is unchanged."""
+    """The scanned unit when blocks differ within a period (`unit_layout`): one Block per entry, named
+    block_0, block_1, ...; with a single-block unit the parameter tree has no group level."""
 
     cfg: ModelConfig
     deterministic: bool
+    causal: bool = True
 
     @nn.compact
-    def __call__(self, x_BLD, positions_BL, segments_BL):
-        k = self.cfg.moe_every
-        for i in range(k):
-            x_BLD, _ = Block(self.cfg, self.deterministic, moe=i == k - 1, name=f"block_{i}")(
-                x_BLD, positions_BL, segments_BL)
+    def __call__(self, x_BLD, positions_BL, segments_BL, padding_BL=None):
+        for i, (moe, window) in enumerate(unit_layout(self.cfg)):
+            x_BLD, _ = Block(self.cfg, self.deterministic, moe=moe, causal=self.causal, window=window,
+                             name=f"block_{i}")(x_BLD, positions_BL, segments_BL, padding_BL)
         return x_BLD, None
 
 
-def scan_unit(cfg: ModelConfig):
+def scan_unit(cfg: ModelConfig, causal: bool = True):
     """(module class, extra constructor args, repetitions) of the layer stack's scanned unit."""
-    if cfg.moe_experts and cfg.moe_every > 1:
-        return BlockGroup, (), cfg.n_layers // cfg.moe_every
-    return Block, (bool(cfg.moe_experts),), cfg.n_layers
+    layout = unit_layout(cfg)
+    if len(layout) == 1:
+        return Block, (layout[0][0], causal, layout[0][1]), cfg.n_layers
+    return BlockGroup, (causal,), cfg.n_layers // len(layout)
 
 
 class Transformer(nn.Module):
@@ -119,7 +134,7 @@ class Transformer(nn.Module):
             in_axes=nn.broadcast, length=length, unroll=cfg.scan_unroll,
             metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, *extra, name="layers")
         if cfg.pipeline_stages > 1 and not self.is_initializing():
-            x_BLD = self._pipelined_layers(block, deterministic, x_BLD, positions_BL, segments_BL)
+            x_BLD = self._pipelined_layers(block, extra, deterministic, x_BLD, positions_BL, segments_BL)
         else:
             x_BLD, _ = stack(x_BLD, positions_BL, segments_BL)
 
@@ -140,10 +155,10 @@ class Transformer(nn.Module):
             logits_BLV = logits_BLV / cfg.width_mult
         return nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))
 
-    def _pipelined_layers(self, block, deterministic, x_BLD, positions_BL, segments_BL):
+    def _pipelined_layers(self, block, extra, deterministic, x_BLD, positions_BL, segments_BL):
         """The same stacked layer parameters, applied as a pipeline over the `stage` mesh axis."""
         cfg = self.cfg
-        layer = block(cfg, deterministic, parent=None)  # unbound: applied functionally to each layer's slice
+        layer = block(cfg, deterministic, *extra, parent=None)  # unbound: applied functionally to each layer's slice
 
         def layer_fn(params, carry):
             x, positions, segments = carry

@@ -35,12 +35,14 @@ RUN_FILES = ("checkpoints", "checkpoints_bad", "metrics.jsonl", "tensorboard", "
              "tokenizer.json", "tokenizer.llm_jax.json")
 
 # model.* keys that change how the model computes but not what its parameters mean: free to change on resume.
-COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "scan_unroll", "attention_impl", "dropout", "document_mask")
+COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "scan_unroll", "attention_impl", "attention_block", "dropout",
+                           "document_mask")
 # Keys whose change makes the resumed run read different batches than the interrupted one would have.
 DATA_ORDER_KEYS = ("train.seed", "train.batch_size")
 RESUMABLE = ("train.* (steps, learning-rate schedule, optimizer hyperparameters, clipping, guards, evaluation, "
              "logging), checkpoint.*, mesh.* (the state is resharded on restore), data.* and name; model.dtype, "
-             "model.remat, model.scan_unroll, model.attention_impl, model.dropout, model.document_mask")
+             "model.remat, model.scan_unroll, model.attention_impl, model.attention_block, model.dropout, "
+             "model.document_mask")
 
 
 class WorkdirBusyError(UserError):

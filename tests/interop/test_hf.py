@@ -142,8 +142,8 @@ def test_unsupported_inputs_are_clear_errors(tmp_path):
     from llm_jax.interop.hf import model_fields_from_hf
     with pytest.raises(ConversionError, match="model_type='bert' is not supported"):
         model_fields_from_hf({"model_type": "bert"})
-    with pytest.raises(ConversionError, match="rope_type='yarn'"):
-        model_fields_from_hf({"model_type": "llama", "rope_parameters": {"rope_type": "yarn"}})
+    with pytest.raises(ConversionError, match="rope_type='su' is not supported"):
+        model_fields_from_hf({"model_type": "llama", "rope_parameters": {"rope_type": "su"}})
     with pytest.raises(ConversionError, match="no Hugging Face equivalent"):
         family_of({"positions": "sinusoidal", "norm": "layernorm", "norm_position": "pre", "use_bias": True,
                    "tie_embeddings": True, "ffn": "gelu", "n_kv_heads": 4, "n_heads": 4, "head_dim": 8,

@@ -32,7 +32,8 @@ def test_rope_is_the_guide_rotation_up_to_a_fixed_permutation():
     # Half-split layout pairs (k, k + d/2); the guide pairs (2i, 2i+1). perm maps half-split -> interleaved.
     perm = np.stack([np.arange(d // 2), np.arange(d // 2) + d // 2], axis=1).reshape(-1)
     for pos in (0, 1, 7, 100):
-        ours = np.asarray(apply_rope(jnp.asarray(x)[None, None, None, :], jnp.full((1, 1), pos), 10000.0))[0, 0, 0]
+        ours = np.asarray(apply_rope(jnp.asarray(x)[None, None, None, :], jnp.full((1, 1), pos),
+                                     rope_frequencies(8, 10000.0)))[0, 0, 0]
         np.testing.assert_allclose(ours[perm], guide_rope(x[perm], pos), atol=1e-5)
 
 
@@ -41,8 +42,8 @@ def test_rope_scores_depend_only_on_relative_position():
     q, k = (jnp.asarray(rng.randn(1, 1, 1, 16).astype(np.float32)) for _ in range(2))
 
     def score(m, n):
-        qm = apply_rope(q, jnp.full((1, 1), m), 500000.0)
-        kn = apply_rope(k, jnp.full((1, 1), n), 500000.0)
+        qm = apply_rope(q, jnp.full((1, 1), m), rope_frequencies(q.shape[-1], 500000.0))
+        kn = apply_rope(k, jnp.full((1, 1), n), rope_frequencies(k.shape[-1], 500000.0))
         return float(jnp.sum(qm * kn))
 
     np.testing.assert_allclose(score(3, 1), score(12, 10), rtol=1e-5)
@@ -53,8 +54,8 @@ def test_rope_scores_depend_only_on_relative_position():
 def test_rope_preserves_norms_and_frequencies():
     x = jax.random.normal(jax.random.key(0), (2, 5, 3, 8))
     pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
-    np.testing.assert_allclose(jnp.linalg.norm(apply_rope(x, pos, 10000.0), axis=-1), jnp.linalg.norm(x, axis=-1),
-                               rtol=1e-5)
+    rotated = apply_rope(x, pos, rope_frequencies(x.shape[-1], 10000.0))
+    np.testing.assert_allclose(jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
     np.testing.assert_allclose(rope_frequencies(8, 10000.0), 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)
 
 
