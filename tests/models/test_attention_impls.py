@@ -204,3 +204,13 @@ def test_attention_pattern_config_errors():
         small_config(attention_window=4, local_global_pattern=4)
     with pytest.raises(ConfigError, match="attention_block=4"):
         small_config(attention_block=4)
+
+
+def test_rope_scaling_config_errors():
+    from llm_jax.config import ConfigError
+    with pytest.raises(ConfigError, match="needs model.rope_original_len"):
+        small_config(positions="rope", rope_scaling="yarn", rope_factor=4.0)
+    with pytest.raises(ConfigError, match="needs model.positions='rope'"):
+        small_config(positions="learned", rope_scaling="linear", rope_factor=2.0)
+    with pytest.raises(ConfigError, match="rope_factor=0.5"):
+        small_config(positions="rope", rope_scaling="linear", rope_factor=0.5)

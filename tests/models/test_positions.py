@@ -76,3 +76,26 @@ def test_sinusoidal_model_input_is_sqrt_d_scaled_embedding_plus_table():
     sinusoids = np.asarray(sinusoidal_table(jnp.arange(16), cfg.model.d_model))
     expected = table[np.asarray(tokens[0])] * np.sqrt(cfg.model.d_model) + sinusoids
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rope_scaling_registry_and_the_variants_without_a_transformers_twin():
+    """The HF parity tests cover linear/dynamic/yarn/llama3; here: the choices are the registry, static NTK is
+    the base change written out, and dynamic NTK leaves positions within the original context untouched."""
+    import dataclasses
+
+    from helpers import small_config
+    from llm_jax import config as config_lib
+    from llm_jax.models import build_model
+    from llm_jax.models.rope_scaling import ROPE_SCALINGS, rope_parameters
+    assert config_lib.CHOICES["model.rope_scaling"] == tuple(ROPE_SCALINGS)
+    view = build_model(small_config(positions="rope").model).cfg  # head_dim 8
+    ntk = dataclasses.replace(view, rope_scaling="ntk", rope_factor=4.0)
+    inv_freq, factor = rope_parameters(ntk, jnp.zeros((1, 4), jnp.int32))
+    base = 10000.0 * 4.0 ** (8 / 6)
+    np.testing.assert_allclose(inv_freq, base ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)
+    assert factor == 1.0
+    dynamic = dataclasses.replace(view, rope_scaling="dynamic", rope_factor=4.0, rope_original_len=16)
+    short = rope_parameters(dynamic, jnp.arange(16)[None])[0]
+    np.testing.assert_allclose(short, rope_frequencies(8, 10000.0), rtol=1e-6)
+    long = rope_parameters(dynamic, jnp.arange(32)[None])[0]  # 4 * 32/16 - 3 = 5: base * 5^(8/6)
+    np.testing.assert_allclose(long, (10000.0 * 5 ** (8 / 6)) ** (-np.arange(0, 8, 2) / 8), rtol=1e-5)
