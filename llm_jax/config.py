@@ -34,12 +34,12 @@ DEFAULT_RULES = (
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
     ("vocab", "tensor"),
-    ("length", None),
+    ("length", "context"),                 # context (sequence) parallelism: activations split along the sequence
     ("head_dim", None),
     ("layers", "stage"),
 )
 
-MESH_AXES = ("stage", "data", "fsdp", "expert", "tensor")
+MESH_AXES = ("stage", "data", "fsdp", "expert", "context", "tensor")
 
 CHOICES = {
     "model.family": ("decoder", "encoder", "encdec"),  # llm_jax.models.FAMILIES (a test keeps the two equal)
@@ -179,6 +179,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1             # -1 = all the devices the other axes leave
     c.mesh.fsdp = 1
     c.mesh.expert = 1            # expert parallelism: MoE experts split over it (dense layers see it as data)
+    c.mesh.context = 1           # context parallelism: sequences split along their length (long context)
     c.mesh.tensor = 1
     # Multi-slice (TPU pods joined over the data-centre network): each axis above is the size *within* a
     # slice, and mesh.dcn_<axis> multiplies it across slices (usually dcn_data: data parallelism over DCN).
@@ -186,6 +187,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.dcn_data = 1
     c.mesh.dcn_fsdp = 1
     c.mesh.dcn_expert = 1
+    c.mesh.dcn_context = 1
     c.mesh.dcn_tensor = 1
     c.mesh.rules = DEFAULT_RULES
 
@@ -414,7 +416,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 def mesh_layout(cfg: ml_collections.ConfigDict, n_devices: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(within-slice sizes, across-slice sizes) of (stage, data, fsdp, tensor); the one -1 is filled."""
+    """(within-slice sizes, across-slice sizes) of the MESH_AXES; the one -1 is filled."""
     dcn = tuple(cfg.mesh[f"dcn_{a}"] for a in MESH_AXES)
     for axis, size in zip(MESH_AXES, dcn):
         _require(isinstance(size, int) and size >= 1, f"mesh.dcn_{axis}={size}: must be a positive integer")
@@ -529,6 +531,12 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
                  f"mesh.expert={sizes['expert']} (with mesh.dcn_expert) must divide model.moe_experts="
                  f"{m.moe_experts}: the expert axis splits the experts")
         rows = sizes["data"] * sizes["fsdp"] * sizes["expert"]  # the axes the batch is split over
+        lengths = {"model.seq_len": m.seq_len} | ({"data.target_len": cfg.data.target_len}
+                                                  if cfg.data.target_len else {})
+        for key, length in lengths.items():
+            _require(length % sizes["context"] == 0,
+                     f"{key}={length} must divide evenly over mesh.context={sizes['context']} (with "
+                     f"mesh.dcn_context): context parallelism splits every sequence into equal pieces")
         per_micro = t.batch_size // t.micro_batches
         _require(per_micro % rows == 0,
                  f"train.batch_size={t.batch_size} / train.micro_batches={t.micro_batches} = {per_micro} "

@@ -65,7 +65,8 @@ def test_bad_values_name_key_and_rule(overrides, message):
 
 
 @pytest.mark.parametrize("mesh, devices, message", [
-    ({"mesh.data": "2", "mesh.fsdp": "2"}, 8, r"stage\*data\*fsdp\*expert\*tensor = 1\*2\*2\*1\*1 = 4, but there are 8 devices"),
+    ({"mesh.data": "2", "mesh.fsdp": "2"}, 8,
+     r"stage\*data\*fsdp\*expert\*context\*tensor = 1\*2\*2\*1\*1\*1 = 4, but there are 8 devices"),
     ({"mesh.data": "-1", "mesh.fsdp": "-1"}, 8, r"only one axis may be -1"),
     ({"mesh.data": "-1", "mesh.tensor": "3"}, 8, r"do(es)? not divide the 8 devices"),
     ({"mesh.data": "0"}, 8, r"mesh.data=0"),
@@ -76,11 +77,15 @@ def test_mesh_must_fit_the_devices(mesh, devices, message):
 
 
 def test_mesh_fill_axis_and_batch_divisibility():
-    assert config_lib.mesh_shape(load(n_devices=8), 8) == dict(stage=1, data=8, fsdp=1, expert=1, tensor=1)
+    assert config_lib.mesh_shape(load(n_devices=8), 8) == dict(stage=1, data=8, fsdp=1, expert=1, context=1,
+                                                               tensor=1)
     cfg = load({"mesh.data": "-1", "mesh.tensor": "2", "mesh.expert": "2"}, n_devices=8)
-    assert config_lib.mesh_shape(cfg, 8) == dict(stage=1, data=2, fsdp=1, expert=2, tensor=2)
+    assert config_lib.mesh_shape(cfg, 8) == dict(stage=1, data=2, fsdp=1, expert=2, context=1, tensor=2)
     with pytest.raises(ConfigError, match="must divide evenly over mesh.data\\*mesh.fsdp\\*mesh.expert = 8"):
         load({"train.batch_size": "12"}, n_devices=8)
+    assert config_lib.mesh_shape(load({"mesh.context": "4"}, n_devices=8), 8)["context"] == 4
+    with pytest.raises(ConfigError, match="model.seq_len=256 must divide evenly over mesh.context=3"):
+        load({"mesh.context": "3", "mesh.data": "1"}, n_devices=3)
 
 
 def test_missing_and_broken_config_files(tmp_path):

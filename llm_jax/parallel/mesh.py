@@ -32,7 +32,7 @@ def slices_of(devices, count: int) -> list[list]:
 
 
 def make_mesh(cfg, devices=None) -> Mesh:
-    """The (stage, data, fsdp, tensor) mesh over all devices (or `devices`), with Auto axes for GSPMD.
+    """The (stage, data, fsdp, expert, context, tensor) mesh over all devices (or `devices`), with Auto axes for GSPMD.
 
     With mesh.dcn_* > 1 (multi-slice) every slice gets the within-slice grid and slices are laid side by side
     along each axis, so collectives over a within-slice axis never leave the slice."""

@@ -5,7 +5,10 @@ Parameters, optimizer state and gradients are exact: every parameter's shard is 
 own logical-axis rules and mesh, as the sharded initialisation would lay it out. Activations follow
 Korthikanti et al. (2022): per layer and token, h·(34 + 5·a·s/h) bytes of 16-bit activations without
 recomputation (tensor parallelism t divides most of it: h·(10 + 24/t + 5·a·s/(h·t))), 2·h with full
-recomputation; float32 compute doubles them; the float32 logits and their gradient come on top.
+recomputation; float32 compute doubles them; the float32 logits and their gradient come on top. The 5·a·s/h
+term is the `xla` attention path's L x L scores and softmax; the blockwise (flash) path keeps O(L·block) per layer
+and drops it. Context parallelism (mesh.context = c) divides every per-token term by c and adds the all-gathered
+K and V of the whole sequence per layer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.hardware import PEAK_FLOPS
 from llm_jax.models import build_model
+from llm_jax.models.attention import BLOCKWISE_FROM
 from llm_jax.models.accounting import (active_params, device_hours, flops_per_token, non_embedding_params, param_count,
                                        training_time_days)
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
@@ -74,29 +78,43 @@ def parameter_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     return total
 
 
+def attention_impl(m) -> str:
+    """The attention path a config's step takes on a TPU or CPU target (`auto` as `attention.choose_impl`
+    resolves it there); on a GPU cuDNN's memory is the blockwise path's."""
+    if m.attention_impl != "auto":
+        return m.attention_impl
+    windowed = 0 < m.attention_window < m.seq_len
+    return "blockwise" if m.seq_len >= BLOCKWISE_FROM or windowed else "xla"
+
+
 def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     m, t = cfg.model, cfg.train
     rows = mesh_sizes["data"] * mesh_sizes["fsdp"] * mesh_sizes["expert"]  # the axes the batch is split over
-    tokens = t.batch_size // t.micro_batches // rows * m.seq_len
+    sequences = t.batch_size // t.micro_batches // rows
+    tokens = sequences * m.seq_len // mesh_sizes["context"]
     if mesh_sizes["stage"] > 1:  # a stage holds its layers' activations for every micro-batch in flight
         layers = m.n_layers // mesh_sizes["stage"]
     else:
         layers = m.n_layers
     h, a, s, tp = m.d_model, m.n_heads, m.seq_len, mesh_sizes["tensor"]
+    scores = 5 * a * s / h if attention_impl(m) == "xla" else 0.0  # per token, in units of h
     width = 2 if m.dtype != "float32" else 4
     if m.remat == "full":
         per_token_layer = 2 * h
     elif tp > 1:
-        per_token_layer = h * (10 + 24 / tp + 5 * a * s / (h * tp))
+        per_token_layer = h * (10 + 24 / tp + scores / tp)
     else:
-        per_token_layer = h * (34 + 5 * a * s / h)
+        per_token_layer = h * (34 + scores)
+    if mesh_sizes["context"] > 1 and m.remat != "full":  # K and V of the whole sequence, gathered per layer
+        per_token_layer += 2 * m.n_kv_heads * m.head_dim / tp * mesh_sizes["context"]
     if m.remat == "dots":  # matmul outputs kept, element-wise intermediates recomputed: about half
         per_token_layer /= 2
     logits = tokens * m.vocab_size * 4 * 2 / tp  # float32 logits and their gradient
     return int(tokens * layers * per_token_layer * width / 2 + logits)
 
 
-def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float) -> dict:
+def memory_per_device(cfg, devices: int) -> dict:
+    """Bytes per device of parameters, Adam state, float32 gradients, activations, and their total."""
     sizes = config_lib.mesh_shape(cfg, devices)
     params = parameter_bytes_per_device(cfg, sizes)
     opt_width = 2 * 4 / jnp.dtype(cfg.model.param_dtype).itemsize  # Adam: two float32 moments per parameter
@@ -107,14 +125,42 @@ def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | Non
         "activations": activation_bytes_per_device(cfg, sizes),
     }
     memory["total"] = sum(memory.values())
+    return memory
+
+
+def fits(total_bytes: float, hbm_bytes: float) -> bool:
+    return total_bytes <= 0.9 * hbm_bytes  # leave room for XLA's temporaries and fragmentation
+
+
+def longest_context(cfg, devices: int, hbm_bytes: float, limit: int = 2 ** 20) -> int:
+    """The longest power-of-two sequence length (from 256 up to `limit`) at which the step still fits with one
+    sequence per batch shard (data x fsdp x expert), the mesh, remat and attention implementation as configured
+    (`auto` re-resolved per length); 0 when not even 256 tokens fit."""
+    sizes = config_lib.mesh_shape(cfg, devices)
+    best, length = 0, 256
+    while length <= limit:
+        trial = cfg.copy_and_resolve_references()
+        trial.model.seq_len = length
+        trial.train.batch_size, trial.train.micro_batches = sizes["data"] * sizes["fsdp"] * sizes["expert"], 1
+        if length % config_lib.mesh_shape(trial, devices)["context"] or \
+                not fits(memory_per_device(trial, devices)["total"], hbm_bytes):
+            break
+        best, length = length, length * 2
+    return best
+
+
+def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float) -> dict:
+    sizes = config_lib.mesh_shape(cfg, devices)
+    memory = memory_per_device(cfg, devices)
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
     out = {"params": param_count(cfg.model), "active_params": active_params(cfg.model),
            "non_embedding_params": non_embedding_params(cfg.model),
            "flops_per_token": flops_per_token(cfg.model), "devices": devices, "mesh": sizes,
-           "per_device_bytes": memory, "tokens_per_step": tokens_per_step}
+           "per_device_bytes": memory, "tokens_per_step": tokens_per_step, "attention_impl": attention_impl(cfg.model)}
     if hbm_bytes:
         out["device_memory_bytes"] = hbm_bytes
-        out["fits"] = memory["total"] <= 0.9 * hbm_bytes  # leave room for XLA's temporaries and fragmentation
+        out["fits"] = fits(memory["total"], hbm_bytes)
+        out["longest_context"] = longest_context(cfg, devices, hbm_bytes)
     if peak_flops:
         step_flops = out["flops_per_token"] * tokens_per_step
         out["mfu"] = mfu

@@ -93,10 +93,11 @@ def test_checkpoint_benchmark_reports_blocking_and_restore_times():
     proc = run_cli("bench", "checkpoint", "--config", "configs/tiny.py", "--devices", "4", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["devices"] == 4 and result["save_mesh"] == {"stage": 1, "data": 1, "fsdp": 4, "expert": 1, "tensor": 1}
+    assert result["devices"] == 4 and result["save_mesh"] == {"stage": 1, "data": 1, "fsdp": 4, "expert": 1,
+                                                                      "context": 1, "tensor": 1}
     assert 0 < result["async_blocking_seconds"] <= result["async_total_seconds"]
-    assert result["restore_seconds"] > 0  # other meshes as (stage, data, fsdp, expert, tensor):
-    assert set(result["restore_other_mesh"]) == {"(1, 2, 2, 1, 1)", "(1, 1, 2, 1, 2)"}
+    assert result["restore_seconds"] > 0  # other meshes as (stage, data, fsdp, expert, context, tensor):
+    assert set(result["restore_other_mesh"]) == {"(1, 2, 2, 1, 1, 1)", "(1, 1, 2, 1, 1, 2)"}
 
 
 def test_save_policy_every_n_steps_and_every_t_minutes(tmp_path, monkeypatch):

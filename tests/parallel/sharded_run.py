@@ -3,7 +3,8 @@
 Used in fresh interpreters, because the fake CPU device count must be set before JAX starts:
 `XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/parallel/sharded_run.py 1,8,1 2,2,2,1/2/2`.
 A layout is `[stage,]data,fsdp,tensor[@dcn_data][/grad-accumulation micro-batches[/pipeline repeats]]`, or
-`VARIANT:data,fsdp,expert,tensor` for a model variant of VARIANTS (no pipeline) on a mesh with an expert axis.
+`VARIANT:data,fsdp,expert,tensor[,context[,stage]]` for a model variant of VARIANTS on a mesh with an expert
+(and a context) axis.
 """
 
 import json
@@ -29,6 +30,9 @@ VARIANTS = {  # model overrides (and the objective, when not causal_lm) per vari
     "encdec": dict(family="encdec", objective="span_corruption", positions="relative", ffn="geglu", n_layers=4),
     "encoder": dict(family="encoder", objective="mlm", positions="learned", norm="layernorm", norm_position="post",
                     ffn="gelu", use_bias=True, tie_embeddings=True, n_kv_heads=8, type_vocab_size=2),  # BERT-like
+    "ctx": dict(),                                                             # context parallelism, causal
+    "ctxdoc": dict(document_mask=True),                                        # ... with document masks
+    "ctxbw": dict(document_mask=True, attention_impl="blockwise", attention_block=8),  # ... the blockwise path
 }
 
 
@@ -38,16 +42,18 @@ def batches(cfg):
     for step in range(STEPS):
         motifs = np.random.RandomState(step % 3).randint(0, cfg.model.vocab_size, (B, 4))
         tokens = np.tile(motifs, (1, L // 4 + 1))[:, : L + 1].astype(np.int32)
-        yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
+        cuts = (3 + 5 * np.arange(B)) % L  # with document masks: two documents per row, cut where the row says
+        segments = (np.arange(L)[None] >= cuts[:, None]).astype(np.int32) + 1
+        yield {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": segments}
 
 
 def layout_config(layout: str):
     if ":" in layout:
         variant, sizes = layout.split(":")
-        data, fsdp, expert, tensor = (int(x) for x in sizes.split(","))
+        data, fsdp, expert, tensor, context, stage = [int(x) for x in sizes.split(",")] + [1, 1][sizes.count(",") - 3:]
         cfg = small_config(**{**MODEL, **VARIANTS[variant]})
         cfg.train.update(steps=STEPS, batch_size=32, warmup_steps=2, lr=5e-3)
-        cfg.mesh.update(data=data, fsdp=fsdp, expert=expert, tensor=tensor)
+        cfg.mesh.update(data=data, fsdp=fsdp, expert=expert, tensor=tensor, context=context, stage=stage)
         return cfg
     mesh, *rest = layout.split("/")
     mesh, _, dcn_data = mesh.partition("@")
@@ -68,7 +74,7 @@ def run(layout: str):
     mesh, step_fn = trainable.mesh, trainable.train_step
     state = trainable.init_state()
     total_state = state_bytes(state)
-    losses, memory, all_to_all = [], None, 0
+    losses, memory, all_to_all, shard_shape = [], None, 0, None
     with trainable.activate():
         for i, batch in enumerate(batches(cfg)):
             device_batch = trainable.to_device(batch)
@@ -77,12 +83,14 @@ def run(layout: str):
                 analysis, hlo = compiled.memory_analysis(), compiled.as_text()
                 all_to_all = len(re.findall(r"\ball-to-all(-start)?\(", hlo))
                 shards = mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]
+                shard_shape = list(device_batch["inputs"].addressable_shards[0].data.shape)
                 memory = {"argument_bytes": analysis.argument_size_in_bytes,
                           "batch_bytes": sum(x.nbytes for x in batch.values()) / shards,
                           "total_state_bytes": total_state}
             state, metrics = step_fn(state, device_batch)
             losses.append(float(metrics["loss"]))
-    return {"layout": layout, "losses": losses, "memory": memory, "all_to_all": all_to_all}
+    return {"layout": layout, "losses": losses, "memory": memory, "all_to_all": all_to_all,
+            "shard_shape": shard_shape}
 
 
 if __name__ == "__main__":

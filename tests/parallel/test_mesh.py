@@ -7,8 +7,9 @@ from llm_jax.parallel.mesh import fit_spec, make_mesh
 
 def test_mesh_axes_and_shape():
     mesh = make_mesh(small_config())
-    assert mesh.axis_names == ("stage", "data", "fsdp", "expert", "tensor")
-    assert dict(mesh.shape) == {"stage": 1, "data": jax.device_count(), "fsdp": 1, "expert": 1, "tensor": 1}
+    assert mesh.axis_names == ("stage", "data", "fsdp", "expert", "context", "tensor")
+    assert dict(mesh.shape) == {"stage": 1, "data": jax.device_count(), "fsdp": 1, "expert": 1, "context": 1,
+                               "tensor": 1}
 
 
 class FakeMesh:
@@ -46,6 +47,6 @@ def test_dcn_data_doubles_the_data_axis_across_slices():
                                "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr[-2000:]
     shape, rows = proc.stdout.strip().splitlines()
-    assert shape == "{'stage': 1, 'data': 2, 'fsdp': 2, 'expert': 1, 'tensor': 2}"
+    assert shape == "{'stage': 1, 'data': 2, 'fsdp': 2, 'expert': 1, 'context': 1, 'tensor': 2}"
     data_rows = eval(rows)  # devices of data index 0 and 1: each a whole slice
     assert sorted(data_rows[0]) == [0, 1, 2, 3] and sorted(data_rows[1]) == [4, 5, 6, 7]

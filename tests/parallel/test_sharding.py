@@ -1,7 +1,8 @@
 """Layout invariance on 8 fake CPU devices: every (stage, data, fsdp, tensor) mesh — pipelined or not, with
 or without gradient accumulation, one slice or two — gives the 1-device losses, and so do an MoE model (dropless
 and capacity paths) on meshes with an expert axis, an encoder-decoder trained with span corruption and an encoder
-trained with MLM on (data 2, fsdp 2, tensor 2); FSDP divides parameter + optimizer memory."""
+trained with MLM on (data 2, fsdp 2, tensor 2), and context parallelism (2 and 4 pieces of every sequence, with
+fsdp, tensor and pipeline stages; causal and document masks); FSDP divides parameter + optimizer memory."""
 
 import json
 import os
@@ -17,8 +18,12 @@ PIPELINE_LAYOUTS = ["2,2,2,1", "4,1,1,2", "2,1,1,4", "8,1,1,1"]
 MULTI_SLICE = ["1,1,2,2@2", "2,1,2,1@2"]  # two slices joined over DCN on the data axis
 MOE_LAYOUTS = [f"{v}:{m}" for v in ("moe", "moecap") for m in ("2,1,4,1", "1,2,2,2")]  # data,fsdp,expert,tensor
 FAMILY_LAYOUTS = ["encdec:2,2,1,2", "encoder:2,2,1,2"]  # T5-like with span corruption, BERT-like with MLM
+# context parallelism (data,fsdp,expert,tensor,context[,stage]): 2 and 4 pieces, with fsdp and tensor, with pipeline
+# stages; causal and document masks, the xla and the blockwise paths
+CONTEXT_LAYOUTS = [f"{v}:{m}" for v in ("ctx", "ctxdoc") for m in ("4,1,1,1,2", "2,1,1,1,4", "1,2,1,2,2")] + [
+    "ctxdoc:2,1,1,1,2,2", "ctxbw:2,1,1,1,4"]
 LAYOUTS = (DATA_LAYOUTS + PIPELINE_LAYOUTS + [f"{p}/2" for p in PIPELINE_LAYOUTS] + ["2,2,2,1/1/2", "4,1,1,2/2/2"]
-           + MULTI_SLICE + MOE_LAYOUTS + FAMILY_LAYOUTS)
+           + MULTI_SLICE + MOE_LAYOUTS + FAMILY_LAYOUTS + CONTEXT_LAYOUTS)
 
 
 def run_layouts(layouts, devices):
@@ -31,7 +36,7 @@ def run_layouts(layouts, devices):
 
 @pytest.fixture(scope="module")
 def results():
-    variants = sorted({layout.split(":")[0] + ":1,1,1,1" for layout in MOE_LAYOUTS + FAMILY_LAYOUTS})
+    variants = sorted({layout.split(":")[0] + ":1,1,1,1" for layout in MOE_LAYOUTS + FAMILY_LAYOUTS + CONTEXT_LAYOUTS})
     reference = run_layouts(["1,1,1", "1,1,1/2"] + variants, devices=1)
     return reference, run_layouts(LAYOUTS, devices=8)
 
@@ -66,3 +71,9 @@ def test_the_capacity_path_exchanges_tokens_by_all_to_all_over_the_expert_axis(r
     _, sharded = results
     assert sharded["moecap:2,1,4,1"]["all_to_all"] > 0   # expert parallelism: tokens travel to their experts
     assert sharded["moe:2,1,4,1"]["all_to_all"] == 0     # dropless: a global sort, tokens gathered instead
+
+
+def test_context_parallelism_splits_every_sequence(results):
+    _, sharded = results
+    assert sharded["ctx:2,1,1,1,4"]["shard_shape"] == [16, 4]   # 32 rows over data 2, 16 positions over context 4
+    assert sharded["ctxdoc:1,2,1,2,2"]["shard_shape"] == [16, 8]

@@ -21,9 +21,11 @@ def test_parameter_shards_follow_the_rules():
     cfg = load_config(os.path.join(REPO, "configs", "gpt2_small.py"), {"mesh.fsdp": "-1", "mesh.data": "1"},
                       n_devices=8)
     whole = 124_439_808 * 4
-    sharded = parameter_bytes_per_device(cfg, {"stage": 1, "data": 1, "fsdp": 8, "expert": 1, "tensor": 1})
+    sharded = parameter_bytes_per_device(cfg, {"stage": 1, "data": 1, "fsdp": 8, "expert": 1, "context": 1,
+                                               "tensor": 1})
     assert whole / 8 <= sharded <= whole / 8 * 1.01  # every weight has an `embed` axis over fsdp
-    replicated = parameter_bytes_per_device(cfg, {"stage": 1, "data": 8, "fsdp": 1, "expert": 1, "tensor": 1})
+    replicated = parameter_bytes_per_device(cfg, {"stage": 1, "data": 8, "fsdp": 1, "expert": 1, "context": 1,
+                                                  "tensor": 1})
     assert replicated == whole
 
 
@@ -62,3 +64,16 @@ def test_estimate_prices_a_run_for_a_topology():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["cost"] == pytest.approx(2 * out["device_hours"])
     assert out["training_flops"] == pytest.approx(out["flops_per_token"] * out["tokens_per_step"] * 250_000)
+
+
+def test_attention_memory_by_implementation_and_context_sharding():
+    """The xla path's L x L scores bound the context; the blockwise path and context parallelism lift it."""
+    def longest(**overrides):
+        cfg = load_config(os.path.join(REPO, "configs", "llama_1b.py"), overrides, n_devices=16)
+        return estimate(cfg, 16, peak_flops=None, hbm_bytes=16 * 2**30, mfu=0.5)
+    xla, flash = longest(**{"model.attention_impl": "xla"}), longest()
+    assert (xla["attention_impl"], flash["attention_impl"]) == ("xla", "blockwise")
+    assert xla["per_device_bytes"]["activations"] > 2 * flash["per_device_bytes"]["activations"]
+    assert xla["longest_context"] < flash["longest_context"]
+    split = longest(**{"mesh.context": "4", "mesh.fsdp": "-1", "mesh.data": "1"})
+    assert split["mesh"]["context"] == 4 and split["longest_context"] == 4 * flash["longest_context"]

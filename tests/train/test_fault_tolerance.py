@@ -109,7 +109,7 @@ def test_resume_onto_another_mesh_matches_within_1e_5(small_corpus, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out, _ = run(train_args(small_corpus, workdir, *mesh(2, 2, 2)), env)
-    assert "resuming from the checkpoint at step" in out and "'data': 2, 'fsdp': 2, 'expert': 1, 'tensor': 2" in out
+    assert "resuming from the checkpoint at step" in out and "'data': 2, 'fsdp': 2, 'expert': 1, 'context': 1, 'tensor': 2" in out
     expected, got = final_metrics(reference), final_metrics(workdir)
     assert sorted(got) == sorted(expected)
     for step in expected:
