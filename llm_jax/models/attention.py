@@ -136,6 +136,9 @@ class Attention(nn.Module):
             q_BLHd = apply_rope(q_BLHd, positions_BL, inv_freq, factor)
             k_BLKd = apply_rope(k_BLKd, positions_BL, inv_freq, factor)
         q_BLHd = nn.with_logical_constraint(q_BLHd, ("batch", "length", "heads", "head_dim"))
+        # every query needs every key: under context parallelism K and V are gathered along the sequence here
+        k_BLKd = nn.with_logical_constraint(k_BLKd, ("batch", None, "kv_heads", "head_dim"))
+        v_BLKd = nn.with_logical_constraint(v_BLKd, ("batch", None, "kv_heads", "head_dim"))
         if kv_BSD is None:
             spec = MaskSpec(self.causal, self.window, cfg.attention_stride, cfg.attention_global_tokens)
             arrays = MaskArrays(segments_BL, segments_BL, padding_BL)
