@@ -142,7 +142,8 @@ def cmd_estimate(args, extra) -> int:
         cfg = load_config(args.config, split_overrides(extra), n_devices=devices)
         peak = target.get("peak_flops") or table_peak(args.device_kind or jax.devices()[0].device_kind)
         hbm = target.get("hbm_bytes") or (args.device_memory_gib * 2**30 if args.device_memory_gib else None)
-        out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu)}
+        out = {"config": cfg.name, **target, **estimate(cfg, devices, peak, hbm, args.mfu,
+                                                           platform="tpu" if args.topology else jax.default_backend())}
         if args.price_per_device_hour is not None and "device_hours" in out:
             from llm_jax.models.accounting import training_cost
             out["cost"] = training_cost(out["device_hours"], args.price_per_device_hour)

@@ -51,7 +51,7 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots"),
-    "model.attention_impl": ("auto", "xla", "blockwise", "cudnn"),
+    "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
@@ -110,7 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
     m.scan_unroll = 1            # layers per scan iteration: 1 keeps compile time flat in depth; more trades
                                  # compile time for fewer per-layer copies (worth it on CPU for shallow models)
     m.init_std = 0.02
-    m.attention_impl = "auto"    # xla (whole score matrix), blockwise (flash, pure JAX), cudnn (GPU); auto picks
+    m.attention_impl = "auto"    # xla (whole score matrix), blockwise (flash, pure JAX), cudnn (GPU), splash (TPU); auto picks
                                  # per backend, dtype, mask and length (llm_jax/models/attention.py, docs/attention.md)
     m.attention_block = 512      # blockwise: query and key tile size
     m.attention_window = 0       # sliding window: a query sees this many positions up to itself (0 = all)

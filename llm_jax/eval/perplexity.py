@@ -81,3 +81,27 @@ def workdir_scorer(workdir: str):
         return perplexity(loaded.model, loaded.params, ids, loaded.cfg.model.seq_len)["perplexity"]
 
     return score
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _position_nll_BL(model, params, inputs_BL, targets_BL):
+    return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, inputs_BL), targets_BL)
+
+
+def loss_by_position(model, params, token_ids, seq_len: int, edges, batch_size: int = 4) -> dict:
+    """Mean next-token loss per position bucket over the full windows of `seq_len` tokens in `token_ids`:
+    {"lo-hi": nats} for consecutive `edges` (e.g. 0, 256, 512, 1024, 2048), and the number of windows. How a
+    long-context model's loss holds up past its training length (falls with more context, or blows up where
+    positions were never seen)."""
+    ids = np.asarray(token_ids, np.int32)
+    n = (ids.size - 1) // seq_len
+    if n < 1:
+        raise UserError(f"loss by position needs at least {seq_len + 1} tokens, the text has {ids.size}")
+    total = np.zeros(seq_len)
+    for start in range(0, n, batch_size):
+        rows = range(start, min(n, start + batch_size))
+        inputs = np.stack([ids[r * seq_len:(r + 1) * seq_len] for r in rows])
+        targets = np.stack([ids[r * seq_len + 1:(r + 1) * seq_len + 1] for r in rows])
+        total += np.asarray(_position_nll_BL(model, params, inputs, targets)).sum(0)
+    mean = total / n
+    return {"windows": n, **{f"{lo}-{hi}": float(mean[lo:hi].mean()) for lo, hi in zip(edges[:-1], edges[1:])}}

@@ -25,6 +25,7 @@ from llm_jax.models.layers import dense
 from llm_jax.models.masks import MaskArrays, MaskSpec, visible
 from llm_jax.models.positions import apply_rope
 from llm_jax.models.rope_scaling import rope_parameters
+from llm_jax.models.splash import splash_attention, unsupported as splash_blocker
 
 BLOCKWISE_FROM = 1024  # `auto` uses the blockwise path from this many query tokens (bench attention: docs/attention.md)
 _ANNOUNCED: set[str] = set()
@@ -56,16 +57,30 @@ def _announce(message: str, key: str | None = None) -> None:
         print(f"attention: {message}", file=sys.stderr, flush=True)
 
 
+def platform() -> str:
+    """The platform attention is traced for: the active mesh's devices (a TPU topology under `llm-jax compile`)
+    or else the default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return jax.default_backend() if mesh.empty or mesh.abstract_device is None else mesh.abstract_device.platform
+
+
 def choose_impl(requested: str, backend: str, dtype: str, spec: MaskSpec, arrays: MaskArrays, has_bias: bool,
-                length: int) -> tuple[str, str]:
+                length: int, block: int = 512) -> tuple[str, str]:
     """(implementation, why) for `model.attention_impl=requested`; an explicit request that cannot serve this
     call is a ValueError naming the reason."""
     cudnn_blocker = ("not a GPU" if backend != "gpu" else "float32 (cuDNN flash attention needs 16-bit)"
                      if dtype == "float32" else "a score bias" if has_bias else "a strided/global-token mask"
                      if spec.stride or spec.global_tokens else "a document/padding/prefix mask"
                      if any(a is not None for a in arrays) else "")
+    splash_why = ("not a TPU" if backend != "tpu" else
+                  splash_blocker(spec, arrays, has_bias, length, block))
     if requested == "cudnn" and cudnn_blocker:
         raise ValueError(f"model.attention_impl=cudnn cannot run this attention: {cudnn_blocker}")
+    if requested == "splash":
+        blocker = splash_blocker(spec, arrays, has_bias, length, block)
+        if blocker:
+            raise ValueError(f"model.attention_impl=splash cannot run this attention: {blocker}")
+        return "splash", "requested" if backend == "tpu" else "requested; Pallas interpret mode (not a TPU: slow)"
     if requested == "blockwise" and has_bias:
         raise ValueError("model.attention_impl=blockwise does not take a score bias (T5's relative positions); "
                          "use xla")
@@ -73,10 +88,13 @@ def choose_impl(requested: str, backend: str, dtype: str, spec: MaskSpec, arrays
         return requested, "requested"
     if not cudnn_blocker:
         return "cudnn", "GPU, 16-bit, a mask cuDNN takes"
+    if not splash_why:
+        return "splash", "TPU, a mask the splash kernel takes"
     if has_bias:
         return "xla", "a score bias needs the whole score matrix"
+    other = f"splash: {splash_why}" if backend == "tpu" else f"cuDNN: {cudnn_blocker}"
     if length >= BLOCKWISE_FROM:
-        return "blockwise", f"{length} >= {BLOCKWISE_FROM} tokens (cuDNN: {cudnn_blocker})"
+        return "blockwise", f"{length} >= {BLOCKWISE_FROM} tokens ({other})"
     if spec.window and spec.window < length:
         return "blockwise", f"a {spec.window}-token window skips tiles"
     return "xla", f"{length} < {BLOCKWISE_FROM} tokens"
@@ -89,9 +107,10 @@ def attend(cfg: ModelConfig, q_BLHd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: Mas
     B, L, H, hd = q_BLHd.shape
     K = k_BSKd.shape[2]
     scale = 1.0 / hd ** 0.5 if scale is None else scale
-    impl, why = choose_impl(cfg.attention_impl, jax.default_backend(), cfg.dtype, spec, arrays,
-                            bias_BHLS is not None, L)
-    if cfg.attention_impl == "auto":
+    backend = platform()
+    impl, why = choose_impl(cfg.attention_impl, backend, cfg.dtype, spec, arrays, bias_BHLS is not None, L,
+                            cfg.attention_block)
+    if cfg.attention_impl == "auto" or why != "requested":
         _announce(f"{impl} ({spec.describe()}; {why})", key=f"{impl} {spec}")  # once, not once per length
     if impl == "cudnn":
         try:
@@ -102,7 +121,10 @@ def attend(cfg: ModelConfig, q_BLHd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: Mas
             impl = "blockwise" if L >= BLOCKWISE_FROM else "xla"
             _announce(f"cuDNN refused ({str(e).splitlines()[0][:120]}); falling back to {impl}")
     q_BLKGd = q_BLHd.reshape(B, L, K, H // K, hd)
-    if impl == "blockwise":
+    if impl == "splash":
+        out_BLKGd = splash_attention(q_BLKGd, k_BSKd, v_BSKd, spec, arrays, scale, cfg.attention_block,
+                                     interpret=backend != "tpu")
+    elif impl == "blockwise":
         out_BLKGd = blockwise_attention(q_BLKGd, k_BSKd, v_BSKd, spec, arrays, scale, cfg.attention_block,
                                         cfg.attention_block)
     else:

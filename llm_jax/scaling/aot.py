@@ -224,6 +224,9 @@ def report(cfg, compiled, hlo_text: str, n_devices: int, hbm_bytes: int | None) 
     out["compiled_flops"] = compiled_flops(compiled) * n_devices
     out["analytic_flops"] = analytic_flops_per_token(cfg.model) * tokens
     out["layers_scanned"] = cfg.model.scan_unroll < cfg.model.n_layers  # then compiled_flops cover one group
+    # Pallas/Mosaic kernels (splash attention: forward, dq, dkv) are opaque custom calls: the cost analysis
+    # counts none of their FLOPs, so compiled_flops then leaves out the attention matmuls
+    out["kernel_calls"] = hlo_text.count('custom_call_target="tpu_custom_call"')
     out["collectives"] = collectives(hlo_text)
     return out
 

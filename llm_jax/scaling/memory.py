@@ -78,16 +78,19 @@ def parameter_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     return total
 
 
-def attention_impl(m) -> str:
-    """The attention path a config's step takes on a TPU or CPU target (`auto` as `attention.choose_impl`
-    resolves it there); on a GPU cuDNN's memory is the blockwise path's."""
+def attention_impl(m, platform: str = "cpu") -> str:
+    """The attention path a config's step takes on a `platform` target (`auto` as `attention.choose_impl`
+    resolves it there). splash (TPU) and cuDNN (GPU) keep no score matrix, like the blockwise path."""
     if m.attention_impl != "auto":
         return m.attention_impl
+    if platform == "tpu" and not (m.attention_stride or m.attention_global_tokens) and \
+            min(m.attention_block, m.seq_len) % 128 == 0 and m.seq_len % min(m.attention_block, m.seq_len) == 0:
+        return "splash"
     windowed = 0 < m.attention_window < m.seq_len
     return "blockwise" if m.seq_len >= BLOCKWISE_FROM or windowed else "xla"
 
 
-def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
+def activation_bytes_per_device(cfg, mesh_sizes: dict, platform: str = "cpu") -> int:
     m, t = cfg.model, cfg.train
     rows = mesh_sizes["data"] * mesh_sizes["fsdp"] * mesh_sizes["expert"]  # the axes the batch is split over
     sequences = t.batch_size // t.micro_batches // rows
@@ -97,7 +100,7 @@ def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     else:
         layers = m.n_layers
     h, a, s, tp = m.d_model, m.n_heads, m.seq_len, mesh_sizes["tensor"]
-    scores = 5 * a * s / h if attention_impl(m) == "xla" else 0.0  # per token, in units of h
+    scores = 5 * a * s / h if attention_impl(m, platform) == "xla" else 0.0  # per token, in units of h
     width = 2 if m.dtype != "float32" else 4
     if m.remat == "full":
         per_token_layer = 2 * h
@@ -113,7 +116,7 @@ def activation_bytes_per_device(cfg, mesh_sizes: dict) -> int:
     return int(tokens * layers * per_token_layer * width / 2 + logits)
 
 
-def memory_per_device(cfg, devices: int) -> dict:
+def memory_per_device(cfg, devices: int, platform: str = "cpu") -> dict:
     """Bytes per device of parameters, Adam state, float32 gradients, activations, and their total."""
     sizes = config_lib.mesh_shape(cfg, devices)
     params = parameter_bytes_per_device(cfg, sizes)
@@ -122,7 +125,7 @@ def memory_per_device(cfg, devices: int) -> dict:
         "params": params,
         "optimizer_state": int(params * opt_width),
         "gradients": int(params * 4 / jnp.dtype(cfg.model.param_dtype).itemsize),  # accumulated in float32
-        "activations": activation_bytes_per_device(cfg, sizes),
+        "activations": activation_bytes_per_device(cfg, sizes, platform),
     }
     memory["total"] = sum(memory.values())
     return memory
@@ -132,7 +135,7 @@ def fits(total_bytes: float, hbm_bytes: float) -> bool:
     return total_bytes <= 0.9 * hbm_bytes  # leave room for XLA's temporaries and fragmentation
 
 
-def longest_context(cfg, devices: int, hbm_bytes: float, limit: int = 2 ** 20) -> int:
+def longest_context(cfg, devices: int, hbm_bytes: float, limit: int = 2 ** 20, platform: str = "cpu") -> int:
     """The longest power-of-two sequence length (from 256 up to `limit`) at which the step still fits with one
     sequence per batch shard (data x fsdp x expert), the mesh, remat and attention implementation as configured
     (`auto` re-resolved per length); 0 when not even 256 tokens fit."""
@@ -143,24 +146,26 @@ def longest_context(cfg, devices: int, hbm_bytes: float, limit: int = 2 ** 20) -
         trial.model.seq_len = length
         trial.train.batch_size, trial.train.micro_batches = sizes["data"] * sizes["fsdp"] * sizes["expert"], 1
         if length % config_lib.mesh_shape(trial, devices)["context"] or \
-                not fits(memory_per_device(trial, devices)["total"], hbm_bytes):
+                not fits(memory_per_device(trial, devices, platform)["total"], hbm_bytes):
             break
         best, length = length, length * 2
     return best
 
 
-def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float) -> dict:
+def estimate(cfg, devices: int, peak_flops: float | None, hbm_bytes: float | None, mfu: float,
+             platform: str = "cpu") -> dict:
     sizes = config_lib.mesh_shape(cfg, devices)
-    memory = memory_per_device(cfg, devices)
+    memory = memory_per_device(cfg, devices, platform)
     tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
     out = {"params": param_count(cfg.model), "active_params": active_params(cfg.model),
            "non_embedding_params": non_embedding_params(cfg.model),
            "flops_per_token": flops_per_token(cfg.model), "devices": devices, "mesh": sizes,
-           "per_device_bytes": memory, "tokens_per_step": tokens_per_step, "attention_impl": attention_impl(cfg.model)}
+           "per_device_bytes": memory, "tokens_per_step": tokens_per_step,
+           "attention_impl": attention_impl(cfg.model, platform)}
     if hbm_bytes:
         out["device_memory_bytes"] = hbm_bytes
         out["fits"] = fits(memory["total"], hbm_bytes)
-        out["longest_context"] = longest_context(cfg, devices, hbm_bytes)
+        out["longest_context"] = longest_context(cfg, devices, hbm_bytes, platform=platform)
     if peak_flops:
         step_flops = out["flops_per_token"] * tokens_per_step
         out["mfu"] = mfu

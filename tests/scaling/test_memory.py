@@ -68,11 +68,12 @@ def test_estimate_prices_a_run_for_a_topology():
 
 def test_attention_memory_by_implementation_and_context_sharding():
     """The xla path's L x L scores bound the context; the blockwise path and context parallelism lift it."""
-    def longest(**overrides):
+    def longest(platform="cpu", **overrides):
         cfg = load_config(os.path.join(REPO, "configs", "llama_1b.py"), overrides, n_devices=16)
-        return estimate(cfg, 16, peak_flops=None, hbm_bytes=16 * 2**30, mfu=0.5)
-    xla, flash = longest(**{"model.attention_impl": "xla"}), longest()
-    assert (xla["attention_impl"], flash["attention_impl"]) == ("xla", "blockwise")
+        return estimate(cfg, 16, peak_flops=None, hbm_bytes=16 * 2**30, mfu=0.5, platform=platform)
+    xla, flash, splash = longest(**{"model.attention_impl": "xla"}), longest(), longest("tpu")
+    assert (xla["attention_impl"], flash["attention_impl"], splash["attention_impl"]) == ("xla", "blockwise", "splash")
+    assert splash["longest_context"] == flash["longest_context"]  # neither keeps a score matrix
     assert xla["per_device_bytes"]["activations"] > 2 * flash["per_device_bytes"]["activations"]
     assert xla["longest_context"] < flash["longest_context"]
     split = longest(**{"mesh.context": "4", "mesh.fsdp": "-1", "mesh.data": "1"})
