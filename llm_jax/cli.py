@@ -70,19 +70,28 @@ def cmd_train(args, extra) -> int:
 
 
 def cmd_generate(args, extra) -> int:
-    from llm_jax.infer.generate import generate_ids
+    from llm_jax.infer.decode import Sampling, generate
     from llm_jax.infer.load import load_workdir
     if not args.prompt:
         raise UserError("--prompt is empty; generation needs at least one token to continue")
     loaded = load_workdir(args.workdir)
+    m = loaded.cfg.model
+    if m.family != "decoder":
+        raise UserError(f"generate continues text with a decoder-only model; {args.workdir} holds "
+                        f"model.family={m.family!r}")
     prompt_ids = loaded.tokenizer.encode(args.prompt)
-    new_ids = generate_ids(loaded.model, loaded.params, prompt_ids, args.max_new_tokens, loaded.cfg.model.seq_len,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                           eos_id=loaded.tokenizer.eos_id)
+    result = generate(loaded.model, loaded.params, [prompt_ids], args.max_new_tokens, m.seq_len,
+                      sampling=Sampling(args.temperature, args.top_k, args.top_p), seeds=[args.seed],
+                      eos_id=loaded.tokenizer.eos_id)
+    new_ids = result.new_ids[0]
     completion = loaded.tokenizer.decode(new_ids)
     if args.json:
+        decode_s = result.total_s - result.ttft_s
         _print_json({"prompt": args.prompt, "completion": completion, "new_tokens": len(new_ids),
-                     "step": loaded.step})
+                     "step": loaded.step, "prompt_token_ids": prompt_ids, "new_token_ids": new_ids,
+                     "ttft_s": result.ttft_s,
+                     "tpot_s": decode_s / (len(new_ids) - 1) if len(new_ids) > 1 else None,
+                     "tokens_per_sec": len(new_ids) / result.total_s if result.total_s else None})
     else:
         print(args.prompt + completion)
     return 0

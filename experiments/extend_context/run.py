@@ -3,11 +3,11 @@
 1. Corpora (synthetic task on real text, written here): Shakespeare scenes as filler with a passkey document
    task (llm_jax/eval/passkey.py) — short documents (a base context's worth) and long ones (up to ~1,900 tokens);
    the last 12 scenes are held out for evaluation.
-2. Base: configs/extend_context.py at model.seq_len=256, no RoPE scaling, 1,200 steps of 16 x 256 tokens.
+2. Base: configs/extend_context.py at model.seq_len=256, no RoPE scaling, 2,000 steps of 16 x 256 tokens.
 3. Extensions: configs/extend_context.py (2,048 tokens, factor 8) from the base's parameters, 200 steps of
    2 x 2,048 tokens, for rope_scaling none / linear / yarn.
 4. Evaluation on the held-out scenes, every variant before (the base's weights with that scaling) and after:
-   next-token loss by position bucket over 2,048-token windows, and passkey accuracy (20 examples: depths
+   next-token loss by position bucket over 2,048-token windows, and passkey accuracy (40 examples: 8 at each of the depths
    0.1 .. 0.9) at 256 and 2,048 tokens. Writes results/README.md (table), results/results.json and
    results/loss_by_position.png.
 
@@ -108,18 +108,18 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     short, long, held_out = write_corpora(args.workdir)
-    base_steps, ext_steps, per_depth = (30, 10, 1) if args.quick else (1200, 200, 4)
+    base_steps, ext_steps, per_depth = (30, 10, 1) if args.quick else (2000, 200, 8)
     base = os.path.join(args.workdir, "base")
     seconds = {"base": train(base, "--config.model.seq_len=256", "--config.model.rope_scaling=none",
                              f"--config.data.corpus={short}", f"--config.train.steps={base_steps}",
                              "--config.train.batch_size=16", "--config.train.lr=3e-3", "--config.train.lr_min=3e-4",
-                             "--config.train.warmup_steps=60", "--config.train.eval_every=400",
+                             f"--config.train.warmup_steps={base_steps // 20}", "--config.train.eval_every=400",
                              "--config.checkpoint.every=400")}
     for variant in VARIANTS:
         seconds[variant] = train(os.path.join(args.workdir, variant), f"--config.model.rope_scaling={variant}",
                                  f"--config.checkpoint.restore_from={base}", f"--config.data.corpus={long}",
                                  f"--config.data.tokenizer={os.path.join(base, 'tokenizer.model')}",
-                                 f"--config.train.steps={ext_steps}")
+                                 f"--config.train.steps={ext_steps}", f"--config.train.warmup_steps={ext_steps // 10}")
     before = load_workdir(base)
     results = {}
     for variant in VARIANTS:

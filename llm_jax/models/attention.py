@@ -31,16 +31,26 @@ BLOCKWISE_FROM = 1024  # `auto` uses the blockwise path from this many query tok
 _ANNOUNCED: set[str] = set()
 
 
-def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, scale: float, bias_BKGLS=None):
-    """softmax(Q K^T * scale + bias + M) V with the whole score matrix; scores and softmax in float32."""
+def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, scale: float, bias_BKGLS=None,
+                  mask_BLS=None):
+    """softmax(Q K^T * scale + bias + M) V with the whole score matrix; scores and softmax in float32. `mask_BLS`
+    replaces the mask of queries at positions 0..L-1 (a KV cache's queries sit elsewhere: `cached_mask`)."""
     L, S = q_BLKGd.shape[1], k_BSKd.shape[1]
     scores_BKGLS = jnp.einsum("blkgd,bskd->bkgls", q_BLKGd, k_BSKd, preferred_element_type=jnp.float32) * scale
     if bias_BKGLS is not None:
         scores_BKGLS = scores_BKGLS + bias_BKGLS
-    mask_BLS = visible(spec, arrays, jnp.arange(L), jnp.arange(S))
+    if mask_BLS is None:
+        mask_BLS = visible(spec, arrays, jnp.arange(L), jnp.arange(S))
     scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, jnp.finfo(jnp.float32).min)
     probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKd.dtype)
     return jnp.einsum("bkgls,bskd->blkgd", probs_BKGLS, v_BSKd)
+
+
+def cached_mask(spec: MaskSpec, positions_BL, S: int):
+    """(B, L, S): which cache slots the queries at `positions_BL` see. Slot s holds the key of position s, so the
+    causal rule (and any window) on positions is the whole mask: slots past a query were never written for this
+    sequence yet, or hold a stale key a padded prompt left there, and both are later than the query."""
+    return jax.vmap(lambda q_pos_L: visible(spec, MaskArrays(), q_pos_L, jnp.arange(S))[0])(positions_BL)
 
 
 def cudnn_attention(q_BLHd, k_BSKd, v_BSKd, spec: MaskSpec, scale: float):
@@ -161,12 +171,38 @@ class Attention(nn.Module):
         # every query needs every key: under context parallelism K and V are gathered along the sequence here
         k_BLKd = nn.with_logical_constraint(k_BLKd, ("batch", None, "kv_heads", "head_dim"))
         v_BLKd = nn.with_logical_constraint(v_BLKd, ("batch", None, "kv_heads", "head_dim"))
+        scale = 1.0 / hd if cfg.mup else 1.0 / hd ** 0.5
         if kv_BSD is None:
             spec = MaskSpec(self.causal, self.window, cfg.attention_stride, cfg.attention_global_tokens)
             arrays = MaskArrays(segments_BL, segments_BL, padding_BL)
         else:
             spec, arrays = MaskSpec(causal=False), MaskArrays(padding_BS=padding_BL)
-        out_BLHd = attend(cfg, q_BLHd, k_BLKd, v_BLKd, spec, arrays, 1.0 / hd if cfg.mup else None, bias_BHLS)
+        if kv_BSD is None and self.is_mutable_collection("cache"):
+            out_BLHd = self._with_cache(q_BLHd, k_BLKd, v_BLKd, positions_BL, spec, scale)
+        else:
+            out_BLHd = attend(cfg, q_BLHd, k_BLKd, v_BLKd, spec, arrays, scale, bias_BHLS)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)
+
+    def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float):
+        """Self-attention through the KV cache (decoding): this call's keys and values are written into the
+        `cache` collection at their positions (slot = position), then the queries attend over every slot.
+        Prefill (L = prompt length) and each decode step (L = 1) are the same code. The cache holds
+        `model.seq_len` slots per sequence, in the compute dtype; it is created (zeros) by the first call
+        that may write it (`infer/decode.py`)."""
+        cfg = self.cfg
+        B, L, H, hd = q_BLHd.shape
+        K, S = cfg.n_kv_heads, cfg.seq_len
+        axes = ("batch", None, "kv_heads", "head_dim")
+        key = self.variable("cache", "cached_key", lambda: nn.with_logical_constraint(
+            jnp.zeros((B, S, K, hd), cfg.compute_dtype), axes))
+        value = self.variable("cache", "cached_value", lambda: nn.with_logical_constraint(
+            jnp.zeros((B, S, K, hd), cfg.compute_dtype), axes))
+        rows_B1 = jnp.arange(B)[:, None]
+        key.value = key.value.at[rows_B1, positions_BL].set(k_BLKd.astype(key.value.dtype), mode="drop")
+        value.value = value.value.at[rows_B1, positions_BL].set(v_BLKd.astype(value.value.dtype), mode="drop")
+        mask_BLS = cached_mask(spec, positions_BL, S)
+        out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), key.value, value.value, spec, MaskArrays(),
+                                  scale, mask_BLS=mask_BLS)
+        return out_BLKGd.reshape(B, L, H, hd)
