@@ -254,6 +254,19 @@ def cmd_bench(args, extra) -> int:
                                   f"(choose from {', '.join(known)})")
         result = bench_attention(args.seq_lens, impls, masks, args.dtype,
                                  log=(lambda _: None) if args.json else print)
+    elif args.what == "generate":
+        if not args.workdir:
+            args.parser.error("bench generate needs --workdir (a trained or converted model)")
+        from llm_jax.infer.bench import bench_generate
+        from llm_jax.infer.load import load_workdir
+        result = bench_generate(load_workdir(args.workdir), args.batch, args.prompt_len, args.new_tokens)
+        if not args.json:
+            print(f"batch {result['batch']}, prompt {result['prompt_len']}, {result['new_tokens']} new tokens: "
+                  f"TTFT {result['ttft_s'] * 1e3:.1f} ms | TPOT {result['tpot_s'] * 1e3:.2f} ms cached, "
+                  f"{result['uncached_tpot_s'] * 1e3:.2f} ms uncached ({result['cached_speedup']:.1f}x) | "
+                  f"{result['decode_tokens_per_sec']:,.0f} tokens/s | decode reads "
+                  f"{result['decode_bytes_per_sec'] / 1e9:.1f} GB/s of a {result['bandwidth_ceiling_bytes_per_sec'] / 1e9:.1f} "
+                  f"GB/s ceiling")
     else:
         from llm_jax.train.bench import bench_train
         result = bench_train(_load_cfg(args, extra), steps=args.steps)
@@ -409,7 +422,7 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     b = _command(sub, "bench", cmd_bench, overrides=True, help="benchmarks that print their figures")
-    b.add_argument("what", choices=["train", "checkpoint", "attention"])
+    b.add_argument("what", choices=["train", "checkpoint", "attention", "generate"])
     b.add_argument("--config", help="default: configs/bench_cpu.py (train), configs/gpt2_small.py (checkpoint)")
     b.add_argument("--devices", type=argtypes.positive_int, default=8,
                    help="checkpoint: fake CPU devices for sharded states")
@@ -419,6 +432,10 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--impls", default="xla,blockwise,cudnn", help="attention: implementations")
     b.add_argument("--masks", default="causal,document,window_512", help="attention: masks")
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="attention: compute dtype")
+    b.add_argument("--workdir", help="generate: the model's work directory")
+    b.add_argument("--batch", type=argtypes.positive_int, default=1, help="generate: prompts decoded together")
+    b.add_argument("--prompt-len", type=argtypes.positive_int, default=128, help="generate: prompt tokens")
+    b.add_argument("--new-tokens", type=argtypes.positive_int, default=128, help="generate: new tokens per prompt")
     b.add_argument("--json", action="store_true")
 
     from llm_jax.scaling import command as scaling_command

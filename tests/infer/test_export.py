@@ -5,19 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import run_cli, small_config
+from helpers import run_cli
 from llm_jax.infer.load import load_workdir
 from llm_jax.train.loop import train
 from llm_jax.train.metrics import read_metrics
-
-
-@pytest.fixture(scope="module")
-def trained(small_corpus, tmp_path_factory):
-    cfg = small_config()
-    cfg.data.corpus, cfg.model.vocab_size = small_corpus, 384
-    workdir = str(tmp_path_factory.mktemp("trained") / "run")
-    train(cfg, workdir, log=lambda _: None)
-    return cfg, workdir
 
 
 def test_export_writes_a_parameters_only_work_directory(trained, tmp_path):

@@ -1,0 +1,76 @@
+"""`llm-jax bench generate`: time to first token, time per output token with the KV cache and without it, and the
+decode step's achieved memory bandwidth beside a bandwidth ceiling measured in the same process.
+
+Prompts are random token ids (synthetic: the figures depend on shapes, not text). Greedy decoding runs to the full
+budget (no EOS). Each figure is the best of `repeats` warmed-up runs. The uncached figure is what decoding costs
+without a cache: one forward pass over the whole sequence so far (prompt + new tokens) per new token, here at the
+last token's length, the most expensive. Bytes per decode step are the parameters plus the whole cache
+(keys and values of every slot of every layer: the cached path attends over all `model.seq_len` slots).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm_jax.errors import UserError
+from llm_jax.infer.decode import _prefill, generate
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bandwidth_ceiling(repeats: int = 5, mib: int = 256) -> float:
+    """Bytes/s of reading a `mib` MiB float32 array once (a reduction: one read, no write)."""
+    x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    seconds = _best(lambda: total(x).block_until_ready(), repeats)
+    return x.nbytes / seconds
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _uncached_token(model, params, tokens_BL):
+    return jnp.argmax(model.apply({"params": params}, tokens_BL)[:, -1], axis=-1)
+
+
+def bench_generate(loaded, batch: int, prompt_len: int, new_tokens: int, repeats: int = 3) -> dict:
+    m = loaded.cfg.model
+    if prompt_len + new_tokens > m.seq_len:
+        raise UserError(f"--prompt-len {prompt_len} + --new-tokens {new_tokens} exceeds the model's context of "
+                        f"{m.seq_len} tokens")
+    if new_tokens < 2:
+        raise UserError("--new-tokens must be at least 2 (time per output token needs a decode step)")
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(0, m.vocab_size, (batch, prompt_len)).tolist()
+    model, params = loaded.model, loaded.params
+
+    def prefill():
+        _prefill(model, params, jnp.asarray(prompts, jnp.int32), jnp.full((batch,), prompt_len, jnp.int32))[0] \
+            .block_until_ready()
+
+    ttft = _best(prefill, repeats)
+    total = _best(lambda: generate(model, params, prompts, new_tokens, m.seq_len), repeats)
+    tpot = (total - ttft) / (new_tokens - 1)
+    full = jnp.asarray(rng.integers(0, m.vocab_size, (batch, prompt_len + new_tokens)), jnp.int32)
+    uncached = _best(lambda: _uncached_token(model, params, full).block_until_ready(), repeats)
+    param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    _, cache = _prefill(model, params, jnp.asarray(prompts, jnp.int32), jnp.full((batch,), prompt_len, jnp.int32))
+    cache_bytes = sum(x.nbytes for x in jax.tree.leaves(cache))
+    ceiling = bandwidth_ceiling()
+    achieved = (param_bytes + cache_bytes) / tpot
+    return {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "platform": jax.devices()[0].platform,
+            "ttft_s": ttft, "tpot_s": tpot, "decode_tokens_per_sec": batch / tpot, "uncached_tpot_s": uncached,
+            "cached_speedup": uncached / tpot, "param_bytes": param_bytes, "cache_bytes": cache_bytes,
+            "decode_bytes_per_sec": achieved, "bandwidth_ceiling_bytes_per_sec": ceiling,
+            "bandwidth_fraction": achieved / ceiling}
