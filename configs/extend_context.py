@@ -1,9 +1,9 @@
 """extend_context: continued pretraining from 256 to 2,048 tokens with RoPE scaling (the extension stage).
 
-Purpose: the guide's context extension on a 2-core CPU. A RoPE model trained at 256 tokens on Shakespeare with
-         passkey documents (experiments/extend_context/run.py writes both corpora and trains that base) is
-         trained 200 more steps at 2,048 tokens, starting from its parameters with a fresh optimizer, with
-         model.rope_scaling = none / linear (position interpolation) / yarn at factor 8.
+Purpose: the guide's context extension on a 2-core CPU. A 433k-parameter RoPE model trained 2,000 steps at 256
+         tokens on Shakespeare mixed with passkey documents (experiments/extend_context/run.py writes the corpora
+         and trains that base) is trained 200 more steps at 2,048 tokens from its parameters with a fresh
+         optimizer, with model.rope_scaling = none / linear (position interpolation) / yarn at factor 8.
 Run:     python experiments/extend_context/run.py    # base, the three extensions, the evaluation, table + plot
          one stage by hand: llm-jax train --config configs/extend_context.py --workdir runs/extend_context/linear \
              --config.checkpoint.restore_from=runs/extend_context/base --config.data.corpus=... (see run.py)

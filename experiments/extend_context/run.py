@@ -1,18 +1,20 @@
 """Context extension 256 -> 2,048 tokens: no scaling vs position interpolation vs YaRN, before and after 200 steps.
 
-1. Corpora (synthetic task on real text, written here): Shakespeare scenes as filler with a passkey document
-   task (llm_jax/eval/passkey.py) — short documents (a base context's worth) and long ones (up to ~1,900 tokens);
-   the last 12 scenes are held out for evaluation.
+1. Corpora (written here): Shakespeare (whitespace-normalised pieces of a context's length) mixed with synthetic
+   passkey documents (llm_jax/eval/passkey.py: a random 5-digit key in the test's repetitive filler, asked for at
+   the end) — short ones for the base, long ones (up to ~2,000 tokens) for the extension; the last 12 scenes are
+   held out for evaluation.
 2. Base: configs/extend_context.py at model.seq_len=256, no RoPE scaling, 2,000 steps of 16 x 256 tokens.
 3. Extensions: configs/extend_context.py (2,048 tokens, factor 8) from the base's parameters, 200 steps of
    2 x 2,048 tokens, for rope_scaling none / linear / yarn.
 4. Evaluation on the held-out scenes, every variant before (the base's weights with that scaling) and after:
-   next-token loss by position bucket over 2,048-token windows, and passkey accuracy (40 examples: 8 at each of the depths
-   0.1 .. 0.9) at 256 and 2,048 tokens. Writes results/README.md (table), results/results.json and
+   next-token loss by position bucket over 2,048-token windows, and passkey accuracy (40 examples: 8 at each of
+   the depths 0.1 .. 0.9) at 256 and 2,048 tokens. Writes results/README.md (table), results/results.json and
    results/loss_by_position.png.
 
-Run: python experiments/extend_context/run.py [--workdir runs/extend_context] [--quick]
-(`--quick`: 30 + 10 steps and 4 examples: a smoke run, not the committed numbers.)
+Run: python experiments/extend_context/run.py [--workdir runs/extend_context] [--quick] [--report]
+(`--quick`: 30 + 10 steps and 1 example per depth, into results_quick/: a smoke run, not the committed numbers;
+`--report`: rewrite README.md and the plot from results.json.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import time
 
 import ml_collections
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -39,21 +42,35 @@ from llm_jax.models import build_model  # noqa: E402
 CONFIG = os.path.join(REPO, "configs", "extend_context.py")
 VARIANTS = {"none": "no scaling", "linear": "position interpolation (PI)", "yarn": "YaRN"}
 EDGES = (0, 256, 512, 1024, 2048)
-DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 HELD_OUT = 12
 
 
+def _chunks(text: str, chars: int) -> list[str]:
+    words, out, cur, size = text.split(), [], [], 0
+    for w in words:
+        cur.append(w)
+        size += len(w) + 1
+        if size >= chars:
+            out.append(" ".join(cur))
+            cur, size = [], 0
+    return out
+
+
 def write_corpora(workdir: str) -> tuple[str, str, str]:
+    """Short and long training corpora (JSONL) and the held-out text. Each mixes Shakespeare (whitespace
+    normalised, in pieces of a context's length) with passkey documents whose filler is the test's own
+    repetitive text, so the only surprise in them is the key: retrieval is what they teach."""
     scenes = shakespeare_scenes()
-    train, held_out = "\n".join(scenes[:-HELD_OUT]), "\n".join(scenes[-HELD_OUT:])
+    train, held_out = "\n".join(scenes[:-HELD_OUT]), " ".join("\n".join(scenes[-HELD_OUT:]).split())
     paths = []
-    for name, n, chars in (("short", 12_000, (300, 700)), ("long", 1_500, (1_500, 5_500))):
-        docs = passkey.training_documents(train, n, chars, seed=len(name))
+    for name, piece, n, chars in (("short", 700, 6_000, (100, 800)), ("long", 6_000, 1_000, (800, 7_000))):
+        docs = _chunks(train, piece) + passkey.training_documents(passkey.FILLER, n, chars, seed=len(name))
         if name == "long":  # keep teaching the short task too
-            docs += passkey.training_documents(train, 3_000, (300, 700), seed=7)
+            docs += passkey.training_documents(passkey.FILLER, 2_000, (100, 800), seed=7)
+        order = np.random.RandomState(0).permutation(len(docs))
         path = os.path.join(workdir, f"corpus_{name}.jsonl")
         with open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+            f.writelines(json.dumps({"text": docs[i]}) + "\n" for i in order)
         paths.append(path)
     return paths[0], paths[1], held_out
 
@@ -77,7 +94,7 @@ def evaluate(loaded, variant: str, held_out: str, per_depth: int) -> dict:
     ids = loaded.tokenizer.encode(held_out)
     out = {"loss": loss_by_position(model, loaded.params, ids, 2048, EDGES)}
     for length in (256, 2048):
-        ex = passkey.examples(loaded.tokenizer, held_out, length, DEPTHS, per_depth, seed=length)
+        ex = passkey.examples(loaded.tokenizer, passkey.FILLER * 8, length, passkey.DEPTHS, per_depth, seed=length)
         out[f"passkey_{length}"] = float(passkey.retrieved(model, loaded.params, ex).mean())
     return out
 
@@ -95,7 +112,6 @@ def plot(results: dict, path: str) -> None:
     ax.axvline(0.5, color="grey", lw=0.5)
     ax.set_xlabel("token position in a 2,048-token window (base trained at 256)")
     ax.set_ylabel("next-token loss (nats)")
-    ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -105,7 +121,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "extend_context"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
+    if args.report:
+        return report(os.path.join(HERE, "results" if not args.quick else "results_quick"))
     os.makedirs(args.workdir, exist_ok=True)
     short, long, held_out = write_corpora(args.workdir)
     base_steps, ext_steps, per_depth = (30, 10, 1) if args.quick else (2000, 200, 8)
@@ -130,7 +149,15 @@ def main() -> None:
     out_dir = os.path.join(HERE, "results" if not args.quick else "results_quick")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"results": results, "train_seconds": seconds}, f, indent=1)
+        json.dump({"results": results, "train_seconds": seconds, "ext_steps": ext_steps,
+                   "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+    report(out_dir)
+
+
+def report(out_dir: str) -> None:
+    with open(os.path.join(out_dir, "results.json")) as f:
+        saved = json.load(f)
+    results, seconds, ext_steps = saved["results"], saved["train_seconds"], saved["ext_steps"]
     plot(results, os.path.join(out_dir, "loss_by_position.png"))
     buckets = [f"{lo}-{hi}" for lo, hi in zip(EDGES[:-1], EDGES[1:])]
     lines = ["| RoPE scaling | weights | " + " | ".join(f"loss {b}" for b in buckets) +
@@ -142,10 +169,16 @@ def main() -> None:
             lines.append(f"| {name} | {what} | " + " | ".join(f"{r['loss'][b]:.3f}" for b in buckets) +
                          f" | {r['passkey_256']:.2f} | {r['passkey_2048']:.2f} |")
     table = "\n".join(lines)
-    with open(os.path.join(out_dir, "table.md"), "w") as f:
-        f.write(table + "\n")
+    minutes = sum(seconds.values()) / 60
+    with open(os.path.join(out_dir, "README.md"), "w") as f:
+        f.write(f"# Context extension 256 -> 2,048 tokens: no scaling vs PI vs YaRN\n\n"
+                f"`python experiments/extend_context/run.py` ({saved['date']}, 2-core CPU, {minutes:.0f} min of "
+                f"training: {json.dumps({k: round(v) for k, v in seconds.items()})} s). What each stage does: the "
+                f"script's docstring; the model and extension settings: configs/extend_context.py.\n\n"
+                f"Next-token loss (nats) by position in 2,048-token windows of held-out Shakespeare, and passkey "
+                f"retrieval accuracy (greedy, 40 examples per length) at 256 and 2,048 tokens:\n\n{table}\n\n"
+                f"![loss by position](loss_by_position.png)\n")
     print(table)
-    print("train seconds:", json.dumps({k: round(v) for k, v in seconds.items()}))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llm_jax.errors import UserError
+
+# the filler of Mohtashami & Jaggi's passkey test: predictable, so only the key is news
+FILLER = " ".join(["The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."] * 40)
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = " What is the pass key? The pass key is"
 ANSWER = " {key}"
+DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def _key(rng: np.random.RandomState) -> str:
@@ -37,8 +42,9 @@ def _words_slice(text: str, rng: np.random.RandomState, chars: int) -> str:
 
 
 def training_documents(filler: str, n: int, chars: tuple[int, int], seed: int = 0) -> list[str]:
-    """`n` documents of filler (a random slice of `filler` of `chars[0]`..`chars[1]` characters) with a needle at
-    a uniform random depth, ending in the question and its answer."""
+    """`n` documents of filler (a random slice of `filler` of `chars[0]`..`chars[1]` characters; repeated as
+    needed) with a needle at a uniform random depth, ending in the question and its answer."""
+    filler = filler * (1 + 2 * chars[1] // max(1, len(filler)))
     rng = np.random.RandomState(seed)
     docs = []
     for _ in range(n):
@@ -71,8 +77,8 @@ def examples(tokenizer, filler: str, length: int, depths, per_depth: int, seed: 
             needle, answer = tokenizer.encode(NEEDLE.format(key=key)), tokenizer.encode(ANSWER.format(key=key))
             n_filler = length - len(needle) - len(question) - len(answer)
             if n_filler < 0 or filler_ids.size < n_filler:
-                raise ValueError(f"passkey examples of {length} tokens need more room or filler: the needle, "
-                                 f"question and answer take {length - n_filler}, the filler has {filler_ids.size}")
+                raise UserError(f"passkey examples of {length} tokens need more room or filler: the needle, "
+                                f"question and answer take {length - n_filler}, the filler has {filler_ids.size}")
             offset = rng.randint(0, filler_ids.size - n_filler + 1)
             body = filler_ids[offset:offset + n_filler]
             pre = int(round(depth * n_filler))

@@ -5,7 +5,8 @@ Prompts are random token ids (synthetic: the figures depend on shapes, not text)
 budget (no EOS). Each figure is the best of `repeats` warmed-up runs. The uncached figure is what decoding costs
 without a cache: one forward pass over the whole sequence so far (prompt + new tokens) per new token, here at the
 last token's length, the most expensive. Bytes per decode step are the parameters plus the whole cache
-(keys and values of every slot of every layer: the cached path attends over all `model.seq_len` slots).
+(keys and values of every slot of every layer: the cached path attends over all its slots, prompt + new tokens
+rounded up to a multiple of 64).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.errors import UserError
-from llm_jax.infer.decode import _prefill, generate
+from llm_jax.infer.decode import CACHE_ROUND, Sampling, _decode, _prefill, empty_cache
 
 
 def _best(fn, repeats: int) -> float:
@@ -55,18 +56,25 @@ def bench_generate(loaded, batch: int, prompt_len: int, new_tokens: int, repeats
     prompts = rng.integers(0, m.vocab_size, (batch, prompt_len)).tolist()
     model, params = loaded.model, loaded.params
 
-    def prefill():
-        _prefill(model, params, jnp.asarray(prompts, jnp.int32), jnp.full((batch,), prompt_len, jnp.int32))[0] \
-            .block_until_ready()
+    slots = min(m.seq_len, -(-(prompt_len + new_tokens) // CACHE_ROUND) * CACHE_ROUND)
 
-    ttft = _best(prefill, repeats)
-    total = _best(lambda: generate(model, params, prompts, new_tokens, m.seq_len), repeats)
-    tpot = (total - ttft) / (new_tokens - 1)
+    def prefill():
+        cache = empty_cache(model, params, batch, slots)
+        return _prefill(model, params, cache, jnp.asarray(prompts, jnp.int32),
+                        jnp.full((batch,), prompt_len, jnp.int32))
+
+    ttft = _best(lambda: prefill()[0].block_until_ready(), repeats)
+    logits, filled = prefill()
+    lengths, budgets = jnp.full((batch,), prompt_len, jnp.int32), jnp.full((batch,), new_tokens, jnp.int32)
+    seeds = jnp.zeros((batch,), jnp.uint32)
+    # the decode loop alone (it runs one forward step per new token), timed apart from the prefill
+    decode = _best(lambda: _decode(model, params, filled, logits, lengths, budgets, seeds, -1, new_tokens,
+                                   Sampling())[0].block_until_ready(), repeats)
+    tpot = decode / new_tokens
     full = jnp.asarray(rng.integers(0, m.vocab_size, (batch, prompt_len + new_tokens)), jnp.int32)
     uncached = _best(lambda: _uncached_token(model, params, full).block_until_ready(), repeats)
     param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-    _, cache = _prefill(model, params, jnp.asarray(prompts, jnp.int32), jnp.full((batch,), prompt_len, jnp.int32))
-    cache_bytes = sum(x.nbytes for x in jax.tree.leaves(cache))
+    cache_bytes = sum(x.nbytes for x in jax.tree.leaves(filled))
     ceiling = bandwidth_ceiling()
     achieved = (param_bytes + cache_bytes) / tpot
     return {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "platform": jax.devices()[0].platform,

@@ -2,12 +2,14 @@
 that runs on the device until every sequence has stopped.
 
 The cache is the model's `cache` collection: per layer, keys and values in a slot per position (slot = the
-token's position), (layers, batch, model.seq_len, kv_heads, head_dim), laid out by the logical axes (batch,
-kv_heads) like the activations, so it shards with them. Prompts of different lengths share a batch: they are
-right-padded, each row's first new token is read at its own last prompt position, and each row then writes at
-its own positions; a padded prompt's stale slots lie after the row's query and are never seen (the causal rule
-on positions is the whole mask). Each row stops on its EOS or its token budget; sampling is the guide's
-greedy / temperature / top-k / top-p with one seed per row.
+token's position), (layers, batch, slots, kv_heads, head_dim) with slots = the longest prompt + its new tokens
+rounded up to a multiple of 64 (at most model.seq_len), laid out by the logical axes (batch, kv_heads) like the
+activations (constrained to them inside the step; decoding over a multi-device mesh is not tested yet). Every
+decode step attends over all slots (a mask hides the unwritten). Prompts of different lengths share a batch:
+they are right-padded, each row's first new token is read at its own last prompt position, and each row then
+writes at its own positions; a padded prompt's stale slots lie after the row's query and are never seen (the
+causal rule on positions is the whole mask). Each row stops on its EOS or its token budget; sampling is the
+guide's greedy / temperature / top-k / top-p with one seed per row.
 """
 
 from __future__ import annotations
@@ -30,12 +32,22 @@ class Sampling(NamedTuple):
     top_p: float = 1.0
 
 
+CACHE_ROUND = 64  # cache lengths are rounded up to a multiple of this: fewer distinct shapes to compile
+
+
+def empty_cache(model, params, batch: int, slots: int):
+    """A zero cache of `slots` positions per sequence: (layers, batch, slots, kv_heads, head_dim) per leaf."""
+    shapes = jax.eval_shape(lambda p: model.apply({"params": p}, jnp.zeros((batch, 1), jnp.int32),
+                                                  mutable=["cache"])[1]["cache"], params)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape[:2] + (slots,) + s.shape[3:], s.dtype), shapes)
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
-def _prefill(model, params, tokens_BP, lengths_B):
-    """Runs the padded prompts, filling a fresh cache; returns (last-prompt-position logits (B, V), cache)."""
+def _prefill(model, params, cache, tokens_BP, lengths_B):
+    """Runs the padded prompts into `cache`; returns (last-prompt-position logits (B, V), cache)."""
     B, P = tokens_BP.shape
     positions_BP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-    logits_BPV, state = model.apply({"params": params}, tokens_BP, positions_BP, mutable=["cache"])
+    logits_BPV, state = model.apply({"params": params, "cache": cache}, tokens_BP, positions_BP, mutable=["cache"])
     return jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0], state["cache"]
 
 
@@ -98,8 +110,10 @@ def generate(model, params, prompts: list[list[int]], max_new_tokens: int | list
         tokens[row, :len(p)] = p
     seeds = np.asarray(seeds if seeds is not None else [0] * B, np.uint32)
     max_new = max(budgets)
+    slots = min(context, -(-int((lengths + np.asarray(budgets)).max()) // CACHE_ROUND) * CACHE_ROUND)
     start = time.perf_counter()
-    logits, cache = _prefill(model, params, jnp.asarray(tokens), jnp.asarray(lengths))
+    cache = empty_cache(model, params, B, slots)
+    logits, cache = _prefill(model, params, cache, jnp.asarray(tokens), jnp.asarray(lengths))
     logits.block_until_ready()
     ttft = time.perf_counter() - start
     out, counts = _decode(model, params, cache, logits, jnp.asarray(lengths), jnp.asarray(budgets, np.int32),

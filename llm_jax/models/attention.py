@@ -188,20 +188,22 @@ class Attention(nn.Module):
     def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float):
         """Self-attention through the KV cache (decoding): this call's keys and values are written into the
         `cache` collection at their positions (slot = position), then the queries attend over every slot.
-        Prefill (L = prompt length) and each decode step (L = 1) are the same code. The cache holds
-        `model.seq_len` slots per sequence, in the compute dtype; it is created (zeros) by the first call
-        that may write it (`infer/decode.py`)."""
+        Prefill (L = prompt length) and each decode step (L = 1) are the same code. The caller sizes the cache
+        (`infer/decode.py: empty_cache`, slots for the prompt and its new tokens); without one, the first call
+        creates `model.seq_len` slots per sequence. Keys and values are kept in the compute dtype."""
         cfg = self.cfg
         B, L, H, hd = q_BLHd.shape
-        K, S = cfg.n_kv_heads, cfg.seq_len
+        K = cfg.n_kv_heads
         axes = ("batch", None, "kv_heads", "head_dim")
         key = self.variable("cache", "cached_key", lambda: nn.with_logical_constraint(
-            jnp.zeros((B, S, K, hd), cfg.compute_dtype), axes))
+            jnp.zeros((B, cfg.seq_len, K, hd), cfg.compute_dtype), axes))
         value = self.variable("cache", "cached_value", lambda: nn.with_logical_constraint(
-            jnp.zeros((B, S, K, hd), cfg.compute_dtype), axes))
+            jnp.zeros((B, cfg.seq_len, K, hd), cfg.compute_dtype), axes))
+        S = key.value.shape[1]
         rows_B1 = jnp.arange(B)[:, None]
-        key.value = key.value.at[rows_B1, positions_BL].set(k_BLKd.astype(key.value.dtype), mode="drop")
-        value.value = value.value.at[rows_B1, positions_BL].set(v_BLKd.astype(value.value.dtype), mode="drop")
+        for cache, new_BLKd in ((key, k_BLKd), (value, v_BLKd)):
+            written = cache.value.at[rows_B1, positions_BL].set(new_BLKd.astype(cache.value.dtype), mode="drop")
+            cache.value = nn.with_logical_constraint(written, axes)
         mask_BLS = cached_mask(spec, positions_BL, S)
         out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), key.value, value.value, spec, MaskArrays(),
                                   scale, mask_BLS=mask_BLS)

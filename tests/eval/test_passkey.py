@@ -11,6 +11,7 @@ import pytest
 
 from llm_jax.data.corpus import shakespeare_scenes
 from llm_jax.data.tokenizers import train_tokenizer
+from llm_jax.errors import UserError
 from llm_jax.eval import passkey
 from llm_jax.eval.perplexity import loss_by_position
 
@@ -41,7 +42,7 @@ def test_examples_have_the_length_depth_and_answer_they_claim(tokenizer):
         assert text.rstrip().endswith(f"What is the pass key? The pass key is {key}")
         needle_at = text.index("The pass key is") / len(text)
         assert abs(needle_at - depth * 0.85) < 0.15  # the filler is ~85% of the row; the question is last
-    with pytest.raises(ValueError, match="need more room or filler"):
+    with pytest.raises(UserError, match="need more room or filler"):
         passkey.examples(tokenizer, TEXT, 20, (0.5,), per_depth=1)
 
 

@@ -1,5 +1,5 @@
 """`llm-jax bench generate`: its figures are consistent with each other and with the model (not timed: the
-figures are for the README's command)."""
+figures are for the README's command); `llm-jax eval passkey` on the same small run."""
 
 import json
 
@@ -19,7 +19,8 @@ def test_bench_generate_reports_consistent_figures(trained):
     m = cfg.model
     loaded = load_workdir(workdir)
     assert out["param_bytes"] == sum(x.nbytes for x in jax.tree.leaves(loaded.params))
-    assert out["cache_bytes"] == 2 * m.n_layers * 2 * m.seq_len * m.n_kv_heads * m.head_dim * 4  # K and V, float32
+    slots = min(m.seq_len, 64)  # prompt + new tokens, rounded up to 64, at most the context
+    assert out["cache_bytes"] == 2 * m.n_layers * 2 * slots * m.n_kv_heads * m.head_dim * 4  # K and V, float32
     assert out["decode_tokens_per_sec"] == pytest.approx(2 / out["tpot_s"])
     assert out["cached_speedup"] == pytest.approx(out["uncached_tpot_s"] / out["tpot_s"])
     assert out["bandwidth_fraction"] == pytest.approx(
@@ -34,3 +35,13 @@ def test_bench_generate_refuses_what_does_not_fit(trained):
     assert proc.returncode == 2 and "exceeds the model's context of 16 tokens" in proc.stderr
     proc = run_cli("bench", "generate")
     assert proc.returncode == 2 and "needs --workdir" in proc.stderr
+
+
+def test_eval_passkey_refuses_lengths_that_cannot_hold_the_task(trained):
+    """(The scores themselves: tests/interop/test_gguf.py, on a model that retrieves.)"""
+    _, workdir = trained
+    proc = run_cli("eval", "passkey", "--workdir", workdir, "--lengths", "16")
+    assert proc.returncode == 2 and "passkey examples of 16 tokens need more room" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # the one error (after the attention choice line at most)
+    proc = run_cli("eval", "passkey", "--workdir", workdir, "--lengths", "64")
+    assert proc.returncode == 2 and "--lengths 64 exceeds the model's context of 16 tokens" in proc.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import small_config
 from llm_jax.errors import UserError
-from llm_jax.infer.decode import Sampling, _prefill, generate
+from llm_jax.infer.decode import Sampling, _prefill, empty_cache, generate
 from llm_jax.infer.generate import generate_ids
 from llm_jax.models import build_model
 
@@ -63,11 +63,12 @@ def test_each_row_stops_at_its_eos_or_its_budget():
     assert stopped[0] == (full[0][:full[0].index(eos)] if eos in full[0] else full[0])
 
 
-def test_the_cache_is_layers_batch_context_kv_heads_head_dim():
+def test_the_cache_is_layers_batch_slots_kv_heads_head_dim():
     model, params = _model(positions="rope", n_kv_heads=2)
-    _, cache = _prefill(model, params, jnp.ones((3, 5), jnp.int32), jnp.asarray([5, 2, 1]))
+    _, cache = _prefill(model, params, empty_cache(model, params, 3, 24), jnp.ones((3, 5), jnp.int32),
+                        jnp.asarray([5, 2, 1]))
     shapes = {k: v.shape for k, v in jax.tree_util.tree_leaves_with_path(cache)}
-    assert set(shapes.values()) == {(2, 3, 32, 2, 8)} and len(shapes) == 2  # cached_key and cached_value
+    assert set(shapes.values()) == {(2, 3, 24, 2, 8)} and len(shapes) == 2  # cached_key and cached_value
 
 
 def test_a_prompt_that_does_not_fit_the_context_is_one_error():
