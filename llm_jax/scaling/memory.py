@@ -25,6 +25,8 @@ from llm_jax.errors import UserError
 from llm_jax.hardware import PEAK_FLOPS
 from llm_jax.models import build_model
 from llm_jax.models.attention import BLOCKWISE_FROM
+from llm_jax.models.masks import MaskArrays, MaskSpec
+from llm_jax.models.splash import unsupported as splash_blocker
 from llm_jax.models.accounting import (active_params, device_hours, flops_per_token, non_embedding_params, param_count,
                                        training_time_days)
 from llm_jax.parallel.mesh import fit_spec, rules_tuple
@@ -83,8 +85,8 @@ def attention_impl(m, platform: str = "cpu") -> str:
     resolves it there). splash (TPU) and cuDNN (GPU) keep no score matrix, like the blockwise path."""
     if m.attention_impl != "auto":
         return m.attention_impl
-    if platform == "tpu" and not (m.attention_stride or m.attention_global_tokens) and \
-            min(m.attention_block, m.seq_len) % 128 == 0 and m.seq_len % min(m.attention_block, m.seq_len) == 0:
+    pattern = MaskSpec(window=m.attention_window, stride=m.attention_stride, global_tokens=m.attention_global_tokens)
+    if platform == "tpu" and not splash_blocker(pattern, MaskArrays(), False, m.seq_len, m.attention_block):
         return "splash"
     windowed = 0 < m.attention_window < m.seq_len
     return "blockwise" if m.seq_len >= BLOCKWISE_FROM or windowed else "xla"
