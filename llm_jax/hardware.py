@@ -26,6 +26,29 @@ PEAK_FLOPS = {
 }
 
 
+# HBM bandwidth per chip, bytes/s (vendor figures): what bounds decoding, which reads every weight per step.
+HBM_BANDWIDTH = {
+    "TPU v4": 1.2e12,
+    "TPU v5 lite": 819e9,
+    "TPU v5e": 819e9,
+    "TPU v5p": 2.765e12,
+    "TPU v5": 2.765e12,
+    "TPU v6 lite": 1.64e12,
+    "TPU v6e": 1.64e12,
+    "A100": 2.039e12,   # 80 GB SXM
+    "H100": 3.35e12,    # SXM
+    "H200": 4.8e12,
+}
+
+
+def table_bandwidth(device_kind: str) -> float | None:
+    """HBM bytes/s for a device kind string, like `table_peak`."""
+    for name in sorted(HBM_BANDWIDTH, key=len, reverse=True):
+        if name.lower() in device_kind.lower():
+            return HBM_BANDWIDTH[name]
+    return None
+
+
 def table_peak(device_kind: str) -> float | None:
     """Peak FLOP/s for a device kind string such as 'NVIDIA H100 80GB HBM3' or 'TPU v5 lite'."""
     for name in sorted(PEAK_FLOPS, key=len, reverse=True):  # most specific name first

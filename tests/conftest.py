@@ -1,4 +1,4 @@
-"""Shared fixtures: a private data cache and a small real-text corpus."""
+"""Shared fixtures: a private data cache, a small real-text corpus and a small trained run."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ def small_corpus(tmp_path_factory) -> str:
     for i, scene in enumerate(shakespeare_scenes()[:40]):
         (path / f"scene{i:03d}.txt").write_text(scene, encoding="utf-8")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained(small_corpus, tmp_path_factory):
+    """A 20-step run of the small test model (d 32, 16 tokens) on the small corpus, shared by the inference,
+    serving and quantization tests: (config, work directory)."""
+    from helpers import small_config
+    from llm_jax.train.loop import train
+    cfg = small_config()
+    cfg.data.corpus, cfg.model.vocab_size = small_corpus, 384
+    workdir = str(tmp_path_factory.mktemp("trained") / "run")
+    train(cfg, workdir, log=lambda _: None)
+    return cfg, workdir
 
 
 # --------------------------------------------------------------------------------------- the fault table

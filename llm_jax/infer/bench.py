@@ -82,3 +82,40 @@ def bench_generate(loaded, batch: int, prompt_len: int, new_tokens: int, repeats
             "cached_speedup": uncached / tpot, "param_bytes": param_bytes, "cache_bytes": cache_bytes,
             "decode_bytes_per_sec": achieved, "bandwidth_ceiling_bytes_per_sec": ceiling,
             "bandwidth_fraction": achieved / ceiling}
+
+
+SPECULATIVE_PROMPT = ("The water cycle describes how water moves between the oceans, the air and the land. The sun "
+                      "warms the surface of the sea, and")
+
+
+def bench_speculative(target, draft, new_tokens: int, draft_tokens: int, prompt: str = SPECULATIVE_PROMPT,
+                      repeats: int = 3) -> dict:
+    """`llm-jax bench speculative`: greedy decoding of `prompt` (to the full budget, no EOS) by the target alone,
+    by the draft alone, and speculatively; each time the best of `repeats` warmed-up runs, prefills included."""
+    from llm_jax.infer.decode import generate
+    from llm_jax.infer.speculative import speculative_generate
+    m = target.cfg.model
+    ids = target.tokenizer.encode(prompt)
+    if not ids:
+        raise UserError("--prompt is empty; the benchmark needs at least one token to continue")
+    runs = {}
+
+    def timed(name, fn):
+        return _best(lambda: runs.__setitem__(name, fn()), repeats)
+
+    target_s = timed("target", lambda: generate(target.model, target.params, [ids], new_tokens, m.seq_len))
+    draft_s = timed("draft", lambda: generate(draft.model, draft.params, [ids], new_tokens,
+                                                        draft.cfg.model.seq_len))
+    spec_s = timed("speculative", lambda: speculative_generate(
+        target.model, target.params, draft.model, draft.params, [ids], new_tokens, m.seq_len,
+        draft_tokens=draft_tokens))
+    spec, alone = runs["speculative"], runs["target"]
+    return {"prompt_tokens": len(ids), "new_tokens": new_tokens, "draft_tokens": draft_tokens,
+            "platform": jax.devices()[0].platform, "target_layers": m.n_layers,
+            "draft_layers": draft.cfg.model.n_layers, "acceptance_rate": spec.acceptance_rate,
+            "accepted": spec.accepted, "proposed": spec.proposed, "target_forwards": spec.target_forwards,
+            "tokens_per_target_forward": new_tokens / (spec.target_forwards + 1),
+            "identical": spec.new_ids == alone.new_ids, "target_s": target_s, "draft_s": draft_s,
+            "speculative_s": spec_s, "target_tokens_per_sec": new_tokens / target_s,
+            "draft_tokens_per_sec": new_tokens / draft_s, "speculative_tokens_per_sec": new_tokens / spec_s,
+            "speedup": target_s / spec_s}

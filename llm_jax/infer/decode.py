@@ -4,7 +4,7 @@ that runs on the device until every sequence has stopped.
 The cache is the model's `cache` collection: per layer, keys and values in a slot per position (slot = the
 token's position), (layers, batch, slots, kv_heads, head_dim) with slots = the longest prompt + its new tokens
 rounded up to a multiple of 64 (at most model.seq_len), laid out by the logical axes (batch, kv_heads) like the
-activations (constrained to them inside the step; decoding over a multi-device mesh is not tested yet). Every
+activations (constrained to them inside the step; `empty_cache` creates it sharded under an active mesh). Every
 decode step attends over all slots (a mask hides the unwritten). Prompts of different lengths share a batch:
 they are right-padded, each row's first new token is read at its own last prompt position, and each row then
 writes at its own positions; a padded prompt's stale slots lie after the row's query and are never seen (the
@@ -18,11 +18,14 @@ import functools
 import time
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.errors import UserError
+from llm_jax.models.attention import CACHE_AXES
+from llm_jax.parallel.mesh import fit_spec
 from llm_jax.infer.sampling import sample_token
 
 
@@ -36,10 +39,27 @@ CACHE_ROUND = 64  # cache lengths are rounded up to a multiple of this: fewer di
 
 
 def empty_cache(model, params, batch: int, slots: int):
-    """A zero cache of `slots` positions per sequence: (layers, batch, slots, kv_heads, head_dim) per leaf."""
+    """A zero cache of `slots` positions per sequence: (layers, batch, slots, kv_heads, head_dim) per leaf.
+    Under an active mesh and logical rules (`parallel.mesh.activate`) it is created sharded like the
+    activations: batch over the data axes, K/V heads over tensor."""
     shapes = jax.eval_shape(lambda p: model.apply({"params": p}, jnp.zeros((batch, 1), jnp.int32),
                                                   mutable=["cache"])[1]["cache"], params)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape[:2] + (slots,) + s.shape[3:], s.dtype), shapes)
+    return zero_cache(shapes, slots)
+
+
+def zero_cache(shapes, slots: int):
+    """Zeros shaped like the cache leaves `shapes` (layers, batch, any slots, ...) with `slots` slots each,
+    sharded like the activations under an active mesh (`empty_cache`)."""
+    shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[:2] + (slots,) + s.shape[3:], s.dtype), shapes)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def spec(s):
+        logical = (None,) * (len(s.shape) - len(CACHE_AXES)) + CACHE_AXES
+        return fit_spec(nn.logical_to_mesh_axes(logical), s.shape, mesh)
+    return jax.jit(lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                   out_shardings=jax.tree.map(spec, shapes))()
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -56,10 +76,11 @@ def _pick(logits_BV, seeds_B, step, sampling: Sampling):
     return jax.vmap(lambda logits, key: sample_token(logits, key, *sampling))(logits_BV, keys).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new", "sampling"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new", "sampling", "method"))
 def _decode(model, params, cache, first_logits_BV, lengths_B, budget_B, seeds_B, eos_id, max_new: int,
-            sampling: Sampling):
-    """The decode loop on the device: (new tokens (B, max_new), how many each row produced (B,))."""
+            sampling: Sampling, method=None):
+    """The decode loop on the device: (new tokens (B, max_new), how many each row produced (B,)). Each step is
+    `model.apply(..., tokens_B1, positions_B1, method=method)` (default `__call__`) with the cache mutable."""
     B = lengths_B.shape[0]
     out_BN = jnp.zeros((B, max_new), jnp.int32)
 
@@ -74,7 +95,7 @@ def _decode(model, params, cache, first_logits_BV, lengths_B, budget_B, seeds_B,
         count_B = count_B + (~stop_B).astype(jnp.int32)
         positions_B1 = (lengths_B + step)[:, None]
         logits_B1V, state = model.apply({"params": params, "cache": cache}, token_B[:, None], positions_B1,
-                                        mutable=["cache"])
+                                        mutable=["cache"], method=method)
         next_B = _pick(logits_B1V[:, 0], seeds_B, step + 1, sampling)
         return step + 1, next_B, state["cache"], stop_B, count_B, out_BN
 

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +21,7 @@ from llm_jax.errors import LlmJaxError, StorageError, UserError, one_line
 from llm_jax.fileio import read_json
 from llm_jax.models import build_model
 from llm_jax.models.transformer import Transformer
+from llm_jax.parallel.mesh import logical_shardings, make_mesh, rules_tuple, unboxed
 
 
 class WorkdirError(UserError):
@@ -35,12 +35,18 @@ class LoadedModel:
     params: dict
     tokenizer: object
     step: int
+    mesh: object = None   # with load_workdir(..., devices=N): the mesh the parameters are laid out over
 
 
-def abstract_params(model: Transformer, seq_len: int, device=None):
+def abstract_params(model: Transformer, seq_len: int, device=None, mesh=None, rules=None):
+    """Shapes and shardings to restore parameters into: one device, or with `mesh` laid out by the logical
+    `rules` (the training layout: a model too big for one device is split over the mesh)."""
+    boxed = jax.eval_shape(lambda r: model.init(r, jnp.zeros((1, seq_len), jnp.int32))["params"], jax.random.key(0))
+    shapes = unboxed(boxed)
+    if mesh is not None:
+        shardings = logical_shardings(boxed, mesh, rules)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
     sharding = jax.sharding.SingleDeviceSharding(device or jax.devices()[0])
-    shapes = jax.eval_shape(lambda r: nn.unbox(model.init(r, jnp.zeros((1, seq_len), jnp.int32))["params"]),
-                            jax.random.key(0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
@@ -65,12 +71,15 @@ def read_config(workdir: str):
     return cfg
 
 
-def load_workdir(workdir: str, step: int | None = None, log=None) -> LoadedModel:
-    """Config, model, parameters (on one device) and tokenizer of a trained or converted work directory.
+def load_workdir(workdir: str, step: int | None = None, log=None, devices=None) -> LoadedModel:
+    """Config, model, parameters and tokenizer of a trained or converted work directory. The parameters go on
+    one device, or with `devices` (a list) onto a mesh of them laid out by the run's mesh.* axes and rules
+    (decode under `mesh.activate(loaded.mesh, rules)`; `infer/decode.py` then shards the cache alike).
     Damaged newer checkpoints are skipped with a warning through `log` (default: standard error)."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cfg = read_config(workdir)
     model = build_model(cfg.model)
+    mesh = make_mesh(cfg, devices) if devices is not None else None
     if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
         raise WorkdirError(f"{workdir!r} has no checkpoints/ directory: train or convert a model into it first")
     try:
@@ -78,7 +87,8 @@ def load_workdir(workdir: str, step: int | None = None, log=None) -> LoadedModel
     except TokenizerError as e:
         raise WorkdirError(str(e)) from e  # it names the directory or the file
     try:
-        params, step = checkpoint.restore_params(workdir, abstract_params(model, cfg.model.seq_len), step, log)
+        target = abstract_params(model, cfg.model.seq_len, mesh=mesh, rules=rules_tuple(cfg) if mesh else None)
+        params, step = checkpoint.restore_params(workdir, target, step, log)
     except FileNotFoundError as e:
         raise WorkdirError(str(e)) from e
     except UserError as e:  # no such step, no intact checkpoint, a checkpoint of another model
@@ -89,4 +99,4 @@ def load_workdir(workdir: str, step: int | None = None, log=None) -> LoadedModel
         which = f"the checkpoint at step {step}" if step is not None else "its latest checkpoint"
         raise WorkdirError(f"{workdir!r}: cannot restore the parameters of {which} into the model config.json "
                            f"describes: {one_line(e)}") from e
-    return LoadedModel(cfg, model, params, tokenizer, step)
+    return LoadedModel(cfg, model, params, tokenizer, step, mesh)

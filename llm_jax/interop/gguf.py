@@ -21,6 +21,7 @@ import numpy as np
 from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.fileio import atomic_write
+from llm_jax.infer.chat import copy_tokenizer_extras
 from llm_jax.interop.hf import (ConversionError, _check_out, _copy_file, converted_config, hf_to_params,
                                 model_fields_from_hf)
 from llm_jax.models.accounting import param_count
@@ -131,8 +132,9 @@ def read_tensors(gguf, reader, hf: dict, source: str) -> dict:
     return tensors
 
 
-def write_tokenizer(path: str, out_file: str) -> None:
-    """tokenizer.json rebuilt by transformers from the GGUF file's tokenizer."""
+def write_tokenizer(path: str, out: str) -> None:
+    """tokenizer.json rebuilt by transformers from the GGUF file's tokenizer, with its tokenizer_config.json
+    (which tokens are BOS / EOS) and chat template when the file has them."""
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -146,7 +148,8 @@ def write_tokenizer(path: str, out_file: str) -> None:
                               f"{str(e).splitlines()[0][:200]}") from e
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        _copy_file(os.path.join(tmp, "tokenizer.json"), out_file)
+        _copy_file(os.path.join(tmp, "tokenizer.json"), os.path.join(out, "tokenizer.json"))
+        copy_tokenizer_extras(tmp, out)
 
 
 def from_gguf(path: str, out: str) -> dict:
@@ -162,7 +165,7 @@ def from_gguf(path: str, out: str) -> dict:
     cfg = converted_config(fields, f"gguf-{meta.get('general.basename', 'llama')}", "causal_lm", source)
     params = hf_to_params(family, tensors, cfg.model, source=source)
     os.makedirs(out, exist_ok=True)
-    write_tokenizer(path, os.path.join(out, "tokenizer.json"))
+    write_tokenizer(path, out)
     checkpoint.save_params(out, jax.tree.map(jnp.asarray, params))
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
     return {"family": family, "params": param_count(cfg.model), "out": out, "tokenizer": "tokenizer.json",

@@ -24,6 +24,7 @@ from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
+from llm_jax.infer.chat import copy_tokenizer_extras
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import safetensors_io
 from llm_jax.models import build_model
@@ -553,6 +554,7 @@ def from_hf(hf_dir: str, out: str) -> dict:
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, jax.tree.map(jnp.asarray, params))
     _copy_file(os.path.join(hf_dir, tokenizer_file), os.path.join(out, tokenizer_file))
+    copy_tokenizer_extras(hf_dir, out)
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
     return {"family": family, "params": param_count(cfg.model), "out": out, "tokenizer": tokenizer_file}
 

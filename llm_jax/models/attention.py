@@ -148,22 +148,28 @@ class Attention(nn.Module):
     hides padding keys — of `kv_BSD` when given: cross-attention (encoder-decoder), whose keys and values come
     from the encoder output and get no rotary positions and no mask pattern. `bias_BHLS` is an additive score
     bias (T5's relative positions). `window`: this layer's sliding window (0 = none; `local_global_pattern`
-    decides per layer)."""
+    decides per layer). `cross`: a cross-attention layer; decoding keeps its keys and values in the cache
+    (`_cross_cache`), so a decode step passes no `kv_BSD`."""
 
     cfg: ModelConfig
     causal: bool = True
     window: int = 0
+    cross: bool = False
 
     @nn.compact
     def __call__(self, x_BLD, positions_BL, segments_BL=None, padding_BL=None, *, kv_BSD=None, bias_BHLS=None):
         cfg = self.cfg
         H, K, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        source_BSD = x_BLD if kv_BSD is None else kv_BSD
+        cross, caching = self.cross or kv_BSD is not None, self.is_mutable_collection("cache")
         q_BLHd = dense(cfg, (H, hd), 1, ("embed", "heads", "head_dim"), ("heads", "head_dim"), "query")(x_BLD)
-        k_BLKd = dense(cfg, (K, hd), 1, ("embed", "kv_heads", "head_dim"), ("kv_heads", "head_dim"), "key")(source_BSD)
-        v_BLKd = dense(cfg, (K, hd), 1, ("embed", "kv_heads", "head_dim"), ("kv_heads", "head_dim"), "value")(
-            source_BSD)
-        if cfg.positions == "rope" and kv_BSD is None:
+        key = dense(cfg, (K, hd), 1, ("embed", "kv_heads", "head_dim"), ("kv_heads", "head_dim"), "key")
+        value = dense(cfg, (K, hd), 1, ("embed", "kv_heads", "head_dim"), ("kv_heads", "head_dim"), "value")
+        if cross and caching:
+            k_BLKd, v_BLKd, padding_BL = self._cross_cache(key, value, kv_BSD, padding_BL)
+        else:
+            source_BSD = x_BLD if kv_BSD is None else kv_BSD
+            k_BLKd, v_BLKd = key(source_BSD), value(source_BSD)
+        if cfg.positions == "rope" and not cross:
             inv_freq, factor = rope_parameters(cfg, positions_BL)
             q_BLHd = apply_rope(q_BLHd, positions_BL, inv_freq, factor)
             k_BLKd = apply_rope(k_BLKd, positions_BL, inv_freq, factor)
@@ -172,39 +178,78 @@ class Attention(nn.Module):
         k_BLKd = nn.with_logical_constraint(k_BLKd, ("batch", None, "kv_heads", "head_dim"))
         v_BLKd = nn.with_logical_constraint(v_BLKd, ("batch", None, "kv_heads", "head_dim"))
         scale = 1.0 / hd if cfg.mup else 1.0 / hd ** 0.5
-        if kv_BSD is None:
+        if not cross:
             spec = MaskSpec(self.causal, self.window, cfg.attention_stride, cfg.attention_global_tokens)
             arrays = MaskArrays(segments_BL, segments_BL, padding_BL)
         else:
             spec, arrays = MaskSpec(causal=False), MaskArrays(padding_BS=padding_BL)
-        if kv_BSD is None and self.is_mutable_collection("cache"):
-            out_BLHd = self._with_cache(q_BLHd, k_BLKd, v_BLKd, positions_BL, spec, scale)
+        if not cross and self.causal and caching:  # a bidirectional (encoder) layer is never cached
+            out_BLHd = self._with_cache(q_BLHd, k_BLKd, v_BLKd, positions_BL, spec, scale, bias_BHLS)
         else:
             out_BLHd = attend(cfg, q_BLHd, k_BLKd, v_BLKd, spec, arrays, scale, bias_BHLS)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)
 
-    def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float):
+    def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float, bias_BHLS=None):
         """Self-attention through the KV cache (decoding): this call's keys and values are written into the
         `cache` collection at their positions (slot = position), then the queries attend over every slot.
         Prefill (L = prompt length) and each decode step (L = 1) are the same code. The caller sizes the cache
         (`infer/decode.py: empty_cache`, slots for the prompt and its new tokens); without one, the first call
-        creates `model.seq_len` slots per sequence. Keys and values are kept in the compute dtype."""
+        creates `model.seq_len` slots per sequence. Keys and values are kept in the compute dtype, or with
+        model.kv_cache_dtype=int8 as int8 codes with one float32 absmax scale per (position, K/V head),
+        dequantized where attention reads them. `bias_BHLS`, if any, is over (query positions, every slot)."""
         cfg = self.cfg
         B, L, H, hd = q_BLHd.shape
         K = cfg.n_kv_heads
-        axes = ("batch", None, "kv_heads", "head_dim")
-        key = self.variable("cache", "cached_key", lambda: nn.with_logical_constraint(
-            jnp.zeros((B, cfg.seq_len, K, hd), cfg.compute_dtype), axes))
-        value = self.variable("cache", "cached_value", lambda: nn.with_logical_constraint(
-            jnp.zeros((B, cfg.seq_len, K, hd), cfg.compute_dtype), axes))
-        S = key.value.shape[1]
-        rows_B1 = jnp.arange(B)[:, None]
-        for cache, new_BLKd in ((key, k_BLKd), (value, v_BLKd)):
-            written = cache.value.at[rows_B1, positions_BL].set(new_BLKd.astype(cache.value.dtype), mode="drop")
-            cache.value = nn.with_logical_constraint(written, axes)
-        mask_BLS = cached_mask(spec, positions_BL, S)
-        out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), key.value, value.value, spec, MaskArrays(),
-                                  scale, mask_BLS=mask_BLS)
+        read = []
+        for name, new_BLKd in (("key", k_BLKd), ("value", v_BLKd)):
+            if cfg.kv_cache_dtype == "int8":
+                codes = self._cache_var(f"cached_{name}", B, K, hd, jnp.int8)
+                scales = self._cache_var(f"cached_{name}_scale", B, K, 1, jnp.float32)
+                scale_BLK1 = jnp.maximum(jnp.max(jnp.abs(new_BLKd.astype(jnp.float32)), -1, keepdims=True),
+                                         1e-8) / 127.0
+                _write(codes, positions_BL, jnp.round(new_BLKd.astype(jnp.float32) / scale_BLK1).astype(jnp.int8))
+                _write(scales, positions_BL, scale_BLK1)
+                read.append((codes.value.astype(jnp.float32) * scales.value).astype(cfg.compute_dtype))
+            else:
+                cache = self._cache_var(f"cached_{name}", B, K, hd, cfg.compute_dtype)
+                _write(cache, positions_BL, new_BLKd.astype(cfg.compute_dtype))
+                read.append(cache.value)
+        mask_BLS = cached_mask(spec, positions_BL, read[0].shape[1])
+        bias = None if bias_BHLS is None else bias_BHLS.reshape(bias_BHLS.shape[0], K, H // K, *bias_BHLS.shape[2:])
+        out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), read[0], read[1], spec, MaskArrays(),
+                                  scale, bias, mask_BLS=mask_BLS)
         return out_BLKGd.reshape(B, L, H, hd)
+
+    def _cross_cache(self, key, value, kv_BSD, padding_BS):
+        """Cross-attention keys and values through the cache (encoder-decoder decoding): computed from the encoder
+        output `kv_BSD` by the call that passes it (prefill) and kept with its padding mask (True = real token,
+        None = all real); a call without it (each decode step) reads the three back instead of recomputing them.
+        Kept in the compute dtype (model.kv_cache_dtype applies to self-attention only)."""
+        names = ("cached_cross_key", "cached_cross_value", "cached_cross_padding")
+        if kv_BSD is None:
+            if not self.has_variable("cache", names[0]):
+                raise ValueError("cross-attention without the encoder output needs it in the cache: the first "
+                                 "call with a cache (prefill) must pass it")
+            return tuple(self.get_variable("cache", n) for n in names)
+        padding_BS = jnp.ones(kv_BSD.shape[:2], bool) if padding_BS is None else padding_BS.astype(bool)
+        kept = (key(kv_BSD).astype(self.cfg.compute_dtype), value(kv_BSD).astype(self.cfg.compute_dtype), padding_BS)
+        for name, x, axes in zip(names, kept, (CACHE_AXES, CACHE_AXES, ("batch", None))):
+            self.put_variable("cache", name, nn.with_logical_constraint(x, axes))
+        return kept
+
+    def _cache_var(self, name: str, B: int, K: int, last: int, dtype):
+        """A `cache` variable (batch, slots, kv_heads, last), model.seq_len slots unless the caller gave one."""
+        return self.variable("cache", name, lambda: nn.with_logical_constraint(
+            jnp.zeros((B, self.cfg.seq_len, K, last), dtype), CACHE_AXES))
+
+
+CACHE_AXES = ("batch", None, "kv_heads", "head_dim")
+
+
+def _write(variable, positions_BL, new_BLKx) -> None:
+    """Puts each row's new entries at its positions' slots (slots past the end are dropped)."""
+    rows_B1 = jnp.arange(new_BLKx.shape[0])[:, None]
+    written = variable.value.at[rows_B1, positions_BL].set(new_BLKx, mode="drop")
+    variable.value = nn.with_logical_constraint(written, CACHE_AXES)

@@ -79,6 +79,9 @@ class ModelConfig:
     moe_capacity_factor: float
     moe_balance_weight: float
     moe_z_weight: float
+    weight_quant: str
+    quant_group_size: int
+    kv_cache_dtype: str
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1
     pipeline_microbatches: int = 1

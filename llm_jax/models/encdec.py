@@ -10,6 +10,11 @@ pre-LN; the original T5 has a ReLU FFN and a tied head whose input is scaled by 
 
 `__call__(tokens_BL, ..., decoder_tokens_BT=..., padding_BL=..., decoder_padding_BT=...)` returns the decoder's
 logits (B, T, V); `encode` and `decode` are the two halves (a generation loop encodes once).
+
+Decoding with a cache (`infer/seq2seq.py`; `cache` collection mutable): the decoder's self-attention uses the
+decoder-only model's slot = position KV cache (`decode(..., positions_BT=...)`; the relative bias is then over
+(query positions, every slot)), and each cross-attention layer keeps the keys and values it computed from the
+encoder output on the first call, with the encoder's padding mask, so a decode step passes no encoder output.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ class EncDecBlock(nn.Module):
         sublayers = [(Norm(cfg, name="norm_attention"), lambda h: Attention(cfg, causal=self.decoder, name="attention")(
             h, positions_BL, None, padding_BL, bias_BHLS=bias_BHLS))]
         if self.decoder:
-            sublayers.append((Norm(cfg, name="norm_cross"), lambda h: Attention(cfg, causal=False, name="cross")(
-                h, positions_BL, None, memory_padding_BS, kv_BSD=memory_BSD)))
+            sublayers.append((Norm(cfg, name="norm_cross"), lambda h: Attention(
+                cfg, causal=False, cross=True, name="cross")(h, positions_BL, None, memory_padding_BS,
+                                                              kv_BSD=memory_BSD)))
         sublayers.append((Norm(cfg, name="norm_mlp"), MLP(cfg, name="mlp")))
         for norm, layer in sublayers:
             x_BLD = x_BLD + drop(layer(norm(x_BLD))) if cfg.norm_position == "pre" else norm(x_BLD + drop(layer(x_BLD)))
@@ -49,36 +55,43 @@ class EncDecBlock(nn.Module):
 
 
 class Stack(nn.Module):
-    """Positions, N scanned blocks, final norm: the encoder (decoder=False) or the decoder."""
+    """Positions, N scanned blocks, final norm: the encoder (decoder=False) or the decoder. `positions_BL`: the
+    tokens' positions (default 0..L-1; a decode step's are where the cache has got to)."""
 
     cfg: ModelConfig
     decoder: bool
 
     @nn.compact
-    def __call__(self, x_BLD, padding_BL, memory_BSD=None, memory_padding_BS=None, deterministic: bool = True):
+    def __call__(self, x_BLD, padding_BL, memory_BSD=None, memory_padding_BS=None, deterministic: bool = True,
+                 positions_BL=None):
         cfg = self.cfg
         B, L, _ = x_BLD.shape
-        positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+        query_BL = jnp.arange(L, dtype=jnp.int32)[None] if positions_BL is None else positions_BL  # (1 or B, L)
         bias_BHLS = None
         if cfg.positions == "relative":
             table = self.param("relative_bias", partitioned(nn.initializers.normal(cfg.init_std), (None, "heads")),
                                (cfg.rel_buckets, cfg.n_heads), cfg.weight_dtype)
-            offsets_LS = jnp.arange(L)[None, :] - jnp.arange(L)[:, None]  # key position - query position
-            buckets_LS = relative_position_bucket(offsets_LS, not self.decoder, cfg.rel_buckets, cfg.rel_max_distance)
-            bias_BHLS = jnp.take(table, buckets_LS, axis=0).transpose(2, 0, 1)[None].astype(jnp.float32)
+            # keys: this call's tokens, or every slot of the decoder's KV cache (slot = position)
+            S = self._cache_slots() if self.decoder and self.is_mutable_collection("cache") else L
+            offsets_BLS = jnp.arange(S)[None, None, :] - query_BL[:, :, None]  # key position - query position
+            buckets_BLS = relative_position_bucket(offsets_BLS, not self.decoder, cfg.rel_buckets,
+                                                   cfg.rel_max_distance)
+            bias_BHLS = jnp.take(table, buckets_BLS, axis=0).transpose(0, 3, 1, 2).astype(jnp.float32)
         elif cfg.positions == "learned":
             table = self.param("pos_embed", partitioned(nn.initializers.normal(cfg.init_std / 2), (None, "embed")),
                                (cfg.seq_len, cfg.d_model), cfg.weight_dtype)
-            x_BLD = x_BLD + table[:L].astype(cfg.compute_dtype)
+            x_BLD = x_BLD + jnp.take(table, query_BL, axis=0).astype(cfg.compute_dtype)
         elif cfg.positions == "sinusoidal":
             x_BLD = x_BLD * jnp.sqrt(jnp.float32(cfg.d_model)).astype(cfg.compute_dtype)
-            x_BLD = x_BLD + sinusoidal_table(jnp.arange(L), cfg.d_model).astype(cfg.compute_dtype)
+            x_BLD = x_BLD + sinusoidal_table(query_BL.reshape(-1), cfg.d_model).reshape(
+                query_BL.shape + (cfg.d_model,)).astype(cfg.compute_dtype)
+        positions_BL = jnp.broadcast_to(query_BL, (B, L))
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         block = EncDecBlock
         if cfg.remat != "none":
             block = nn.remat(EncDecBlock, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
         stack = nn.scan(
-            block, variable_axes={"params": 0, "losses": 0, "stats": 0, "intermediates": 0},
+            block, variable_axes={"params": 0, "losses": 0, "stats": 0, "intermediates": 0, "cache": 0},
             split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast, length=cfg.n_layers,
             unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})(
                 cfg, deterministic, self.decoder, name="layers")
@@ -86,6 +99,11 @@ class Stack(nn.Module):
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
+
+    def _cache_slots(self) -> int:
+        """Slots of the decoder's self-attention cache: the caller's, else the model.seq_len the first call makes."""
+        leaf = self.variables.get("cache", {}).get("layers", {}).get("attention", {}).get("cached_key")
+        return self.cfg.seq_len if leaf is None else leaf.shape[2]  # (layers, batch, slots, kv_heads, head_dim)
 
 
 class EncoderDecoder(nn.Module):
@@ -107,10 +125,13 @@ class EncoderDecoder(nn.Module):
         x_BLD = nn.with_logical_constraint(self.embed(tokens_BL), ACTIVATION_AXES)
         return self.encoder(x_BLD, padding_BL, deterministic=deterministic)
 
-    def decode(self, decoder_tokens_BT, memory_BSD, padding_BS=None, deterministic: bool = True):
-        """Logits (float32, B, T, V) of the decoder reading `decoder_tokens_BT` (targets shifted right)."""
+    def decode(self, decoder_tokens_BT, memory_BSD=None, padding_BS=None, deterministic: bool = True, *,
+               positions_BT=None):
+        """Logits (float32, B, T, V) of the decoder reading `decoder_tokens_BT` (targets shifted right) at
+        `positions_BT` (default 0..T-1). With a mutable `cache`, `memory_BSD` is needed on the first call only."""
         x_BTD = nn.with_logical_constraint(self.embed(decoder_tokens_BT), ACTIVATION_AXES)
-        x_BTD = self.decoder(x_BTD, None, memory_BSD, padding_BS, deterministic=deterministic)
+        x_BTD = self.decoder(x_BTD, None, memory_BSD, padding_BS, deterministic=deterministic,
+                             positions_BL=positions_BT)
         logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.head(x_BTD)
         return nn.with_logical_constraint(logits_BTV.astype(jnp.float32), ("batch", "length", "vocab"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax.models.config import ModelConfig
+from llm_jax.quant import formats
 
 
 def partitioned(init, names: Sequence[str | None]):
@@ -16,7 +18,13 @@ def partitioned(init, names: Sequence[str | None]):
 
 
 class Dense(nn.Module):
-    """y = x . W (+ b), contracting the last `n_in` axes of x; W's and b's axes carry logical names."""
+    """y = x . W (+ b), contracting the last `n_in` axes of x; W's and b's axes carry logical names.
+
+    With model.weight_quant (int8, int4, nf4) W is stored quantized (`llm_jax/quant/formats.py`) as `kernel_q`
+    (codes over the flattened inputs: (I, *features) int8, or (I / 2, *features) uint8 for two packed 4-bit
+    codes), `kernel_scale` and for int4 `kernel_offset` (per output channel, or per group of
+    model.quant_group_size inputs), and dequantized to the compute dtype inside the matmul. The flattened input
+    axis and the groups axis carry the first input axis's logical name."""
 
     cfg: ModelConfig
     features: tuple[int, ...]
@@ -29,15 +37,67 @@ class Dense(nn.Module):
     def __call__(self, x):
         cfg = self.cfg
         in_shape = x.shape[x.ndim - self.n_in:]
-        kernel = self.param("kernel", partitioned(nn.initializers.normal(self.std), self.kernel_names),
-                            in_shape + self.features, cfg.weight_dtype)
-        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
-        y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype), (contract, ((), ())))
+        if cfg.weight_quant == "none":
+            kernel = self.param("kernel", partitioned(nn.initializers.normal(self.std), self.kernel_names),
+                                in_shape + self.features, cfg.weight_dtype)
+            contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+            y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
+                                    (contract, ((), ())))
+        else:
+            y = self._quantized_matmul(x.reshape(x.shape[:x.ndim - self.n_in] + (math.prod(in_shape),)))
         if cfg.use_bias:
             bias = self.param("bias", partitioned(nn.initializers.zeros, self.bias_names), self.features,
                               cfg.weight_dtype)
             y = y + bias.astype(cfg.compute_dtype)
         return y
+
+    def _quantized_matmul(self, x_BI):
+        """x . W for inputs flattened to (..., I), W dequantized from its parts: int8 whole; 4-bit as its even and
+        odd input rows, each against the matching inputs (no re-interleaved matrix: formats.dequantize_halves)."""
+        cfg, method = self.cfg, self.cfg.weight_quant
+        n_in = x_BI.shape[-1]
+        if method != "int8" and n_in % cfg.quant_group_size:
+            raise ValueError(f"model.quant_group_size={cfg.quant_group_size} does not divide the {n_in} inputs of "
+                             f"{'/'.join(self.scope.path)}")
+        out_names = self.kernel_names[self.n_in:]
+        names = {"q": self.kernel_names[:1] + out_names, "scale": out_names if method == "int8"
+                 else self.kernel_names[:1] + out_names}
+        names["offset"] = names["scale"]
+        parts = {}
+        for part, (shape, dtype) in formats.part_shapes(method, n_in, self.features, cfg.quant_group_size).items():
+            init = nn.initializers.ones if part == "scale" else nn.initializers.zeros
+            parts[part] = self.param(f"kernel_{part}", partitioned(init, names[part]), shape, dtype)
+        x_BI = x_BI.astype(cfg.compute_dtype)
+        contract = (((x_BI.ndim - 1,), (0,)), ((), ()))
+        if method == "int8":
+            return jax.lax.dot_general(x_BI, formats.dequantize(method, parts, cfg.compute_dtype), contract)
+        even, odd = formats.dequantize_halves(method, parts, cfg.compute_dtype)
+        return (jax.lax.dot_general(x_BI[..., 0::2], even, contract)
+                + jax.lax.dot_general(x_BI[..., 1::2], odd, contract))
+
+
+class QuantizedEmbed(nn.Module):
+    """The token embedding (V, D) of a model with model.weight_quant: int8 codes `embedding_q` with one absmax
+    scale per token `embedding_scale` (V,), whatever the projections' format. A lookup reads one row of codes; as
+    the tied output head, each row's scale is its logit's per-channel scale. Same interface as nn.Embed."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        V, D = self.cfg.vocab_size, self.cfg.d_model
+        self.codes_VD = self.param("embedding_q", partitioned(nn.initializers.zeros, ("vocab", "embed")), (V, D),
+                                   jnp.int8)
+        self.scale_V = self.param("embedding_scale", partitioned(nn.initializers.ones, ("vocab",)), (V,),
+                                  jnp.float32)
+
+    def __call__(self, tokens_BL):
+        codes_BLD = jnp.take(self.codes_VD, tokens_BL, axis=0).astype(jnp.float32)
+        return (codes_BLD * jnp.take(self.scale_V, tokens_BL, axis=0)[..., None]).astype(self.cfg.compute_dtype)
+
+    def attend(self, x_BLD):
+        """Logits x . E^T with the dequantized table."""
+        table_DV = formats.dequantize("int8", {"q": self.codes_VD.T, "scale": self.scale_V}, self.cfg.compute_dtype)
+        return jnp.dot(x_BLD.astype(self.cfg.compute_dtype), table_DV)
 
 
 def dense(cfg: ModelConfig, features, n_in: int, kernel_names, bias_names, name: str, std: float | None = None):

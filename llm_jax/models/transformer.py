@@ -15,7 +15,7 @@ import optax
 
 from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
-from llm_jax.models.layers import MLP, Dense, Norm, partitioned
+from llm_jax.models.layers import MLP, Dense, Norm, QuantizedEmbed, partitioned
 from llm_jax.models.moe import STATS_COLLECTION, MoE
 from llm_jax.models.positions import sinusoidal_table
 from llm_jax.parallel.pipeline import pipeline
@@ -106,9 +106,12 @@ class Transformer(nn.Module):
         B, L = tokens_BL.shape
         if positions_BL is None:
             positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        embed = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
-            embedding_init=partitioned(nn.initializers.normal(cfg.init_std), ("vocab", "embed")), name="embed")
+        if cfg.weight_quant != "none":  # int8 rows whatever the projections' format (docs/quantization.md)
+            embed = QuantizedEmbed(cfg, name="embed")
+        else:
+            embed = nn.Embed(
+                cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                embedding_init=partitioned(nn.initializers.normal(cfg.init_std), ("vocab", "embed")), name="embed")
         x_BLD = embed(tokens_BL)
         if cfg.positions == "learned":
             table = self.param("pos_embed", partitioned(nn.initializers.normal(cfg.init_std / 2), (None, "embed")),

@@ -1,13 +1,15 @@
 """The KV cache: greedy decoding with it is token-identical to re-running the whole window without it, for every
 position variant, MHA/GQA/MQA, MoE and local/global layers; a batch of prompts of different lengths equals each
 prompt alone (greedy and seeded sampling); each row stops at its EOS or its budget; the cache has the layout the
-docs promise; a prompt that does not fit is one error."""
+docs promise; a prompt that does not fit is one error; an int8 cache; decoding over a 4-device mesh."""
+
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from helpers import small_config
+from helpers import run_script, small_config
 from llm_jax.errors import UserError
 from llm_jax.infer.decode import Sampling, _prefill, empty_cache, generate
 from llm_jax.infer.generate import generate_ids
@@ -77,3 +79,52 @@ def test_a_prompt_that_does_not_fit_the_context_is_one_error():
         generate(model, params, [[1] * 30], 5, 32)
     with pytest.raises(UserError, match="a prompt is empty"):
         generate(model, params, [[1], []], 5, 32)
+
+
+def test_an_int8_cache_holds_codes_and_scales_and_decodes_close_to_the_float_one():
+    model, params = _model(positions="rope", n_kv_heads=2)
+    model8 = build_model(small_config(seq_len=32, positions="rope", n_kv_heads=2, kv_cache_dtype="int8").model)
+    tokens, lengths = jnp.asarray([[5, 6, 7, 8, 9, 10, 11]] * 2), jnp.asarray([7, 4])
+    logits, cache = _prefill(model, params, empty_cache(model, params, 2, 24), tokens, lengths)
+    logits8, cache8 = _prefill(model8, params, empty_cache(model8, params, 2, 24), tokens, lengths)
+    dtypes = {jax.tree_util.keystr(k).split("'")[-2]: v.dtype for k, v in jax.tree_util.tree_leaves_with_path(cache8)}
+    assert dtypes == {"cached_key": jnp.int8, "cached_value": jnp.int8, "cached_key_scale": jnp.float32,
+                      "cached_value_scale": jnp.float32}
+    nbytes = lambda c: sum(x.nbytes for x in jax.tree.leaves(c))  # noqa: E731
+    assert nbytes(cache8) / nbytes(cache) == (8 + 4) / (4 * 8)  # head_dim 8: int8 codes + one float32 scale
+    error = float(jnp.abs(logits8 - logits).max() / jnp.abs(logits).max())
+    assert 0 < error < 0.02
+    same = [a == b for row, row8 in zip(generate(model, params, PROMPTS, 12, 32).new_ids,
+                                        generate(model8, params, PROMPTS, 12, 32).new_ids) for a, b in zip(row, row8)]
+    assert sum(same) / len(same) >= 0.8
+
+
+def test_decoding_over_a_mesh_shards_the_cache_and_equals_one_device():
+    proc = run_script(textwrap.dedent("""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        import sys; sys.path.insert(0, "tests")
+        import jax, jax.numpy as jnp
+        from helpers import small_config
+        from llm_jax.infer.decode import _prefill, empty_cache, generate
+        from llm_jax.models import build_model
+        from llm_jax.parallel.mesh import activate, logical_shardings, make_mesh, rules_tuple, unboxed
+        cfg = small_config(seq_len=32, positions="rope", n_kv_heads=2)
+        cfg.mesh.data, cfg.mesh.tensor = 2, 2
+        model = build_model(cfg.model)
+        boxed = model.init(jax.random.key(0), jnp.zeros((1, 32), jnp.int32))["params"]
+        params = jax.tree.map(lambda x: x * 20 if x.ndim > 1 else x, unboxed(boxed))
+        prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+        alone = generate(model, params, prompts, 10, 32).new_ids
+        mesh, rules = make_mesh(cfg), rules_tuple(cfg)
+        sharded = jax.device_put(params, logical_shardings(jax.eval_shape(lambda: boxed), mesh, rules))
+        with activate(mesh, rules):
+            got = generate(model, sharded, prompts, 10, 32).new_ids
+            _, cache = _prefill(model, sharded, empty_cache(model, sharded, 2, 64),
+                                jnp.asarray([[5, 6, 7, 0, 0], [9, 10, 11, 12, 13]]), jnp.asarray([3, 5]))
+        leaf = jax.tree.leaves(cache)[0]
+        print(got == alone, len(leaf.sharding.device_set), tuple(leaf.sharding.spec)[:4])
+    """))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # (layers, batch over data, slots, K/V heads over tensor) on all 4 devices, and the same tokens
+    assert proc.stdout.split("\n")[-2] == "True 4 (None, 'data', None, 'tensor')", proc.stdout

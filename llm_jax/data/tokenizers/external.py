@@ -3,6 +3,7 @@ library, or loaded) and Hugging Face `tokenizer.json` files."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -76,6 +77,25 @@ HF_SPECIAL = {
 }
 
 
+def _named_specials(config_path: str) -> dict[str, str]:
+    """{role: token text} from a tokenizer_config.json beside tokenizer.json (transformers writes one; it names the
+    model's own BOS / EOS, e.g. an instruct model's end-of-turn token), or {} without one."""
+    if not os.path.isfile(config_path):
+        return {}
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise TokenizerError(f"{config_path} is not readable JSON: {e}") from e
+    named = {}
+    for role in HF_SPECIAL:
+        token = config.get(f"{role}_token") if isinstance(config, dict) else None
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str):
+            named[role] = token
+    return named
+
+
 class HFTokenizer(Tokenizer):
     """A Hugging Face `tokenizers` JSON file (what GPT-2 and Llama checkpoints ship)."""
 
@@ -86,7 +106,9 @@ class HFTokenizer(Tokenizer):
         self.path = path
         self._tok = HFLibTokenizer.from_file(path)
         self.special = {}
+        named = _named_specials(os.path.join(os.path.dirname(path), "tokenizer_config.json"))
         for role, candidates in HF_SPECIAL.items():
+            candidates = ((named[role],) if role in named else ()) + candidates
             found = [i for i in map(self._tok.token_to_id, candidates) if i is not None]
             if found:
                 self.special[role] = found[0]
@@ -109,6 +131,10 @@ class HFTokenizer(Tokenizer):
         if os.path.abspath(dest) != os.path.abspath(self.path):
             with atomic_path(dest) as tmp:
                 shutil.copyfile(self.path, tmp)
+            named = os.path.join(os.path.dirname(self.path), "tokenizer_config.json")
+            if os.path.isfile(named):  # which tokens are BOS / EOS travels with the vocabulary
+                with atomic_path(os.path.join(directory, "tokenizer_config.json")) as tmp:
+                    shutil.copyfile(named, tmp)
         return dest
 
 
