@@ -112,23 +112,30 @@ class Result(NamedTuple):
     tokens: int          # new tokens over all rows
 
 
+def pad_prompts(prompts: list[list[int]], max_new_tokens: int | list[int], contexts: dict[str, int]):
+    """(per-row budgets, lengths (B,), right-padded tokens (B, longest)) of a batch of prompts, after checking that
+    none is empty and each prompt plus its budget fits every context in `contexts` ({"model's": seq_len, ...})."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise UserError("a prompt is empty (the tokenizer produced no tokens for it): give it some text")
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    for who, limit in contexts.items():
+        for p, n in zip(prompts, budgets):
+            if len(p) + n > limit:
+                raise UserError(f"a prompt of {len(p)} tokens plus {n} new tokens exceeds the {who} context of "
+                                f"{limit} tokens (model.seq_len); shorten the prompt or ask for fewer tokens")
+    lengths = np.asarray([len(p) for p in prompts], np.int32)
+    tokens = np.zeros((len(prompts), int(lengths.max())), np.int32)
+    for row, p in enumerate(prompts):
+        tokens[row, :len(p)] = p
+    return budgets, lengths, tokens
+
+
 def generate(model, params, prompts: list[list[int]], max_new_tokens: int | list[int], context: int, *,
              sampling: Sampling = Sampling(), seeds: list[int] | None = None, eos_id: int | None = None) -> Result:
     """New token ids for each prompt (a batch), with the KV cache. `context` is the model's `seq_len`: a prompt
     and its new tokens must fit in it."""
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise UserError("a prompt is empty (the tokenizer produced no tokens for it): give it some text")
+    budgets, lengths, tokens = pad_prompts(prompts, max_new_tokens, {"model's": context})
     B = len(prompts)
-    budgets = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    for p, n in zip(prompts, budgets):
-        if len(p) + n > context:
-            raise UserError(f"a prompt of {len(p)} tokens plus {n} new tokens exceeds the model's context of "
-                            f"{context} tokens (model.seq_len); shorten the prompt or ask for fewer tokens")
-    lengths = np.asarray([len(p) for p in prompts], np.int32)
-    P = int(lengths.max())
-    tokens = np.zeros((B, P), np.int32)
-    for row, p in enumerate(prompts):
-        tokens[row, :len(p)] = p
     seeds = np.asarray(seeds if seeds is not None else [0] * B, np.uint32)
     max_new = max(budgets)
     slots = min(context, -(-int((lengths + np.asarray(budgets)).max()) // CACHE_ROUND) * CACHE_ROUND)

@@ -29,7 +29,7 @@ import numpy as np
 
 from llm_jax.data.tokenizers import FILENAMES
 from llm_jax.errors import UserError
-from llm_jax.infer.decode import CACHE_ROUND, _prefill, empty_cache
+from llm_jax.infer.decode import CACHE_ROUND, _prefill, empty_cache, pad_prompts
 
 TOKENIZER_FILES = (*FILENAMES, "vocab.json", "merges.txt", "encoder.json", "vocab.bpe")  # + *.tiktoken
 
@@ -158,20 +158,9 @@ def speculative_generate(target_model, target_params, draft_model, draft_params,
     check_draft(target_model.cfg, draft_model.cfg)
     if draft_tokens < 1:
         raise UserError(f"draft_tokens must be at least 1, not {draft_tokens}")
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise UserError("a prompt is empty (the tokenizer produced no tokens for it): give it some text")
     B, k = len(prompts), int(draft_tokens)
-    budgets = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    for who, limit in (("model's", context), ("draft model's", draft_model.cfg.seq_len)):
-        for p, n in zip(prompts, budgets):
-            if len(p) + n > limit:
-                raise UserError(f"a prompt of {len(p)} tokens plus {n} new tokens exceeds the {who} context of "
-                                f"{limit} tokens (model.seq_len); shorten the prompt or ask for fewer tokens")
-    lengths = np.asarray([len(p) for p in prompts], np.int32)
-    P = int(lengths.max())
-    tokens = np.zeros((B, P), np.int32)
-    for row, p in enumerate(prompts):
-        tokens[row, :len(p)] = p
+    budgets, lengths, tokens = pad_prompts(prompts, max_new_tokens,
+                                           {"model's": context, "draft model's": draft_model.cfg.seq_len})
     max_new = max(budgets)
     if max_new == 0:
         return SpecResult([[] for _ in prompts], 0, 0, 0, k, 0.0, 0.0, 0)
