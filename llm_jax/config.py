@@ -54,7 +54,7 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
     "model.kv_cache_dtype": ("compute", "int8"),
-    "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.quant.formats.METHODS + none (a test: equal)
+    "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),

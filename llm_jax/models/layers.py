@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax.models.config import ModelConfig
-from llm_jax.quant import formats
+from llm_jax.models import quant_formats as formats
 
 
 def partitioned(init, names: Sequence[str | None]):
@@ -20,7 +20,7 @@ def partitioned(init, names: Sequence[str | None]):
 class Dense(nn.Module):
     """y = x . W (+ b), contracting the last `n_in` axes of x; W's and b's axes carry logical names.
 
-    With model.weight_quant (int8, int4, nf4) W is stored quantized (`llm_jax/quant/formats.py`) as `kernel_q`
+    With model.weight_quant (int8, int4, nf4) W is stored quantized (`llm_jax/models/quant_formats.py`) as `kernel_q`
     (codes over the flattened inputs: (I, *features) int8, or (I / 2, *features) uint8 for two packed 4-bit
     codes), `kernel_scale` and for int4 `kernel_offset` (per output channel, or per group of
     model.quant_group_size inputs), and dequantized to the compute dtype inside the matmul. The flattened input

@@ -129,7 +129,8 @@ def quantize_params(params: dict, target: dict, method: str, group: int, grams: 
     tree. With `grams` (method gptq) the projections get GPTQ codes, else round-to-nearest in `method`."""
     import jax
 
-    from llm_jax.quant import formats, gptq
+    from llm_jax.models import quant_formats as formats
+    from llm_jax.quant import gptq
     fmt = "int4" if method == "gptq" else method
     out = jax.tree.map(lambda x: x, params)  # a copy of the nesting; leaves are replaced below
     embed = out["embed"].pop("embedding")

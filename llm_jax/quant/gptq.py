@@ -32,7 +32,7 @@ import numpy as np
 import scipy.linalg
 
 from llm_jax.models.layers import Dense
-from llm_jax.quant import formats
+from llm_jax.models import quant_formats as formats
 
 GRAM = "input_gram"
 

@@ -4,7 +4,7 @@ min-max round-to-nearest, NF4 (its table against the published constants), and t
 import numpy as np
 import pytest
 
-from llm_jax.quant import formats
+from llm_jax.models import quant_formats as formats
 from llm_jax.quant.command import METHODS as COMMAND_METHODS
 
 # bitsandbytes' NF4 table (bitsandbytes/functional.py, the QLoRA paper's appendix), typed in from the source

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import small_config
 from llm_jax.models import build_model
-from llm_jax.quant import formats, gptq
+from llm_jax.models import quant_formats as formats
+from llm_jax.quant import gptq
 
 
 @pytest.fixture(scope="module")

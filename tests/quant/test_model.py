@@ -13,7 +13,7 @@ from llm_jax import config as config_lib
 from llm_jax.infer.decode import generate
 from llm_jax.infer.load import abstract_params
 from llm_jax.models import build_model
-from llm_jax.quant import formats
+from llm_jax.models import quant_formats as formats
 from llm_jax.quant.command import quantize_params
 
 GROUP = 16
