@@ -17,6 +17,7 @@ from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.infer.load import abstract_params, load_workdir
+from llm_jax.infer.chat import copy_tokenizer_extras
 from llm_jax.infer.speculative import TOKENIZER_FILES
 from llm_jax.models import build_model
 
@@ -62,6 +63,7 @@ def truncate_workdir(workdir: str, n_layers: int, out: str, log=None) -> dict:
             with atomic_path(os.path.join(out, name)) as tmp:
                 shutil.copyfile(os.path.join(workdir, name), tmp)
             copied.append(name)
+    copied += copy_tokenizer_extras(workdir, out)  # which token is EOS, the chat template
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
     n_params = sum(x.size for x in jax.tree.leaves(params))
     return {"out": out, "source": workdir, "layers": n_layers, "of_layers": m.n_layers, "params": int(n_params),

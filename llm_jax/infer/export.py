@@ -14,15 +14,21 @@ from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
+from llm_jax.infer.chat import copy_tokenizer_extras
 from llm_jax.infer.load import WorkdirError, load_workdir
 
 
-def _save_tokenizer(tokenizer, out: str) -> str:
-    """The tokenizer's file written into `out` atomically (tokenizers save into a directory: a scratch one here)."""
+def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> str:
+    """The tokenizer's files written into `out` atomically (tokenizers save into a directory: a scratch one here;
+    an HF tokenizer brings its tokenizer_config.json), with the chat template of `source_workdir` when it has
+    one. Returns the tokenizer file's name."""
     with tempfile.TemporaryDirectory(dir=out, prefix=".tokenizer-") as scratch:
         name = os.path.basename(tokenizer.save(scratch))
-        with atomic_path(os.path.join(out, name)) as tmp:
-            shutil.copyfile(os.path.join(scratch, name), tmp)
+        for written in sorted(os.listdir(scratch)):
+            with atomic_path(os.path.join(out, written)) as tmp:
+                shutil.copyfile(os.path.join(scratch, written), tmp)
+    if source_workdir is not None:
+        copy_tokenizer_extras(source_workdir, out)
     return name
 
 
@@ -36,7 +42,7 @@ def export_params(workdir: str, out: str, step: int | None = None) -> dict:
     loaded = load_workdir(workdir, step)
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, loaded.params, loaded.step)
-    tokenizer_file = _save_tokenizer(loaded.tokenizer, out)
+    tokenizer_file = save_tokenizer(loaded.tokenizer, out, workdir)
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(loaded.cfg))
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
     return {"out": out, "step": loaded.step, "tokenizer": tokenizer_file, "bytes": size}

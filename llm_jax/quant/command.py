@@ -175,7 +175,7 @@ def quantize_workdir(workdir: str, out: str, method: str, group_size: int = 64, 
     from llm_jax import checkpoint
     from llm_jax import config as config_lib
     from llm_jax.fileio import atomic_write, check_new_output
-    from llm_jax.infer.export import _save_tokenizer
+    from llm_jax.infer.export import save_tokenizer
     from llm_jax.infer.load import abstract_params, load_workdir, read_config
     from llm_jax.models import build_model
     from llm_jax.quant import gptq
@@ -205,7 +205,7 @@ def quantize_workdir(workdir: str, out: str, method: str, group_size: int = 64, 
     qparams = quantize_params(jax.device_get(loaded.params), target, method, group_size, grams, act_order, damp, log)
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, jax.tree.map(jnp.asarray, qparams), loaded.step)
-    _save_tokenizer(loaded.tokenizer, out)
+    save_tokenizer(loaded.tokenizer, out, workdir)
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(qcfg))
     before, after = _checkpoint_bytes(workdir, loaded.step), _checkpoint_bytes(out, loaded.step)
     param_bytes = lambda tree: sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))  # noqa: E731
