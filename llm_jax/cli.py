@@ -62,76 +62,12 @@ def cmd_train(args, extra) -> int:
     distributed.initialize()
     cfg = _load_cfg(args, extra)
     workdir = args.workdir or os.path.join("runs", cfg.name)
+    from llm_jax.eval.in_training import task_runner
     from llm_jax.eval.perplexity import workdir_scorer
     from llm_jax.train.loop import train
-    summary = train(cfg, workdir, restart=args.restart, workdir_scorer=workdir_scorer)
+    summary = train(cfg, workdir, restart=args.restart, workdir_scorer=workdir_scorer, task_runner=task_runner)
     if args.json:
         _print_json(summary)
-    return 0
-
-
-def cmd_eval(args, extra) -> int:
-    import numpy as np
-
-    from llm_jax.eval.cloze import cloze_accuracy
-    from llm_jax.eval.perplexity import perplexity, read_text_for_eval
-    from llm_jax.infer.load import load_workdir
-    if args.metric == "perplexity" and not args.text:
-        raise UserError("eval perplexity needs --text FILE")
-    if args.metric == "passkey":
-        return _eval_passkey(args)
-    text = read_text_for_eval(args.text) if args.text else None  # refuses a directory, a missing, empty, binary file
-    loaded = load_workdir(args.workdir)
-    m = loaded.cfg.model
-    if args.metric == "perplexity":
-        if m.family != "decoder":
-            raise UserError(f"eval perplexity scores next-token predictions, which a model.family={m.family!r} "
-                             f"does not make; use `eval cloze`")
-        result = perplexity(loaded.model, loaded.params, loaded.tokenizer.encode(text), m.seq_len)
-    else:
-        if text is not None:
-            ids = np.asarray(loaded.tokenizer.encode(text), np.int32)
-            windows = ids[: len(ids) // m.seq_len * m.seq_len].reshape(-1, m.seq_len)
-        else:  # the run's own held-out split
-            from llm_jax.data.pipeline import training_data
-            val = training_data(loaded.cfg, log=lambda line: print(line, file=sys.stderr)).val
-            windows = np.stack([val[i]["tokens"][:-1] for i in range(len(val))]) if len(val) else np.zeros((0, m.seq_len))
-        result = cloze_accuracy(loaded.model, loaded.params, m, windows[: args.windows])
-    result["step"] = loaded.step
-    if args.json:
-        _print_json(result)
-    elif args.metric == "perplexity":
-        print(f"perplexity {result['perplexity']:.3f} | loss {result['loss']:.4f} nats/token | "
-              f"{result['tokens']} tokens scored")
-    else:
-        print(f"cloze accuracy {result['accuracy']:.4f} ± {result['stderr']:.4f} over {result['n']} hidden tokens "
-              f"(always the most frequent one: {result['majority_baseline']:.4f})")
-    return 0
-
-
-def _eval_passkey(args) -> int:
-    from llm_jax.eval import passkey
-    from llm_jax.infer.load import load_workdir
-    loaded = load_workdir(args.workdir)
-    m = loaded.cfg.model
-    if m.family != "decoder":
-        raise UserError(f"eval passkey asks a decoder-only model to continue text; {args.workdir} holds "
-                        f"model.family={m.family!r}")
-    too_long = [n for n in args.lengths if n > m.seq_len]
-    if too_long:
-        raise UserError(f"--lengths {too_long[0]} exceeds the model's context of {m.seq_len} tokens")
-    result = {"step": loaded.step, "lengths": {}}
-    for length in args.lengths:
-        ex = passkey.examples(loaded.tokenizer, passkey.FILLER * (1 + length // 500), length, passkey.DEPTHS,
-                              args.per_depth, seed=length)
-        by_depth = passkey.accuracy_by_depth(loaded.model, loaded.params, ex)
-        result["lengths"][str(length)] = {"accuracy": sum(by_depth.values()) / len(by_depth),
-                                          "by_depth": {f"{d:.1f}": a for d, a in by_depth.items()}}
-        if not args.json:
-            depths = " ".join(f"{d:.1f}:{a:.2f}" for d, a in by_depth.items())
-            print(f"passkey @{length} tokens: {result['lengths'][str(length)]['accuracy']:.2f} (by depth {depths})")
-    if args.json:
-        _print_json(result)
     return 0
 
 
@@ -411,14 +347,8 @@ def build_parser() -> ArgumentParser:
     from llm_jax.infer import command as infer_command
     infer_command.add_generate_parser(sub)
 
-    e = _command(sub, "eval", cmd_eval, help="evaluate a work directory's model")
-    e.add_argument("metric", choices=["perplexity", "cloze", "passkey"])
-    e.add_argument("--workdir", required=True)
-    e.add_argument("--text", help="a UTF-8 text file (cloze: default the run's held-out split)")
-    e.add_argument("--windows", type=argtypes.positive_int, default=512, help="cloze: windows probed (one token each)")
-    e.add_argument("--lengths", type=argtypes.int_list, default=[256, 2048], help="passkey: prompt lengths in tokens")
-    e.add_argument("--per-depth", type=argtypes.positive_int, default=4, help="passkey: examples per needle depth")
-    e.add_argument("--json", action="store_true")
+    from llm_jax.eval import command as eval_command
+    eval_command.add_eval_parser(sub, _command)
 
     s = _command(sub, "estimate", cmd_estimate, overrides=True,
                  help="parameters, FLOPs, per-device memory and step time of a config")

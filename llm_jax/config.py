@@ -65,6 +65,15 @@ CHOICES = {
 }
 
 
+# train.eval_tasks entries: every key an entry may have and its default (None: required; resolve fills the rest).
+# kind: llm_jax.eval.tasks.KINDS; a path "shakespeare:<task>" is generated into <workdir>/eval_tasks/ by
+# llm_jax.eval.shakespeare (a test keeps both lists equal). limit: items scored per evaluation (0 = all).
+EVAL_TASK_KINDS = ("choice", "generate")
+SHAKESPEARE_TASKS = ("next_line", "speaker")
+EVAL_TASK_KEYS = {"kind": None, "path": None, "name": "", "num_fewshot": 0, "limit": 100, "fmt": "auto"}
+GENERATE_TASK_KEYS = {"style": "plain", "max_new_tokens": 0}  # 0 = min(256, model.seq_len // 2)
+
+
 class ConfigError(UserError):
     """A config that cannot run; the message names the key and the rule."""
 
@@ -170,6 +179,10 @@ def default_config() -> ml_collections.ConfigDict:
     t.loss_scale_period = 1000   # finite steps before the scale doubles
     t.eval_every = 100           # 0 = only at the start and the end
     t.eval_batches = 8
+    t.eval_tasks = ()            # downstream tasks scored at every evaluation (decoder family): a sequence of dicts
+                                 # {"kind": "choice"|"generate", "path": FILE or "shakespeare:next_line"|
+                                 # "shakespeare:speaker", optional "name", "num_fewshot", "limit", "fmt" (+ "style",
+                                 # "max_new_tokens" for generate)}; logged as eval/<name>/<metric> (EVAL_TASK_KEYS)
     t.log_every = 20
     t.profile_steps = ""         # "A:B": a jax.profiler trace of steps A..B into <workdir>/profile (TensorBoard/XProf)
     t.nonfinite = "stop"         # a non-finite loss/gradient: "stop" (checkpoint the last good state, exit) or
@@ -410,7 +423,32 @@ def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         m.head_dim = m.d_model // m.n_heads
     if m.d_ff == 0 and m.d_model > 0:
         m.d_ff = swiglu_width(m.d_model, m.ffn_multiple_of) if m.ffn in ("swiglu", "geglu") else 4 * m.d_model
+    if isinstance(cfg.train.eval_tasks, (tuple, list)):
+        with cfg.train.ignore_type():
+            cfg.train.eval_tasks = resolved_eval_tasks(cfg)
     return cfg
+
+
+def eval_task_name(path: str) -> str:
+    """The default name of a task: shakespeare_<task>, or the file name without its extensions."""
+    if path.startswith("shakespeare:"):
+        return "shakespeare_" + path.partition(":")[2]
+    return os.path.basename(os.path.normpath(path)).split(".")[0]
+
+
+def resolved_eval_tasks(cfg) -> tuple:
+    """train.eval_tasks with every default filled in each entry (entries that are not dicts are left to validate)."""
+    return tuple(_resolve_eval_task(e, cfg.model.seq_len) if isinstance(e, dict) else e for e in cfg.train.eval_tasks)
+
+
+def _resolve_eval_task(entry: dict, seq_len: int) -> dict:
+    defaults = EVAL_TASK_KEYS | (GENERATE_TASK_KEYS if entry.get("kind") == "generate" else {})
+    out = {k: entry.get(k, v) for k, v in defaults.items()} | entry
+    if not out["name"] and isinstance(out["path"], str):
+        out["name"] = eval_task_name(out["path"])
+    if out.get("max_new_tokens") == 0:
+        out["max_new_tokens"] = min(256, seq_len // 2)
+    return out
 
 
 # -------------------------------------------------------------------------------------------- rules
@@ -517,6 +555,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _require(t.eval_every >= 0, f"train.eval_every={t.eval_every}: must be >= 0")
     _require(t.eval_batches >= 1, f"train.eval_batches={t.eval_batches}: must be >= 1")
     _require(t.log_every >= 1, f"train.log_every={t.log_every}: must be >= 1")
+    _validate_eval_tasks(cfg)
     profile = re.fullmatch(r"(\d+):(\d+)", t.profile_steps)
     _require(t.profile_steps == "" or (profile is not None and 1 <= int(profile[1]) <= int(profile[2])),
              f"train.profile_steps={t.profile_steps!r}: must be 'A:B' with 1 <= A <= B (steps, inclusive), or ''")
@@ -631,6 +670,47 @@ def _validate_family(cfg) -> None:
         for key in ("type_vocab_size", "num_labels"):
             _require(m[key] == 0, f"model.{key}={m[key]} belongs to the encoder family (model.family='encoder'); "
                                   f"a {m.family} has no such parameters: leave it 0")
+
+
+def _validate_eval_tasks(cfg) -> None:
+    tasks, seq_len = cfg.train.eval_tasks, cfg.model.seq_len
+    _require(isinstance(tasks, (tuple, list)), f"train.eval_tasks={tasks!r}: must be a list of task dicts")
+    _require(not tasks or cfg.model.family == "decoder",
+             f"train.eval_tasks: downstream tasks score continuations with a decoder-only model, not "
+             f"model.family={cfg.model.family!r}; leave train.eval_tasks empty")
+    names = set()
+    for i, e in enumerate(tasks):
+        where = f"train.eval_tasks[{i}]"
+        _require(isinstance(e, dict), f"{where}={e!r}: must be a dict with at least 'kind' and 'path'")
+        known = EVAL_TASK_KEYS | (GENERATE_TASK_KEYS if e.get("kind") == "generate" else {})
+        for key in e:
+            _require(key in known, f"{where}: unknown key {key!r}{_suggest(str(key), known)}; known keys: "
+                                   f"{', '.join(known)}")
+        _require(e.get("kind") in EVAL_TASK_KINDS,
+                 f"{where}: kind={e.get('kind')!r} must be one of {', '.join(map(repr, EVAL_TASK_KINDS))}")
+        path = e.get("path")
+        _require(isinstance(path, str) and path.strip() != "",
+                 f"{where}: needs a 'path': a task file, or shakespeare:{'|'.join(SHAKESPEARE_TASKS)}")
+        _require(not path.startswith("shakespeare:") or path.partition(":")[2] in SHAKESPEARE_TASKS,
+                 f"{where}: path={path!r}: the generated Shakespeare tasks are "
+                 f"{', '.join('shakespeare:' + t for t in SHAKESPEARE_TASKS)}")
+        _require(not path.startswith("shakespeare:") or e["kind"] == "choice",
+                 f"{where}: path={path!r} is a multiple-choice task: use kind='choice'")
+        name = e.get("name") or eval_task_name(path)
+        _require(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None,
+                 f"{where}: name={name!r}: must be letters, digits, '_', '.' or '-' (it becomes eval/<name>/...)")
+        _require(name not in names, f"{where}: name {name!r} is used twice; give each task its own 'name'")
+        names.add(name)
+        for key in ("num_fewshot", "limit"):
+            value = e.get(key, 0)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                     f"{where}: {key}={value!r} must be an integer >= 0")
+        for key in ("fmt", "style"):
+            _require(isinstance(e.get(key, ""), str), f"{where}: {key}={e.get(key)!r} must be a string")
+        new = e.get("max_new_tokens", 0)
+        _require(isinstance(new, int) and 0 <= new < seq_len,
+                 f"{where}: max_new_tokens={new!r} must be an integer in [1, model.seq_len={seq_len}) (0 = "
+                 f"min(256, seq_len // 2))")
 
 
 def _validate_rope_scaling(m) -> None:

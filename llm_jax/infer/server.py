@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from llm_jax.errors import UserError
 from llm_jax.infer import chat
 from llm_jax.infer.engine import MAX_STOP_IDS, Engine, Request
+from llm_jax.infer.stops import StopText
 
 MAX_STOP_STRINGS = 4
 MAX_N = 8
@@ -72,34 +73,6 @@ class ChatBody(_Body):
     max_completion_tokens: int | None = None
 
 
-class _Text:
-    """The text of one request's new tokens, cut at the first stop string; what a stream may show so far."""
-
-    def __init__(self, tokenizer, stops: list[str]):
-        self.tokenizer, self.stops, self.text, self.stopped = tokenizer, stops, "", False
-
-    def update(self, request: Request, _token: int) -> bool:
-        self.text = self.tokenizer.decode(request.new_ids)
-        for stop in self.stops:
-            at = self.text.find(stop)
-            if at >= 0:
-                self.text, self.stopped = self.text[:at], True
-        return not self.stopped
-
-    def settled(self, finished: bool) -> str:
-        """Text no later token can change: a possible start of a stop string and a partial character (U+FFFD
-        from an incomplete UTF-8 sequence) are held back until the next token or the end."""
-        if finished or self.stopped:
-            return self.text
-        text = self.text.rstrip("\ufffd")
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:k]):
-                    text = text[:-k]
-                    break
-        return text
-
-
 class Server:
     """The app's state: the engine, the tokenizer, the model's name, the template and the limits."""
 
@@ -115,7 +88,7 @@ class Server:
         return "" if i is None else self.tokenizer.decode([i])
 
     def requests(self, body: _Body, prompts: list[str], max_tokens: int | None,
-                 field: str) -> list[tuple[Request, _Text]]:
+                 field: str) -> list[tuple[Request, StopText]]:
         if body.model not in (None, self.name):
             raise ApiError(404, f"the model {body.model!r} does not exist; this server serves {self.name!r}",
                            param="model", code="model_not_found")
@@ -131,7 +104,7 @@ class Server:
         for p, prompt in enumerate(prompts):
             ids = self.tokenizer.encode(prompt)
             for i in range(body.n):
-                text = _Text(self.tokenizer, stops)
+                text = StopText(self.tokenizer, stops)
                 seed = (body.seed if body.seed is not None else uuid.uuid4().int % 2**31) + i
                 request = Request(ids, max_tokens, body.temperature, body.top_k, body.top_p, seed % 2**32,
                                   self.stop_ids[:MAX_STOP_IDS])
@@ -177,7 +150,7 @@ def _cancel_unfinished(server: Server, pairs) -> None:
             server.engine.cancel(request)
 
 
-def _finish_reason(request: Request, text: _Text) -> str:
+def _finish_reason(request: Request, text: StopText) -> str:
     if request.finish_reason == "error":
         raise ApiError(500, "generation failed inside the engine (see the server's log)", kind="server_error")
     return "length" if request.finish_reason == "length" and not text.stopped else "stop"

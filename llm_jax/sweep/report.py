@@ -36,6 +36,29 @@ def _eval_curve(records: list[dict]) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
+# Downstream tasks (train.eval_tasks): every eval/<task>/<metric> a run logged goes to members.csv (its last value);
+# the markdown table shows each task's headline metric, the first of these it has.
+HEADLINE_METRICS = ("acc", "exact_match_strict")
+
+
+def _downstream(records: list[dict]) -> dict[str, float]:
+    """The last logged value of every eval/<task>/<metric> key (a resumed run's repeated steps: the later wins)."""
+    out = {}
+    for r in sorted(records, key=lambda r: r.get("step", 0)):
+        out.update({k: v for k, v in r.items() if k.startswith("eval/") and isinstance(v, (int, float))})
+    return out
+
+
+def headline_columns(rows: list[dict]) -> list[str]:
+    """eval/<task>/<metric> of each task's headline metric, tasks in the order they first appear."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("eval/")))
+    out = []
+    for task in dict.fromkeys(k.split("/")[1] for k in keys):
+        metrics = [k.split("/", 2)[2] for k in keys if k.split("/")[1] == task]
+        out.append(f"eval/{task}/{next((m for m in HEADLINE_METRICS if m in metrics), metrics[0])}")
+    return out
+
+
 ROUTING = ("stats/moe_expert_share_min", "stats/moe_expert_share_max", "stats/moe_dropped")
 
 
@@ -68,6 +91,7 @@ def member_rows(sweep: Sweep) -> tuple[list[dict], dict[str, list]]:
             "best_eval_loss": min(v for _, v in curve) if curve else float("nan"),
             "tokens_per_sec": float(np.median(speeds)) if speeds else float("nan"),
             "wall_seconds": wall_seconds_sum(read_attempts(wd)),
+            **_downstream(records),
         })
         curves[member.name] = curve
         if _routing_curve(records):
@@ -81,11 +105,13 @@ def variant_rows(rows: list[dict]) -> list[dict]:
         group = [r for r in rows if r["variant"] == variant]
         stat = lambda key: (float(np.mean([r[key] for r in group])),
                             float(np.std([r[key] for r in group], ddof=1)) if len(group) > 1 else 0.0)
+        downstream = {key: stat(key) for key in headline_columns(group) if all(key in r for r in group)}
         out.append({"variant": variant, "seeds": len(group), "params": group[0]["params"],
                     "active_params": group[0]["active_params"],
                     "non_embedding_params": group[0]["non_embedding_params"], "tokens": group[0]["tokens"],
                     "flops": group[0]["flops"], "final_eval_loss": stat("final_eval_loss"),
-                    "best_eval_loss": stat("best_eval_loss"), "tokens_per_sec": stat("tokens_per_sec")})
+                    "best_eval_loss": stat("best_eval_loss"), "tokens_per_sec": stat("tokens_per_sec"),
+                    "downstream": downstream})
     return out
 
 
@@ -116,6 +142,7 @@ def _cell(mean_std: tuple[float, float], seeds: int) -> str:
 
 def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[dict]) -> str:
     wall = sum(r["wall_seconds"] for r in rows)
+    downstream = headline_columns(rows)  # the final value of each downstream task's headline metric
     elapsed, parallel = _sweep_wall(sweep)
     lines = [f"# Sweep `{sweep.name}`", ""]
     if sweep.description:
@@ -126,8 +153,9 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
               f"{platform.machine()} with {os.cpu_count()} CPU cores; reported {time.strftime('%Y-%m-%d')}",
               f"- Base config: `{sweep.base}`; seeds {sweep.seeds}; per-member values in `members.csv`", "",
               "| variant | params (non-emb.) | active params | tokens | FLOPs | final eval loss | best eval loss | "
-              "tokens/s | seeds |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              + "".join(f"{key.removeprefix('eval/').replace('/', ' ')} | " for key in downstream)
+              + "tokens/s | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(downstream) + "---:|---:|"]
     best = min(v["final_eval_loss"][0] for v in variants) if variants else None
     for v in variants:
         final = _cell(v["final_eval_loss"], v["seeds"])
@@ -136,8 +164,12 @@ def _markdown(sweep: Sweep, sweep_path: str, rows: list[dict], variants: list[di
         lines.append(f"| {v['variant']} | {v['params']:,} ({v['non_embedding_params']:,}) | {v['active_params']:,} | "
                      f"{v['tokens']:,} | "
                      f"{v['flops']:.3g} | {final} | {_cell(v['best_eval_loss'], v['seeds'])} | "
+                     + "".join(f"{_cell(v['downstream'][k], v['seeds']) if k in v['downstream'] else '–'} | "
+                               for k in downstream) +
                      f"{v['tokens_per_sec'][0]:,.0f} | {v['seeds']} |")
-    lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split.",
+    lines += ["", "Mean ± sample standard deviation over seeds; losses in nats/token on the held-out split."
+              + (" Downstream columns: each train.eval_tasks task's metric after the last step (every metric is in "
+                 "members.csv)." if downstream else ""),
               "![eval loss curves](loss_curves.png)", ""]
     return "\n".join(lines)
 

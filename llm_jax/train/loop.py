@@ -26,6 +26,7 @@ from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.parallel import distributed
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.train import workdir as workdir_lib
+from llm_jax.train.downstream import Downstream
 from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
@@ -175,21 +176,23 @@ def claim_workdir(workdir: str, run_id: str, restart: bool, log) -> workdir_lib.
     return lock
 
 
-def train(cfg, workdir: str, log=print, restart: bool = False, workdir_scorer=None) -> dict:
+def train(cfg, workdir: str, log=print, restart: bool = False, workdir_scorer=None, task_runner=None) -> dict:
     """Runs (or resumes) training for `cfg` in `workdir`; returns the final summary. `restart` moves a previous
     run's files to `workdir/previous/` and starts from step 0 instead of resuming; `workdir_scorer` is handed to
-    data preparation (a perplexity filter with a trained model)."""
+    data preparation (a perplexity filter with a trained model); `task_runner` scores train.eval_tasks
+    (train/downstream.py; `llm-jax train` passes llm_jax.eval.in_training.task_runner)."""
     run_id = workdir_lib.new_run_id()
     with PreemptionWatcher() as preemption:
         lock = claim_workdir(workdir, run_id, restart, log)
         try:
-            return _train(cfg, workdir, log, run_id, preemption, workdir_scorer)
+            return _train(cfg, workdir, log, run_id, preemption, workdir_scorer, task_runner)
         finally:
             if lock is not None:
                 lock.release()
 
 
-def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, workdir_scorer=None) -> dict:
+def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, workdir_scorer=None,
+           task_runner=None) -> dict:
     t_cfg = cfg.train
     log(f"run {run_id} in {workdir}")
     newest = checkpoint.newest_saved_config(workdir)
@@ -199,6 +202,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
 
     trainable = build_trainable(cfg)
     mesh = trainable.mesh
+    downstream = Downstream(cfg, workdir, data.tokenizer, task_runner, trainable.rules, log)  # files read now
     n_params = param_count(cfg.model)
     log(f"model: {n_params:,} parameters | mesh {dict(mesh.shape)} | {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) | {t_cfg.steps} steps x {t_cfg.batch_size} x {cfg.model.seq_len} tokens")
@@ -241,15 +245,18 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
         data_state = {"step": int(state.step), "seed": t_cfg.seed, "fingerprint": data.fingerprint}
         ckpt.save(state, data_state, cfg.to_dict(), wait=wait)
 
-    eval_loss, failed = None, True
+    eval_loss, tasks, failed = None, {}, True
     try:
         with trainable.activate():
             preemption.arm()
             if start_step == 0:
                 eval_loss = evaluate(state.params)
-                writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0, **evaluate.metrics})
                 log(f"step 0 | eval {eval_loss:.4f} (unigram entropy {data.unigram_entropy:.4f})"
                     + "".join(f" | {k.removeprefix('eval_')} {v:.4f}" for k, v in evaluate.metrics.items()))
+                tasks = downstream(state.params, 0)
+                writer.write(0, {"eval_loss": eval_loss, "tokens_seen": 0, **evaluate.metrics, **tasks})
+                if tasks:
+                    log(downstream.line)
             pending, timer = [], StepTimer()
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
@@ -283,9 +290,12 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                         record.update(tokens_per_sec=tokens_per_sec, mfu=tokens_per_sec * fpt / peak)
                     if (t_cfg.eval_every and done % t_cfg.eval_every == 0) or is_last:
                         eval_loss = record["eval_loss"] = evaluate(state.params)
-                        record.update(evaluate.metrics)
+                        tasks = downstream(state.params, done)
+                        record.update(evaluate.metrics, **tasks)
                     writer.write(done, record)
                     log(progress_line(done, t_cfg.steps, record, (t_cfg.steps - done) * timer.step_time))
+                    if any(k.startswith("eval/") for k in record):
+                        log(downstream.line)
                 if save_now:
                     save(state, wait=preempted)
                 if preempted:
@@ -301,7 +311,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             eval_loss = evaluate(state.params)
     summary = {
         "step": int(state.step), "eval_loss": eval_loss, "unigram_entropy": data.unigram_entropy,
-        "params": n_params, "tokens_seen": int(state.step) * tokens_per_step, **evaluate.metrics,
+        "params": n_params, "tokens_seen": int(state.step) * tokens_per_step, **evaluate.metrics, **tasks,
     }
     log(f"done: validation loss {eval_loss:.4f} nats/token vs unigram entropy "
         f"{data.unigram_entropy:.4f} (a context-free model) | perplexity {math.exp(eval_loss):.2f} | "
