@@ -17,7 +17,7 @@ import os
 import re
 
 from llm_jax.errors import UserError
-from llm_jax.eval.fewshot import FEWSHOT_DELIMITER, fewshot_indices
+from llm_jax.eval.fewshot import FEWSHOT_DELIMITER, fewshot_examples
 
 STYLES = ("plain", "cot", "zeroshot-cot")
 STRICT = {"plain": re.compile(r"#### (\-?[0-9\.\,]+)"), "cot": re.compile(r"The answer is (\-?[0-9\.\,]+).")}
@@ -69,8 +69,10 @@ def cot_exemplars() -> list[dict]:
         return list(yaml.safe_load(f)["fewshot_config"]["samples"])
 
 
-def prompts(items: list[dict], num_fewshot: int, style: str, n_scored: int | None = None) -> tuple[list[str], list]:
-    """(the prompt of each of the first `n_scored` items, the stop strings) for `style`."""
+def prompts(items: list[dict], num_fewshot: int, style: str, n_scored: int | None = None,
+            pool: list[dict] | None = None, sampler: str = "random") -> tuple[list[str], list]:
+    """(the prompt of each of the first `n_scored` items, the stop strings) for `style`; plain few-shot examples
+    come from `pool` or the other items."""
     if style not in STYLES:
         raise UserError(f"--style {style!r}: must be one of {', '.join(STYLES)}")
     scored = items[:n_scored]
@@ -87,7 +89,7 @@ def prompts(items: list[dict], num_fewshot: int, style: str, n_scored: int | Non
         return [FEWSHOT_DELIMITER.join(shots + [f"Q: {x['question']}\nA:"]) for x in scored], UNTIL["cot"]
     out = []
     for i, x in enumerate(scored):
-        shots = [f"Question: {items[j]['question']}\nAnswer: {items[j]['answer']}"
-                 for j in fewshot_indices(len(items), i, num_fewshot)]
+        shots = [f"Question: {e['question']}\nAnswer: {e['answer']}"
+                 for e in fewshot_examples(items, i, num_fewshot, pool, sampler)]
         out.append(FEWSHOT_DELIMITER.join(shots + [f"Question: {x['question']}\nAnswer:"]))
     return out, UNTIL["plain"]

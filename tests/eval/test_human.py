@@ -196,3 +196,10 @@ def test_preference_command_table_and_plot(tmp_path, capsys):
     assert [p["win_rate_a"] for p in m["pairs"]] == pytest.approx([2 / 3, 0.5])
     assert m["elo"]["x"] + m["elo"]["y"] + m["elo"]["z"] == pytest.approx(3000) and "Bradley-Terry" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bradley_terry_refuses_models_that_never_met():
+    from llm_jax.eval.human import bradley_terry
+    games = [("a", "b", 1.0), ("a", "b", 0.0), ("c", "d", 1.0), ("c", "d", 0.5)]  # {a, b} and {c, d} never meet
+    with pytest.raises(UserError, match="c, d never played"):
+        bradley_terry(games, prior=1.0)

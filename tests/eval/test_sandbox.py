@@ -1,10 +1,16 @@
 """The sandbox contains hostile programs: deleting files, fork bombs, endless loops, sockets, 10 GB allocations and
 huge files all end as failures in bounded time, with the canary files, the parent directory, the network and the
 process table untouched. Each runs under both layer sets: namespaces (skipped where `unshare` does not work) and
-the guard-only fallback; the namespace runs also try to get around the guard with ctypes, to show the OS layer."""
+the guard-only fallback; the namespace runs also try to get around the guard (ctypes, `import posix`, re-importing
+_socket), to show the OS layer: no remount, no host Unix socket, no process outliving the run, also as non-root."""
 
+import errno
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -55,6 +61,25 @@ def _run(source, kind, parent, timeout=TIMEOUT, **limits):
 
 
 LIBC = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+HAS_NAMESPACES = "namespaces" in [k for k in _kinds() if isinstance(k, str)]
+needs_namespaces = pytest.mark.skipif(not HAS_NAMESPACES, reason="no namespaces here")
+
+
+@pytest.fixture
+def outside():
+    """A directory outside the sandbox that anyone may write (/var/tmp is on the root file system here)."""
+    path = tempfile.mkdtemp(prefix="llm_jax_sandbox_outside_", dir="/var/tmp")
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remount_and_write(outside):
+    """Remount / and the interpreter's directory read-write (MS_REMOUNT | MS_BIND), then write outside."""
+    return LIBC + (f"import os, sys\nout = []\nfor path in (b'/', os.path.dirname(sys.executable).encode()):\n"
+                   f"    out.append(libc.mount(b'none', path, None, 32 | 4096, None) == 0)\ntry:\n"
+                   f"    open({outside!r} + '/pwned', 'w').write('x')\n    out.append('wrote')\nexcept OSError:\n"
+                   f"    pass\nraise SystemExit(f'remounted, wrote: {{out}}')")
 
 
 def test_a_plain_program_passes_and_a_failing_one_fails(kind):
@@ -80,7 +105,7 @@ def test_deleting_files_is_contained(kind, roots):
     assert sorted(p.name for p in canary.parent.iterdir()) == ["canary", "sandboxes"]
 
 
-@pytest.mark.skipif("namespaces" not in [k for k in _kinds() if isinstance(k, str)], reason="no namespaces here")
+@needs_namespaces
 def test_nothing_is_written_outside_the_work_directory(roots):
     canary, parent = roots
     stamp = f"llm_jax_sandbox_test_{os.getpid()}_{time.time_ns()}"
@@ -99,16 +124,95 @@ def test_nothing_is_written_outside_the_work_directory(roots):
                 os.remove(path)
 
 
-def _sandboxed() -> int:
-    """Processes running the sandbox's runner (its code is on their command line)."""
+def _processes(marker: bytes) -> int:
+    """Processes whose command line holds `marker`."""
     n = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                n += b"def _guard(strict)" in f.read()
+                n += marker in f.read()
         except OSError:
             pass
     return n
+
+
+def _sandboxed() -> int:
+    """Processes running the sandbox's runner (its code is on their command line)."""
+    return _processes(b"def _guard(strict)")
+
+
+@needs_namespaces
+def test_the_mounts_cannot_be_remounted(roots, outside):
+    r = _run(_remount_and_write(outside), "namespaces", roots[1])
+    assert r.detail == "SystemExit: remounted, wrote: [False, False]" and os.listdir(outside) == []
+
+
+@needs_namespaces
+def test_not_as_root_the_mounts_cannot_be_remounted(outside):
+    """User-namespace mode, where the program is root in its namespace: run the sandbox as uid 65534."""
+    setpriv, repo = shutil.which("setpriv"), os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))))
+    if os.geteuid() != 0 or not setpriv:
+        pytest.skip("needs root and util-linux's setpriv to run the sandbox as uid 65534 (not as root, the other "
+                    "tests already run in user-namespace mode)")
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    run = dict(text=True, capture_output=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin")}, timeout=60)
+    start = "import os, sys\nsys.path.insert(0, sys.argv[1])\nos.stat(os.path.realpath(sys.executable))\n" \
+            "from llm_jax.eval import sandbox\n"
+    for python in dict.fromkeys([sys.executable, "/usr/bin/python3", shutil.which("python3") or sys.executable]):
+        proc = subprocess.run([*as_nobody, python, "-I", "-c", start, repo], **run)
+        if proc.returncode == 0:  # else this interpreter or the repository is out of uid 65534's reach
+            break
+    else:
+        pytest.skip(f"uid 65534 can run no Python with llm_jax here: {proc.stderr.strip()[-300:]}")
+    script = start + ("print(sandbox.sandbox_info('namespaces'))\n"
+                      "print(tuple(sandbox.run_program(sys.stdin.read(), timeout_s=10, isolation='namespaces')))")
+    proc = subprocess.run([*as_nobody, python, "-I", "-c", script, repo], input=_remount_and_write(outside), **run)
+    if "no isolation of kind" in proc.stderr:
+        pytest.skip(f"namespaces do not work for uid 65534 here: {proc.stderr.strip()[-300:]}")
+    info, result = proc.stdout.strip().splitlines()[-2:]
+    assert "unshare --user" in info
+    assert result == "(False, 'failed', 'SystemExit: remounted, wrote: [False, False]')"
+    assert os.listdir(outside) == []
+
+
+@needs_namespaces
+def test_host_unix_sockets_are_unreachable(roots, outside):
+    """A world-writable socket on the (read-only) host file system, and an abstract one: the program re-imports
+    _socket around the guard and cannot connect to either."""
+    _, parent = roots
+    path, abstract = os.path.join(outside, "socket"), f"\0llm_jax_sandbox_test_{os.getpid()}"
+    with socket.socket(socket.AF_UNIX) as on_disk, socket.socket(socket.AF_UNIX) as in_net:
+        on_disk.bind(path)
+        os.chmod(path, 0o777)
+        in_net.bind(abstract)
+        for listener in (on_disk, in_net):
+            listener.listen(8)
+            listener.setblocking(False)
+        source = (f"import sys\ndel sys.modules['socket'], sys.modules['_socket']\nimport _socket\nout = []\n"
+                  f"for address in ({path!r}, {abstract!r}):\n    s = _socket.socket(_socket.AF_UNIX)\n    try:\n"
+                  f"        s.connect(address)\n        s.send(b'hi')\n        out.append(address)\n"
+                  f"    except OSError as e:\n        out.append(e.errno)\nraise SystemExit(f'connected: {{out}}')")
+        r = _run(source, "namespaces", parent)
+        assert r.detail == f"SystemExit: connected: [{errno.ENOENT}, {errno.ECONNREFUSED}]", r  # no such path
+        time.sleep(0.2)
+        for listener in (on_disk, in_net):
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # nothing connected
+
+
+@needs_namespaces
+def test_a_setsid_child_does_not_outlive_the_run(roots):
+    """Around the guard (`import posix`), a child in a session of its own runs `sleep`: gone when the program ends
+    or times out."""
+    _, parent = roots
+    for i, tail in enumerate(["", "time.sleep(60)"]):
+        seconds = f"60.{os.getpid()}{i}{time.time_ns() % 10**6}"  # marks this test's sleep
+        child = (f"import posix, shutil, time\nif posix.fork() == 0:\n    posix.setsid()\n"
+                 f"    posix.execv(shutil.which('sleep'), ['sleep', {seconds!r}])\ntime.sleep(0.5)\n{tail}")
+        r = sandbox.run_program(child, timeout_s=TIMEOUT, isolation="namespaces", tmp_root=str(parent))
+        assert r.status == ("passed", "timeout")[i], r
+        assert _processes(b"sleep\0" + seconds.encode()) == 0
 
 
 def test_a_fork_bomb_is_contained(kind, roots):

@@ -53,6 +53,11 @@ def test_fewshot_examples_never_include_the_scored_item_and_are_fixed():
     assert requests == tasks.choice_requests(items, 2)
     with pytest.raises(UserError, match="needs at least 7 items"):
         tasks.choice_requests(items, 6)
+    dev = [{"context": f"d{i}", "choices": ["x", "y"], "label": 0} for i in range(5)]  # e.g. MMLU's dev split
+    prompt, _ = tasks.choice_requests(items, 3, "About cats.\n\n", 1, dev, "first_n")[0]
+    assert prompt == "About cats.\n\nd0 x\n\nd1 x\n\nd2 x\n\nc0"  # the harness's MMLU prompt shape
+    with pytest.raises(UserError, match="has only 5 items"):
+        tasks.choice_requests(items, 6, "", 1, dev)
 
 
 def test_exact_match_normalisation_and_answer_extraction():
@@ -114,8 +119,9 @@ def test_readers_of_released_formats(tmp_path):
     items, _ = formats.read(piqa, "choice", "piqa")
     assert items[0]["context"] == "Question: open a jar\nAnswer:" and items[0]["label"] == 0
     mmlu = tmp_path / "anatomy_test.csv"
-    mmlu.write_text('"What bone, ""the femur""?",leg,arm,head,foot,A\n')
+    mmlu.write_text('"What bone, ""the femur""?",leg,arm,head,foot,A\n"x = 1\nprint(x)",1,2,3,x,B\n')
     items, description = formats.read(str(mmlu), "choice")
+    assert items[1]["context"].startswith("x = 1\nprint(x)\nA. 1") and items[1]["label"] == 1
     assert description == "The following are multiple choice questions (with answers) about anatomy.\n\n"
     assert items[0]["context"] == 'What bone, "the femur"?\nA. leg\nB. arm\nC. head\nD. foot\nAnswer:'
     assert items[0]["choices"] == ["A", "B", "C", "D"] and items[0]["label"] == 0
@@ -142,6 +148,14 @@ def test_reader_errors_name_the_line(tmp_path):
     bad.write_text('{"question": "q", "answer": "no marker"}\n')
     with pytest.raises(UserError, match=r"bad.jsonl:1: .*####"):
         formats.read(str(bad), "generate")
+    bad.write_text('{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": 0}\n'
+                   '{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d", "e"], "label": ""}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: not a valid hellaswag row \(ValueError"):
+        formats.read(str(bad), "choice", "hellaswag")
+    bad.write_text('{"sentence": "fine", "label": "pos"}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:1: not a valid sst2 row"):
+        formats.read(str(bad), "choice", "sst2")
+    bad.write_text('{"question": "q", "answer": "w #### 1"}\n')
     with pytest.raises(UserError, match="eval generate"):
         formats.read(str(bad), "choice")
 
