@@ -216,3 +216,34 @@ def test_eval_choice_and_make_tasks_commands(trained, tmp_path):
     assert out["n"] == 8 and out["acc"] * 8 == round(out["acc"] * 8) and 0 <= out["acc_norm"] <= 1
     proc = run_cli("eval", "generate", "--workdir", trained[1], "--data", path, "--json")
     assert proc.returncode != 0 and "eval choice" in proc.stderr
+
+
+def test_scoring_and_generation_over_a_mesh_equal_one_device(trained, tmp_path):
+    """--devices: the parameters laid out over the run's mesh (data 2 x tensor 2 on 4 fake devices); every
+    log-likelihood and greedy completion equals the one-device model's."""
+    import shutil
+    import textwrap
+
+    from helpers import run_script
+    copy = tmp_path / "run"
+    shutil.copytree(trained[1], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["mesh"].update(data=2, tensor=2)
+    (copy / "config.json").write_text(json.dumps(config))
+    proc = run_script(textwrap.dedent(f"""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        import jax
+        from llm_jax.eval.lm import EvalModel
+        requests = [("ROMEO:", " O"), ("ROMEO:", " A"), ("To be, or not", " to be"), ("", "The")]
+        one = EvalModel.from_workdir({str(copy)!r}, batch_size=2)  # one device, no mesh
+        four = EvalModel.from_workdir({str(copy)!r}, batch_size=2, devices=jax.devices())
+        wq = [x for p, x in jax.tree_util.tree_leaves_with_path(four.params) if "query" in jax.tree_util.keystr(p)]
+        a, b = one.loglikelihood(requests), four.loglikelihood(requests)
+        same = all(abs(x[0] - y[0]) < 1e-4 and x[1] == y[1] for x, y in zip(a, b))
+        gen = one.generate_until(["ROMEO:", "O"], max_new_tokens=6) == four.generate_until(["ROMEO:", "O"],
+                                                                                          max_new_tokens=6)
+        print(same, gen, len(wq[0].sharding.device_set), "tensor" in str(wq[0].sharding.spec))
+    """))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "True True 4 True", proc.stdout
