@@ -2,10 +2,12 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 QUICK = ["--config.train.steps=3", "--config.train.warmup_steps=1", "--config.train.eval_batches=1",
          "--config.train.log_every=1"]
@@ -119,3 +121,12 @@ def test_eval_perplexity(default_run, tmp_path):
 def test_generate_from_a_missing_workdir_is_an_error(tmp_path):
     proc = run_cli("generate", "--workdir", tmp_path, "--prompt", "x")
     assert "has no config.json" in one_error_line(proc)
+
+
+def test_building_the_command_line_imports_no_jax():
+    """Every `llm-jax` process builds every subcommand's parser: importing JAX there would add ~1 s to each one
+    (`--help`, argument errors, and the hundreds of subprocesses the suite starts)."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; from llm_jax import cli; cli.build_parser(); "
+                           "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax', 'torch') if m in sys.modules))"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

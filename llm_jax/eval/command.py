@@ -179,7 +179,8 @@ def add_eval_parser(sub, command) -> None:
 
 # -- the language-model probes ----------------------------------------------------------------------------------
 def cmd_perplexity(args, extra) -> int:
-    from llm_jax.eval.perplexity import perplexity, read_text_for_eval
+    from llm_jax.eval.perplexity import perplexity
+    from llm_jax.eval.textfile import read_text_for_eval
     from llm_jax.infer.load import load_workdir
     text = read_text_for_eval(args.text)  # refuses a directory, a missing, empty, binary file
     loaded = load_workdir(args.workdir)
@@ -198,7 +199,7 @@ def cmd_perplexity(args, extra) -> int:
 
 def cmd_cloze(args, extra) -> int:
     from llm_jax.eval.cloze import cloze_accuracy
-    from llm_jax.eval.perplexity import read_text_for_eval
+    from llm_jax.eval.textfile import read_text_for_eval
     from llm_jax.infer.load import load_workdir
     text = read_text_for_eval(args.text) if args.text else None
     loaded = load_workdir(args.workdir)

@@ -25,7 +25,7 @@ import os
 import re
 
 from llm_jax.errors import UserError
-from llm_jax.eval.perplexity import read_text_for_eval
+from llm_jax.eval.textfile import read_text_for_eval
 
 CHOICE_FORMATS = ("choice", "hellaswag", "arc", "piqa", "mmlu", "sst2", "cola", "mrpc", "qnli", "rte")
 GENERATE_FORMATS = ("gsm8k",)

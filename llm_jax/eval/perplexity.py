@@ -1,11 +1,10 @@
-"""Perplexity of a text under a model: exp of the mean next-token loss over non-overlapping windows, and the
-reading of the text file it scores (`read_text_for_eval`: one clear error for any file that is not text)."""
+"""Perplexity of a text under a model: exp of the mean next-token loss over non-overlapping windows (the text file
+it scores is read by `textfile.read_text_for_eval`: one clear error for any file that is not text)."""
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,36 +12,7 @@ import numpy as np
 import optax
 
 from llm_jax.errors import UserError
-from llm_jax.fileio import read_bytes
 from llm_jax.infer.load import load_workdir
-
-BINARY_SNIFF_BYTES = 8192
-BINARY_CONTROL_FRACTION = 0.3  # more control bytes than this in the first 8 KB: not text
-_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v\x1b")  # whitespace and the escape of ANSI colour codes
-
-
-def read_text_for_eval(path: str, flag: str = "--text") -> str:
-    """The UTF-8 text of `path`, or one UserError naming it: a directory, a missing, unreadable or empty file, a
-    binary file (NUL bytes, or mostly control bytes, in its first 8 KB), or invalid UTF-8 (with the offset)."""
-    if os.path.isdir(path):
-        raise UserError(f"{flag} {path} is a directory, not a file")
-    if not os.path.exists(path):
-        raise UserError(f"{flag} {path} does not exist")
-    raw = read_bytes(path, f"{flag} file")
-    if not raw:
-        raise UserError(f"{flag} {path} is empty: there is nothing to score")
-    head = raw[:BINARY_SNIFF_BYTES]
-    controls = sum(1 for b in head if (b < 32 or b == 127) and b not in _TEXT_CONTROLS)
-    if b"\0" in head or controls > BINARY_CONTROL_FRACTION * len(head):
-        what = "NUL bytes" if b"\0" in head else f"{controls / len(head):.0%} control bytes"
-        raise UserError(f"{flag} {path} looks binary ({what} in its first {len(head):,} bytes), not text")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{flag} {path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at offset "
-                        f"{e.start:,}") from None
-    return text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
-
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _window_nll(model, params, inputs_1L, targets_1L, weights_1L):

@@ -3,7 +3,7 @@
 import pytest
 
 from llm_jax.errors import UserError
-from llm_jax.eval.perplexity import read_text_for_eval
+from llm_jax.eval.textfile import read_text_for_eval
 
 
 def test_text_is_read_and_a_byte_order_mark_dropped(tmp_path):
