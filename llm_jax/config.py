@@ -1,7 +1,8 @@
 """The one place that knows every config key, its default and its rules.
 
 A config file is a Python module whose `get_config()` returns an `ml_collections.ConfigDict`, normally built
-by calling `default_config()` and changing a few fields. `load_config` imports it, applies command-line
+by calling `default_config()` and changing a few fields (or a work directory's `config.json`, to go on from a
+trained or converted model). `load_config` imports it, applies command-line
 overrides (`--config.model.n_layers=4`), fills derived fields (`resolve`) and checks every rule
 (`validate`) before anything is compiled. Errors are `ConfigError`s that name the key and the rule broken.
 """
@@ -56,10 +57,11 @@ CHOICES = {
     "model.kv_cache_dtype": ("compute", "int8"),
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
+    "data.loss_mask": ("completion", "all"),
     "train.nonfinite": ("stop", "skip"),
     "checkpoint.restore_mode": ("params", "full"),
 }
@@ -157,7 +159,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     t = c.train
     t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction; mlm = masked LM (encoder);
-                                 # span_corruption (T5 pretraining) / seq2seq (data.pairs) train encdec
+                                 # span_corruption (T5 pretraining) / seq2seq (data.pairs) train encdec;
+                                 # sft = supervised fine-tuning on data.sft (a decoder, usually from
+                                 # checkpoint.restore_from)
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -228,6 +232,11 @@ def default_config() -> ml_collections.ConfigDict:
     d.tfds_dir = ""              # TFDS data_dir ("" = TFDS's default)
     d.pairs = ""                 # seq2seq: a JSONL of {"input": ..., "target": ...} records (replaces the corpus)
     d.target_len = 0             # seq2seq: decoder length in tokens, target + EOS (0 = model.seq_len)
+    # Fine-tuning data (train.objective=sft; llm_jax/data/sft.py, docs/finetuning.md)
+    d.sft = ""                   # JSONL of prompt/completion, chat ("messages"), ShareGPT or Alpaca records
+    d.loss_mask = "completion"   # completion: the completion / assistant turns only; all: every token
+    d.chat_template = ""         # "" = the tokenizer directory's chat template, else the plain one; "plain"; a file
+    d.pack = True                # several examples per row (needs model.document_mask: none sees another)
 
     d.dedup = ml_collections.ConfigDict()
     d.dedup.exact = True         # drop documents whose normalised text (case, whitespace) was seen before
@@ -284,6 +293,12 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
         raise ConfigError(f"config file {path!r} does not exist")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"config file {path!r} is not readable")
+    if path.endswith(".json"):  # a work directory's config.json: fine-tune or continue a converted model
+        try:
+            with open(path, encoding="utf-8") as f:
+                return config_from_json(f.read())
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ConfigError(f"config file {path!r} is not a work directory's config.json: {e}") from e
     spec = importlib.util.spec_from_file_location("llm_jax_user_config", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -598,7 +613,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 # Which model families each objective trains (an encoder has no next-token logits; a decoder cannot see the
 # tokens after a [MASK]).
 OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
-                      "seq2seq": ("encdec",)}
+                      "seq2seq": ("encdec",), "sft": ("decoder",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -638,6 +653,12 @@ def _validate_family(cfg) -> None:
     _require((objective == "seq2seq") == bool(cfg.data.pairs),
              f"train.objective={objective!r} with data.pairs={cfg.data.pairs!r}: the seq2seq objective trains on "
              f"(input, target) pairs and only it reads them; set both or neither")
+    _require((objective == "sft") == bool(cfg.data.sft),
+             f"train.objective={objective!r} with data.sft={cfg.data.sft!r}: the sft objective trains on the "
+             f"fine-tuning examples of data.sft and only it reads them; set both or neither")
+    _require(objective != "sft" or not cfg.data.pack or m.document_mask,
+             "train.objective='sft' packs several examples per row (data.pack=true): set model.document_mask=true "
+             "so that none attends to another, or data.pack=false")
     _require(isinstance(cfg.data.target_len, int) and cfg.data.target_len >= 0,
              f"data.target_len={cfg.data.target_len}: must be an integer >= 0 (0 = model.seq_len)")
     _require(isinstance(m.loss_chunk, int) and m.loss_chunk >= 0 and m.seq_len % max(m.loss_chunk, 1) == 0,

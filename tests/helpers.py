@@ -20,6 +20,8 @@ def small_config(objective: str = "causal_lm", **model):
     cfg.train.objective = objective
     if objective == "seq2seq":  # step-level tests feed their own batches; the file is never read
         cfg.data.pairs = "pairs.jsonl"
+    if objective == "sft":  # packed examples: each sees only itself unless a test says otherwise
+        cfg.data.sft, cfg.model.document_mask = "sft.jsonl", model.get("document_mask", True)
     cfg.train.update(steps=20, batch_size=8, warmup_steps=2, lr=3e-3, lr_min=3e-4, eval_every=10, eval_batches=2,
                      log_every=5)
     cfg.checkpoint.every = 10

@@ -1,5 +1,6 @@
 """The data a training run reads, from its config: prepared directories, prepared on first use — or, for the
-seq2seq objective, the (input, target) pairs of `data.pairs` (llm_jax/data/pairs.py).
+seq2seq objective, the (input, target) pairs of `data.pairs` (llm_jax/data/pairs.py); for the sft objective,
+the fine-tuning examples of `data.sft` (llm_jax/data/sft.py).
 
 `data.mixture` (several datasets with weights), else `data.prepared` (one directory written by
 `llm-jax data prepare`), else `data.corpus` — which is prepared with the same code into the cache directory,
@@ -19,6 +20,7 @@ from llm_jax.data import corpus as corpus_lib
 from llm_jax.data.loader import PackedWindows, fingerprint
 from llm_jax.data.pairs import PairRows, load_pairs
 from llm_jax.data.prepare import prepare
+from llm_jax.data.sft import SFTRows, load_sft
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, PreparedDataError, PreparedSplit, read_manifest
 from llm_jax.data.sources import source_hashes
 from llm_jax.data.tokenizers import load_tokenizer
@@ -34,11 +36,12 @@ PREPARE_KEYS = ("tokenizer", "tokenizer_kind", "text_field", "text_unit", "val_f
 @dataclasses.dataclass
 class TrainingData:
     tokenizer: object
-    train: list[PackedWindows] | list[PairRows]
+    train: list[PackedWindows] | list[PairRows] | list[SFTRows]
     weights: list[float] | None
-    val: PackedWindows | PairRows
+    val: PackedWindows | PairRows | SFTRows
     manifests: list[dict]
     fingerprint: str
+    chat_template: str | None = None  # fine-tuning: the template the chats were rendered with (kept with the model)
 
     @property
     def unigram_entropy(self) -> float:
@@ -121,6 +124,8 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
     d, seq_len = cfg.data, cfg.model.seq_len
     if d.pairs:
         return _pair_data(cfg, log)
+    if d.sft:
+        return _sft_data(cfg, log)
     specs = data_specs(d)
     weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
@@ -163,3 +168,11 @@ def _pair_data(cfg, log) -> TrainingData:
         raise corpus_lib.CorpusError(f"data.pairs={cfg.data.pairs}: {len(pairs.train)} training pairs, fewer than "
                                      f"train.batch_size={cfg.train.batch_size}")
     return TrainingData(pairs.tokenizer, [pairs.train], None, pairs.val, [pairs.manifest], pairs.fingerprint)
+
+
+def _sft_data(cfg, log) -> TrainingData:
+    sft = load_sft(cfg, log)  # no cache: every process reads the file and the tokenizer itself
+    if len(sft.train) < cfg.train.batch_size:
+        raise corpus_lib.CorpusError(f"data.sft={cfg.data.sft}: {len(sft.train)} training rows, fewer than "
+                                     f"train.batch_size={cfg.train.batch_size}")
+    return TrainingData(sft.tokenizer, [sft.train], None, sft.val, [sft.manifest], sft.fingerprint, sft.chat_template)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from llm_jax import argtypes
 from llm_jax.errors import UserError
 from llm_jax.eval import sandbox
-from llm_jax.infer import chat
+from llm_jax.data import chat
 
 STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # the Codex paper's; lm-eval's humaneval.yaml `until`
 CHAT_INSTRUCTION = "Complete the following Python function.\n```python\n{prompt}```"

@@ -22,7 +22,7 @@ context/continuation split of `encode_pair`, rolling windows after the `hf` mode
   is absent and `temperature` > 0, at `temperature` (default 1.0 when sampling) and `top_p`; otherwise greedy.
   Other keys (top_k, ...) are not supported and are ignored with a warning. A `max_gen_toks` that leaves no
   room for a prompt in the model's context is cut to half the context, with a warning.
-- `apply_chat_template` (`--apply_chat_template`): the work directory's chat template (`infer/chat.py`).
+- `apply_chat_template` (`--apply_chat_template`): the work directory's chat template (`data/chat.py`).
 
 model_args: `workdir` (required), `batch_size` (rows per scoring call; model_args' wins over the harness's
 `--batch_size`, which lm_eval's command line always passes, 1 unless given; `auto` means 16), `devices` (lay the
@@ -90,7 +90,7 @@ class LlmJaxLM(LM):
                 devices_list = jax.devices()[:n]
             model = EvalModel.from_workdir(workdir, batch_size=_int_arg("batch_size", batch_size),
                                            devices=devices_list)
-        from llm_jax.infer.chat import load_chat_template
+        from llm_jax.data.chat import load_chat_template
         self.model, self.seed = model, _int_arg("seed", seed)
         self._template = load_chat_template(workdir) if workdir else None
         self._warned: set[str] = set()
@@ -173,11 +173,11 @@ class LlmJaxLM(LM):
         return self.model.name
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
-        from llm_jax.infer.chat import PLAIN_TEMPLATE
+        from llm_jax.data.chat import PLAIN_TEMPLATE
         return chat_template if isinstance(chat_template, str) else (self._template or PLAIN_TEMPLATE)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        from llm_jax.infer import chat
+        from llm_jax.data import chat
         if not add_generation_prompt:
             raise UserError("llm_jax renders chat templates with the generation prompt only (tasks with a "
                             "gen_prefix are not supported with --apply_chat_template)")

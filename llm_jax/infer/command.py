@@ -132,7 +132,7 @@ def add_serve_parser(sub) -> None:
 
 
 def cmd_serve(args, extra) -> int:
-    from llm_jax.infer.chat import load_chat_template
+    from llm_jax.data.chat import load_chat_template
     from llm_jax.infer.engine import Engine
     from llm_jax.infer.load import load_workdir
     from llm_jax.infer.server import serve

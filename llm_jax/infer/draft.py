@@ -17,7 +17,7 @@ from llm_jax import config as config_lib
 from llm_jax.errors import UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.infer.load import abstract_params, load_workdir
-from llm_jax.infer.chat import copy_tokenizer_extras
+from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.speculative import TOKENIZER_FILES
 from llm_jax.models import build_model
 

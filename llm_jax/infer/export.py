@@ -14,7 +14,7 @@ from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
-from llm_jax.infer.chat import copy_tokenizer_extras
+from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import WorkdirError, load_workdir
 
 

@@ -1,6 +1,6 @@
 """`llm-jax serve`: an OpenAI-compatible HTTP API over the continuous-batching engine (FastAPI + uvicorn).
 
-Routes: `POST /v1/completions`, `POST /v1/chat/completions` (the model's chat template, `infer/chat.py`),
+Routes: `POST /v1/completions`, `POST /v1/chat/completions` (the model's chat template, `data/chat.py`),
 `stream: true` as server-sent events (`data: {...}` chunks, then `data: [DONE]`), `GET /v1/models`,
 `GET /health`. Every request becomes engine requests (one per prompt and per `n`); the engine runs on its own
 thread and hands tokens to the event loop. Errors are OpenAI's shape, `{"error": {"message", "type", "param",
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from llm_jax.errors import UserError
-from llm_jax.infer import chat
+from llm_jax.data import chat
 from llm_jax.infer.engine import MAX_STOP_IDS, Engine, Request
 from llm_jax.infer.stops import StopText
 

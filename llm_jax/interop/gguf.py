@@ -21,7 +21,7 @@ import numpy as np
 from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.fileio import atomic_write
-from llm_jax.infer.chat import copy_tokenizer_extras
+from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.interop.hf import (ConversionError, _check_out, _copy_file, converted_config, hf_to_params,
                                 model_fields_from_hf)
 from llm_jax.models.accounting import param_count

@@ -24,7 +24,7 @@ from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_new_output, read_json
-from llm_jax.infer.chat import copy_tokenizer_extras
+from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import safetensors_io
 from llm_jax.models import build_model

@@ -12,9 +12,10 @@ from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECT
 from llm_jax.objectives.causal_lm import CAUSAL_LM
 from llm_jax.objectives.mlm import MLM
 from llm_jax.objectives.seq2seq import SEQ2SEQ
+from llm_jax.objectives.sft import SFT
 from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ)}
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT)}
 
 
 def get_objective(name: str) -> Objective:

@@ -18,6 +18,7 @@ import numpy as np
 
 from llm_jax import checkpoint, fileio
 from llm_jax import config as config_lib
+from llm_jax.data.chat import CHAT_TEMPLATE_FILE
 from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
@@ -221,6 +222,8 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
     if distributed.is_primary():  # only now: a refused resume must leave the old run's files as they were
         fileio.atomic_write(os.path.join(workdir, "config.json"), config_lib.to_json(cfg))
         data.tokenizer.save(workdir)
+        if data.chat_template:  # a fine-tuned chat model answers through the template it was trained with
+            fileio.atomic_write(os.path.join(workdir, CHAT_TEMPLATE_FILE), data.chat_template)
     start_step = int(state.step)
     saved_data = checkpoint.restore_data_state(ckpt.mngr, start_step) if ckpt.last_good is not None else None
     if saved_data and saved_data.get("fingerprint") != data.fingerprint:

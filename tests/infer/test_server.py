@@ -18,7 +18,7 @@ import pytest
 
 from helpers import REPO, small_config
 from llm_jax.data.tokenizers import load_tokenizer
-from llm_jax.infer import chat
+from llm_jax.data import chat
 from llm_jax.infer.decode import generate
 from llm_jax.infer.engine import Engine, Request
 from llm_jax.models import build_model

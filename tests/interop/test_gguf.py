@@ -69,7 +69,7 @@ def test_greedy_generation_equals_transformers(converted):
 
 
 def test_the_chat_template_and_end_of_turn_token_are_the_models(converted):
-    from llm_jax.infer.chat import load_chat_template, render
+    from llm_jax.data.chat import load_chat_template, render
     from llm_jax.infer.load import load_workdir
     _, workdir, hf = converted
     reference = transformers.AutoTokenizer.from_pretrained(DIR, gguf_file=FILE)

@@ -52,8 +52,10 @@ def _raise(message):
     raise UserError(f"the chat template refused the messages: {message}")
 
 
-def render(template: str | None, messages: list[dict], bos_token: str = "", eos_token: str = "") -> str:
-    """The prompt text for `messages` ([{"role", "content"}]), ending where the assistant's reply begins."""
+def render(template: str | None, messages: list[dict], bos_token: str = "", eos_token: str = "",
+           add_generation_prompt: bool = True) -> str:
+    """The prompt text for `messages` ([{"role", "content"}]), ending where the assistant's reply begins (or, with
+    add_generation_prompt=False, where the last message ends: what fine-tuning renders)."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     for i, m in enumerate(messages):
@@ -62,7 +64,7 @@ def render(template: str | None, messages: list[dict], bos_token: str = "", eos_
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     try:
         compiled = env.from_string(template or PLAIN_TEMPLATE)
-        return compiled.render(messages=messages, add_generation_prompt=True, bos_token=bos_token,
+        return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos_token,
                                eos_token=eos_token, raise_exception=_raise)
     except jinja2.TemplateError as e:
         raise UserError(f"the model's chat template cannot render these messages: {e}") from e
