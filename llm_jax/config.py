@@ -55,6 +55,7 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
     "model.kv_cache_dtype": ("compute", "int8"),
+    "model.peft": ("none", "lora"),
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
@@ -155,6 +156,13 @@ def default_config() -> ml_collections.ConfigDict:
     # Weight-only quantization for inference (written by `llm-jax quantize`; llm_jax/quant/, docs/quantization.md)
     m.weight_quant = "none"      # none, int8 (per-channel absmax), int4 (group-wise min-max), nf4 (group-wise NF4)
     m.quant_group_size = 64      # int4/nf4: consecutive inputs sharing a scale; must divide every projection's inputs
+    # Parameter-efficient fine-tuning (llm_jax/models/lora.py, docs/finetuning.md): only the adapters train
+    m.peft = "none"              # none, lora (a low-rank update beside each targeted projection)
+    m.lora_rank = 8
+    m.lora_alpha = 16.0          # the update is scaled by alpha / rank
+    m.lora_dropout = 0.0         # dropout on the adapter's input (training only)
+    m.lora_targets = r"(attention|mlp)/\w+$"  # regex searched in module paths ("layers/attention/query"): all
+                                 # attention and MLP projections; e.g. "attention/(query|value)$" for q and v only
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -544,6 +552,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _validate_moe(m)
     _validate_attention(m)
     _validate_weight_quant(m)
+    _validate_peft(m)
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
@@ -819,6 +828,20 @@ def _validate_moe(m) -> None:
     _require(m.moe_top_k > 1 or not m.moe_norm_topk,
              "model.moe_top_k=1 with model.moe_norm_topk=true gives every token a gate of exactly 1, so the loss never "
              "trains the router; set model.moe_norm_topk=false (Switch: the gate is the router probability)")
+
+
+def _validate_peft(m) -> None:
+    if m.peft == "none":
+        return
+    _require(m.family == "decoder" and not m.moe_experts,
+             f"model.peft={m.peft!r}: adapters are implemented for the dense decoder family only")
+    _require(isinstance(m.lora_rank, int) and m.lora_rank >= 1, f"model.lora_rank={m.lora_rank}: must be >= 1")
+    _require(m.lora_alpha > 0, f"model.lora_alpha={m.lora_alpha}: must be positive")
+    _require(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout}: must be in [0, 1)")
+    try:
+        re.compile(m.lora_targets)
+    except re.error as e:
+        raise ConfigError(f"model.lora_targets={m.lora_targets!r}: not a regular expression ({e})") from None
 
 
 def _validate_weight_quant(m) -> None:

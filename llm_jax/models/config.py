@@ -82,6 +82,11 @@ class ModelConfig:
     weight_quant: str
     quant_group_size: int
     kv_cache_dtype: str
+    peft: str
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    lora_targets: str
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1
     pipeline_microbatches: int = 1

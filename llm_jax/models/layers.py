@@ -9,8 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llm_jax.models.config import ModelConfig
+from llm_jax.models import lora
 from llm_jax.models import quant_formats as formats
+from llm_jax.models.config import ModelConfig
 
 
 def partitioned(init, names: Sequence[str | None]):
@@ -24,7 +25,9 @@ class Dense(nn.Module):
     (codes over the flattened inputs: (I, *features) int8, or (I / 2, *features) uint8 for two packed 4-bit
     codes), `kernel_scale` and for int4 `kernel_offset` (per output channel, or per group of
     model.quant_group_size inputs), and dequantized to the compute dtype inside the matmul. The flattened input
-    axis and the groups axis carry the first input axis's logical name."""
+    axis and the groups axis carry the first input axis's logical name.
+
+    With model.peft="lora" a projection matched by model.lora_targets adds a low-rank update (`lora.delta`)."""
 
     cfg: ModelConfig
     features: tuple[int, ...]
@@ -45,6 +48,8 @@ class Dense(nn.Module):
                                     (contract, ((), ())))
         else:
             y = self._quantized_matmul(x.reshape(x.shape[:x.ndim - self.n_in] + (math.prod(in_shape),)))
+        if lora.targeted(cfg, self.scope.path):
+            y = y + lora.delta(self, x, self.n_in, self.features, self.kernel_names)
         if cfg.use_bias:
             bias = self.param("bias", partitioned(nn.initializers.zeros, self.bias_names), self.features,
                               cfg.weight_dtype)

@@ -53,15 +53,17 @@ def param_path(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def trainable_mask(params, pattern: str):
-    """A tree of bools: True where the parameter's path fully matches `pattern` (None when everything trains,
-    so that the common case builds exactly the all-trainable step and optimizer state)."""
-    regex = re.compile(pattern)
-    mask = jax.tree_util.tree_map_with_path(lambda p, _: bool(regex.fullmatch(param_path(p))), params)
+def trainable_mask(params, pattern: str, also: str | None = None):
+    """A tree of bools: True where the parameter's path fully matches `pattern` (and `also`: model.peft's adapter
+    pattern); None when everything trains, so that the common case builds exactly the all-trainable step and
+    optimizer state."""
+    regexes = [re.compile(p) for p in (pattern, also) if p is not None]
+    mask = jax.tree_util.tree_map_with_path(lambda p, _: all(r.fullmatch(param_path(p)) for r in regexes), params)
     if all(jax.tree.leaves(mask)):
         return None
     if not any(jax.tree.leaves(mask)):
-        raise UserError(f"train.trainable={pattern!r} matches no parameter; paths look like "
+        raise UserError(f"train.trainable={pattern!r}{' with the adapters of model.peft' if also else ''} matches no "
+                        f"parameter; paths look like "
                         f"{param_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r}")
     return mask
 

@@ -36,13 +36,13 @@ RUN_FILES = ("checkpoints", "checkpoints_bad", "metrics.jsonl", "tensorboard", "
 
 # model.* keys that change how the model computes but not what its parameters mean: free to change on resume.
 COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "scan_unroll", "attention_impl", "attention_block", "dropout",
-                           "document_mask")
+                           "document_mask", "lora_dropout")
 # Keys whose change makes the resumed run read different batches than the interrupted one would have.
 DATA_ORDER_KEYS = ("train.seed", "train.batch_size")
 RESUMABLE = ("train.* (steps, learning-rate schedule, optimizer hyperparameters, clipping, guards, evaluation, "
              "logging), checkpoint.*, mesh.* (the state is resharded on restore), data.* and name; model.dtype, "
              "model.remat, model.scan_unroll, model.attention_impl, model.attention_block, model.dropout, "
-             "model.document_mask")
+             "model.document_mask, model.lora_dropout")
 
 
 class WorkdirBusyError(UserError):
