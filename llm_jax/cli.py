@@ -165,7 +165,7 @@ def cmd_compile(args, extra) -> int:
 
 
 def cmd_convert(args, extra) -> int:
-    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir",
+    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir", "to-peft": "--workdir",
               "truncate": "--workdir"}[args.direction]
     if getattr(args, needed[2:].replace("-", "_")) is None:
         args.parser.error(f"convert {args.direction} needs {needed}")
@@ -179,6 +179,15 @@ def cmd_convert(args, extra) -> int:
         else:
             print(f"kept the first {info['layers']} of {info['of_layers']} layers ({info['params']:,} of "
                   f"{info['source_params']:,} parameters) -> {info['out']}")
+        return 0
+    if args.direction == "to-peft":
+        from llm_jax.interop.peft import to_peft
+        info = to_peft(args.workdir, args.out, base=args.hf_dir or "")
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"wrote the rank-{info['rank']} LoRA adapters of step {info['step']} ({', '.join(info['targets'])}) "
+                  f"in the PEFT format -> {info['out']}")
         return 0
     from llm_jax.interop import hf
     if args.direction == "from-hf":
@@ -197,7 +206,7 @@ def cmd_convert(args, extra) -> int:
 
 def cmd_export(args, extra) -> int:
     from llm_jax.infer.export import export_params
-    info = export_params(args.workdir, args.out, args.step)
+    info = export_params(args.workdir, args.out, args.step, merge_lora=args.merge_lora)
     if args.json:
         _print_json(info)
     else:
@@ -385,11 +394,14 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories; "
+                                                   "to-peft: a LoRA run's adapters in the PEFT format; "
                                                    "truncate: a draft model of a work directory's first layers")
-    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf", "truncate"])
-    c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json")
+    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf", "to-peft", "truncate"])
+    c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json; "
+                                    "to-peft: the base model's name or path recorded in adapter_config.json")
     c.add_argument("--gguf", help="from-gguf: a Llama-family .gguf file (any quantization gguf can dequantize)")
-    c.add_argument("--workdir", help="to-hf: the work directory to export; truncate: the model to cut")
+    c.add_argument("--workdir", help="to-hf: the work directory to export (a LoRA run: adapters merged); to-peft: "
+                                     "a LoRA run (model.peft=lora); truncate: the model to cut")
     c.add_argument("--layers", type=argtypes.positive_int, help="truncate: the first layers the draft keeps")
     c.add_argument("--out", required=True, help="from-hf/from-gguf/truncate: the new work directory; to-hf: the "
                                                 "new HF directory")
@@ -399,6 +411,8 @@ def build_parser() -> ArgumentParser:
     x.add_argument("--workdir", required=True)
     x.add_argument("--out", required=True)
     x.add_argument("--step", type=argtypes.nonneg_int, help="default: the latest intact checkpoint")
+    x.add_argument("--merge-lora", action="store_true",
+                   help="fold a LoRA run's adapters into its weights: a plain model (model.peft=none)")
     x.add_argument("--json", action="store_true")
 
     dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path")

@@ -10,12 +10,15 @@ import os
 import shutil
 import tempfile
 
+import jax
+
 from llm_jax import checkpoint
 from llm_jax import config as config_lib
 from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import WorkdirError, load_workdir
+from llm_jax.models import lora
 
 
 def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> str:
@@ -32,7 +35,9 @@ def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> st
     return name
 
 
-def export_params(workdir: str, out: str, step: int | None = None) -> dict:
+def export_params(workdir: str, out: str, step: int | None = None, merge_lora: bool = False) -> dict:
+    """Writes the parameters-only copy; `merge_lora` folds a LoRA run's adapters into its weights (a plain model
+    of the same shape, model.peft="none")."""
     try:
         check_new_output(out, flag="--out")
     except StorageError:
@@ -40,9 +45,16 @@ def export_params(workdir: str, out: str, step: int | None = None) -> dict:
     except UserError as e:
         raise WorkdirError(str(e)) from e
     loaded = load_workdir(workdir, step)
+    params, cfg = loaded.params, loaded.cfg
+    if merge_lora:
+        if cfg.model.peft == "none":
+            raise WorkdirError(f"--merge-lora: {workdir} has no adapters (model.peft='none')")
+        params = lora.merge(jax.device_get(params), cfg.model)
+        cfg = config_lib.config_from_json(config_lib.to_json(cfg))
+        cfg.model.peft = "none"
     os.makedirs(out, exist_ok=True)
-    checkpoint.save_params(out, loaded.params, loaded.step)
+    checkpoint.save_params(out, params, loaded.step)
     tokenizer_file = save_tokenizer(loaded.tokenizer, out, workdir)
-    atomic_write(os.path.join(out, "config.json"), config_lib.to_json(loaded.cfg))
+    atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs)
     return {"out": out, "step": loaded.step, "tokenizer": tokenizer_file, "bytes": size}

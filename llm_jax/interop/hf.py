@@ -27,7 +27,7 @@ from llm_jax.fileio import atomic_path, atomic_write, atomic_write_json, check_n
 from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import safetensors_io
-from llm_jax.models import build_model
+from llm_jax.models import build_model, lora
 from llm_jax.models.accounting import param_count
 
 # Rotary models have no position table, so `seq_len` only sets the training/eval window: capped here so a
@@ -567,7 +567,10 @@ def to_hf(workdir: str, out: str) -> dict:
     family = family_of(loaded.cfg.model)
     tokenizer_file = _find_tokenizer(workdir, "work directory")
     os.makedirs(out, exist_ok=True)
-    tensors = params_to_hf(family, jax.device_get(loaded.params), loaded.cfg.model)
+    params = jax.device_get(loaded.params)
+    if loaded.cfg.model.peft != "none":  # a fine-tuned LoRA run: its adapters folded into the exported weights
+        params = lora.merge(params, loaded.cfg.model)
+    tensors = params_to_hf(family, params, loaded.cfg.model)
     safetensors_io.write_file(os.path.join(out, "model.safetensors"), tensors)
     _copy_file(os.path.join(workdir, tokenizer_file), os.path.join(out, tokenizer_file))
     atomic_write_json(os.path.join(out, "config.json"), hf_config(loaded.cfg.model, family, loaded.tokenizer),

@@ -1,0 +1,124 @@
+"""LoRA adapters <-> the Hugging Face PEFT format (`adapter_config.json` + `adapter_model.safetensors`).
+
+Our adapters of a projection are `lora_a` (inputs x r) and `lora_b` (r x outputs), stacked over layers; PEFT's are
+`...<module>.lora_A.weight` (r x in) and `...lora_B.weight` (out x r) per layer, named after the base model's
+module (`base_model.model.model.layers.{i}.self_attn.q_proj`), with the same scaling lora_alpha / r. The module
+names come from the Hugging Face conversion table (`interop/hf.py`), so export and import cannot drift from the
+base model's conversion. Llama-architecture models (Llama, Mistral, SmolLM2) only: GPT-2 fuses Q, K and V into
+one Conv1D that PEFT adapts as a whole.
+
+`to_peft` (`llm-jax convert to-peft`) writes a LoRA work directory's adapters alone (the base stays where it
+is); `read_peft` reads such a directory back as our adapters tree for a base model's parameters.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from llm_jax.errors import StorageError, UserError
+from llm_jax.fileio import atomic_write_json, check_new_output, read_json
+from llm_jax.infer.load import load_workdir
+from llm_jax.interop import hf, safetensors_io
+from llm_jax.models import lora
+
+CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+PREFIX = "base_model.model."
+
+
+class PeftError(UserError):
+    """An adapter export or import that cannot be done as asked."""
+
+
+def _projections(family: str):
+    """(our kernel's module path, HF module name with {i}, input axes) of every adaptable projection."""
+    if family not in ("llama", "mistral"):
+        raise PeftError(f"PEFT export/import supports Llama-architecture models (Llama, Mistral, SmolLM2), not "
+                        f"{family!r}")
+    return [(path.removesuffix("/kernel"), name.removesuffix(".weight"), n_in)
+            for path, name, layout, n_in in hf.TABLES[family] if layout == "linear" and path.startswith("layers/")]
+
+
+def _node(tree: dict, path: str):
+    for key in path.split("/"):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def adapters_to_peft(adapters: dict, m) -> tuple[dict, list[str]]:
+    """(PEFT tensors, target module names) of our adapters tree (`lora.split(params)[1]`)."""
+    tensors, targets = {}, set()
+    for path, name, _ in _projections(hf.family_of(m)):
+        node = _node(adapters, path)
+        if not node:
+            continue
+        a, b = np.asarray(node["lora_a"], np.float32), np.asarray(node["lora_b"], np.float32)
+        targets.add(name.rsplit(".", 1)[1])
+        for i in range(m["n_layers"]):
+            module = PREFIX + name.format(i=i)
+            tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(a[i].T)                       # (r, in)
+            tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(b[i].reshape(b.shape[1], -1).T)  # (out, r)
+    if not tensors:
+        raise PeftError("the work directory has no LoRA adapters on the projections PEFT knows")
+    return tensors, sorted(targets)
+
+
+def peft_config(m, targets: list[str], base: str = "") -> dict:
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": m["lora_rank"], "lora_alpha": m["lora_alpha"],
+            "lora_dropout": m["lora_dropout"], "target_modules": targets, "bias": "none", "fan_in_fan_out": False,
+            "use_rslora": False, "inference_mode": True, "base_model_name_or_path": base, "modules_to_save": None}
+
+
+def to_peft(workdir: str, out: str, base: str = "") -> dict:
+    """Writes the adapters of LoRA work directory `workdir` to `out` in the PEFT format."""
+    try:
+        check_new_output(out, flag="--out")
+    except StorageError:
+        raise
+    except UserError as e:
+        raise PeftError(str(e)) from e
+    loaded = load_workdir(workdir)
+    m = dict(loaded.cfg.model)
+    if m["peft"] != "lora":
+        raise PeftError(f"{workdir} has no LoRA adapters (model.peft={m['peft']!r})")
+    tensors, targets = adapters_to_peft(lora.split(jax.device_get(loaded.params))[1], m)
+    os.makedirs(out, exist_ok=True)
+    safetensors_io.write_file(os.path.join(out, WEIGHTS_FILE), tensors)
+    atomic_write_json(os.path.join(out, CONFIG_FILE), peft_config(m, targets, base), indent=2)
+    return {"out": out, "targets": targets, "rank": m["lora_rank"], "tensors": len(tensors), "step": loaded.step}
+
+
+def read_peft(directory: str, base_params: dict, m) -> tuple[dict, dict]:
+    """(adapters tree, model fields: peft, lora_rank, lora_alpha, lora_targets) of a PEFT LoRA directory for the
+    base model `base_params` of fields `m`; every mismatch is one PeftError naming the directory."""
+    config = read_json(os.path.join(directory, CONFIG_FILE), "PEFT adapter config")
+    if config.get("peft_type") != "LORA" or config.get("use_rslora") or config.get("fan_in_fan_out"):
+        raise PeftError(f"{directory}: only plain LoRA adapters are read (peft_type LORA, no rsLoRA, "
+                        f"no fan_in_fan_out)")
+    tensors = safetensors_io.read_file(os.path.join(directory, WEIGHTS_FILE))
+    r, adapters, found = int(config["r"]), {}, set()
+    for path, name, n_in in _projections(hf.family_of(m)):
+        layers = [(tensors.get(f"{PREFIX}{name.format(i=i)}.lora_A.weight"),
+                   tensors.get(f"{PREFIX}{name.format(i=i)}.lora_B.weight")) for i in range(m["n_layers"])]
+        if all(a is None for a, _ in layers):
+            continue
+        kernel = _node(base_params, path + "/kernel")
+        features = tuple(kernel.shape[1 + n_in:])
+        ins = int(np.prod(kernel.shape[1:1 + n_in]))
+        if any(a is None or b is None or a.shape != (r, ins) or b.shape != (int(np.prod(features)), r)
+               for a, b in layers):
+            raise PeftError(f"{directory}: {name} needs rank-{r} lora_A ({r}, {ins}) and lora_B "
+                            f"({int(np.prod(features))}, {r}) tensors for all {m['n_layers']} layers")
+        found.add(path.rsplit("/", 1)[1])
+        node = adapters
+        for key in path.split("/"):
+            node = node.setdefault(key, {})
+        node["lora_a"] = np.stack([a.T for a, _ in layers]).astype(np.float32)
+        node["lora_b"] = np.stack([b.T.reshape((r,) + features) for _, b in layers]).astype(np.float32)
+    if not found:
+        raise PeftError(f"{directory}: no adapter tensor names a module of this {hf.family_of(m)} model")
+    fields = {"peft": "lora", "lora_rank": r, "lora_alpha": float(config["lora_alpha"]),
+              "lora_targets": rf"(attention|mlp)/({'|'.join(sorted(found))})$"}
+    return adapters, fields
