@@ -305,6 +305,17 @@ def cmd_tokenizer(args, extra) -> int:
 
 
 def cmd_data(args, extra) -> int:
+    if args.action == "make-sft":
+        if not args.output:
+            args.parser.error("data make-sft needs --output DIR")
+        from llm_jax.data.instruct import write_sft_tasks
+        info = write_sft_tasks(args.output, n_train=args.n, seed=args.seed)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"{info['train']:,} training / {info['test']:,} held-out records ({', '.join(info['kinds'])}): "
+                  f"{info['paths']['train']}, {info['paths']['test']}")
+        return 0
     cfg = _load_cfg(args, extra)
     if args.action == "bench":
         from llm_jax.train.bench_data import bench_data
@@ -415,12 +426,15 @@ def build_parser() -> ArgumentParser:
                    help="fold a LoRA run's adapters into its weights: a plain model (model.peft=none)")
     x.add_argument("--json", action="store_true")
 
-    dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path")
-    dp.add_argument("action", choices=["prepare", "bench"])
+    dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path; "
+                                                              "make-sft: synthetic instruction tasks")
+    dp.add_argument("action", choices=["prepare", "bench", "make-sft"])
     dp.add_argument("--input", nargs="+", help="files, directories, tfds:NAME[:SPLIT], or 'shakespeare'")
     dp.add_argument("--output", help="the new prepared-data directory")
     dp.add_argument("--tokenizer", help="an existing tokenizer (default: train data.tokenizer_kind)")
     dp.add_argument("--config", help="a config file whose data.* and model.vocab_size/seq_len apply")
+    dp.add_argument("--n", type=argtypes.positive_int, default=3000, help="make-sft: training records per kind")
+    dp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="make-sft: the draw")
     dp.add_argument("--json", action="store_true")
 
     k = _command(sub, "tokenizer", cmd_tokenizer, help="train tokenizers and compare their compression")

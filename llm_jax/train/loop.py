@@ -212,6 +212,11 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
     mesh = trainable.mesh
     downstream = Downstream(cfg, workdir, data.tokenizer, task_runner, trainable.rules, log)  # files read now
     n_params = param_count(cfg.model)
+    if trainable.mask is not None:  # train.trainable or model.peft: part of the model trains
+        sizes = trainable.sizes()
+        log(f"trainable: {sizes['trainable']:,} of {sizes['params']:,} parameters "
+            f"({100 * sizes['trainable'] / sizes['params']:.2f}%) | optimizer state "
+            f"{sizes['optimizer_bytes'] / 2**20:.2f} MiB")
     log(f"model: {n_params:,} parameters | mesh {dict(mesh.shape)} | {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) | {t_cfg.steps} steps x {t_cfg.batch_size} x {cfg.model.seq_len} tokens")
     if cfg.mesh.stage > 1:

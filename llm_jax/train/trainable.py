@@ -64,6 +64,15 @@ class Trainable:
         shape = (self.cfg.train.batch_size, self.cfg.model.seq_len)
         return {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in self.batch_shardings.items()}
 
+    def sizes(self) -> dict:
+        """{"params", "trainable" (parameters that get updates), "optimizer_bytes" (the optimizer state)}."""
+        count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+        trainable = self.abstract.params if self.mask is None else [
+            p for p, keep in zip(jax.tree.leaves(self.abstract.params), jax.tree.leaves(self.mask)) if keep]
+        return {"params": count(self.abstract.params), "trainable": count(trainable),
+                "optimizer_bytes": sum(int(np.prod(x.shape)) * x.dtype.itemsize
+                                       for x in jax.tree.leaves(self.abstract.opt_state))}
+
     def compile_train_step(self):
         """The train step lowered and compiled for this mesh without any data (memory and cost analyses)."""
         with self.activate():

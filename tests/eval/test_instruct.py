@@ -1,0 +1,66 @@
+"""Instruction tasks (llm_jax/data/instruct.py) and their scorer (llm_jax/eval/instruct.py): answers are right, the
+held-out prompts are never trained on, replies are matched exactly, per kind."""
+
+import json
+import re
+
+import pytest
+
+from llm_jax.data import instruct as tasks
+from llm_jax.data.tokenizers import CharTokenizer
+from llm_jax.data.tokenizers.wordpiece import SPECIAL
+from llm_jax.errors import UserError
+from llm_jax.eval import instruct
+
+
+def test_answers_are_right_and_test_prompts_are_held_out(tmp_path):
+    info = tasks.write_sft_tasks(str(tmp_path), n_train=300, n_test=40, seed=3)
+    train = [json.loads(line) for line in open(info["paths"]["train"])]
+    test = [json.loads(line) for line in open(info["paths"]["test"])]
+    assert len(train) == 900 and len(test) == 120 and {r["kind"] for r in test} == set(tasks.KINDS)
+    prompt = lambda r: r["messages"][0]["content"]  # noqa: E731
+    assert not {prompt(r) for r in train} & {prompt(r) for r in test}
+    assert len({prompt(r) for r in train}) == len(train)
+    for r in train + test:
+        user, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        if r["kind"] == "add":
+            a, b = map(int, re.fullmatch(r"What is (\d+) \+ (\d+)\?", user).groups())
+            assert answer == str(a + b)
+        elif r["kind"] == "reverse":
+            assert answer.split() == user.removeprefix("Reverse the words: ").split()[::-1]
+        else:
+            assert answer == str(len(user.removeprefix("How many words: ").split()))
+    assert tasks.make_splits(10, 5, seed=3) == tasks.make_splits(10, 5, seed=3)  # deterministic
+
+
+class Canned:
+    """A stand-in model that replies from a table (the scorer is under test, not a model)."""
+
+    tokenizer = CharTokenizer(list(SPECIAL.values()) + list("abcdefghijklmnopqrstuvwxyz0123456789 :?\n"))
+
+    def __init__(self, replies):
+        self.replies, self.prompts = replies, None
+
+    def generate_until(self, prompts, max_new_tokens, progress=None):
+        self.prompts = prompts
+        return [self.replies[p] for p in prompts]
+
+
+def test_exact_match_per_kind_with_the_chat_template(tmp_path):
+    path = tmp_path / "test.jsonl"
+    records = [{"messages": [{"role": "user", "content": "what is 1 + 2?"}, {"role": "assistant", "content": "3"}],
+                "kind": "add"},
+               {"messages": [{"role": "user", "content": "what is 2 + 2?"}, {"role": "assistant", "content": "4"}],
+                "kind": "add"},
+               {"prompt": "count: a b", "completion": " 2", "kind": "count"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    items = instruct.read_items(str(path))
+    model = Canned({"user: what is 1 + 2?\nassistant:": " 3\n", "user: what is 2 + 2?\nassistant:": " 5",
+                    "count: a b": "2"})
+    result = instruct.score_instructions(model, items, None)
+    assert result["exact_match"] == pytest.approx(2 / 3) and result["n"] == 3
+    assert result["by_kind"]["add"]["exact_match"] == 0.5 and result["by_kind"]["count"]["exact_match"] == 1.0
+    assert result["exact_match_stderr"] == pytest.approx((2 / 3 * 1 / 3 / 2) ** 0.5)
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(UserError, match="record 1"):
+        instruct.read_items(str(path))
