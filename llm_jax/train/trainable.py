@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import optax
 
+from llm_jax.errors import UserError
 from llm_jax.models import build_model, lora
 from llm_jax.objectives import Objective, get_objective
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
@@ -82,6 +83,9 @@ class Trainable:
 def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     """Everything a run of `cfg` trains with, on `mesh` (default: the config's mesh over this machine's devices).
     Nothing is allocated: the state exists only as its abstract shape until `init_state` or a restore."""
+    if cfg.model.weight_quant != "none" and cfg.model.peft == "none":
+        raise UserError(f"model.weight_quant={cfg.model.weight_quant!r}: quantized weights cannot be trained; set "
+                        f"model.peft=lora to train adapters over them (QLoRA with nf4), or train the float model")
     mesh = mesh if mesh is not None else make_mesh(cfg)
     rules = rules_tuple(cfg)
     model = build_model(cfg.model, cfg.mesh)

@@ -113,3 +113,33 @@ def test_lora_fine_tuning_of_a_trained_run_keeps_its_base_weights(trained, tmp_p
     tuned_base, adapters = lora.split(jax.device_get(tuned))
     jax.tree.map(np.testing.assert_array_equal, tuned_base, jax.device_get(original))
     assert adapters
+
+
+def test_qlora_trains_adapters_over_an_nf4_base(trained, tmp_path):
+    """QLoRA: the base quantized to NF4 (`llm-jax quantize`), LoRA adapters trained over it; the quantized base
+    is not touched, and a quantized model without adapters is refused as untrainable."""
+    from llm_jax.checkpoint import restore_params
+    from llm_jax.errors import UserError
+    from llm_jax.quant.command import quantize_workdir
+    from llm_jax.train.loop import train
+    _, base = trained
+    quantized = str(tmp_path / "nf4")
+    quantize_workdir(base, quantized, "nf4", group_size=16, log=lambda _: None)
+    with open(tmp_path / "sft.jsonl", "w") as f:
+        for a in range(10):
+            for b in range(10):
+                f.write(json.dumps({"prompt": f"{a} {b}?", "completion": " yes" if a < b else " no"}) + "\n")
+    sets = {"train.objective": "sft", "data.sft": str(tmp_path / "sft.jsonl"), "model.document_mask": "true",
+            "checkpoint.restore_from": quantized, "train.steps": "20", "train.eval_every": "0", "train.lr": "2e-2"}
+    with pytest.raises(UserError, match="cannot be trained; set model.peft=lora"):
+        train(config_lib.load_config(f"{quantized}/config.json", sets), str(tmp_path / "refused"), log=lambda _: None)
+    cfg = config_lib.load_config(f"{quantized}/config.json", sets | {"model.peft": "lora", "model.lora_rank": "4"})
+    assert cfg.model.weight_quant == "nf4"
+    summary = train(cfg, str(tmp_path / "qlora"), log=lambda _: None)
+    first = json.loads(open(tmp_path / "qlora" / "metrics.jsonl").readline())
+    assert summary["eval_loss"] < first["eval_loss"] - 0.1, (first, summary)
+    abstract = build_trainable(cfg).abstract.params
+    tuned_base, adapters = lora.split(jax.device_get(restore_params(str(tmp_path / "qlora"), abstract)[0]))
+    original = jax.device_get(restore_params(quantized, lora.split(abstract)[0])[0])
+    jax.tree.map(np.testing.assert_array_equal, tuned_base, original)
+    assert adapters["layers"]["attention"]["query"]["lora_b"].any()
