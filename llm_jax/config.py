@@ -55,7 +55,7 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
     "model.kv_cache_dtype": ("compute", "int8"),
-    "model.peft": ("none", "lora"),
+    "model.peft": ("none", "lora", "prefix", "adapter"),  # llm_jax.models.peft.KEYS + none (a test: equal)
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
@@ -157,12 +157,15 @@ def default_config() -> ml_collections.ConfigDict:
     m.weight_quant = "none"      # none, int8 (per-channel absmax), int4 (group-wise min-max), nf4 (group-wise NF4)
     m.quant_group_size = 64      # int4/nf4: consecutive inputs sharing a scale; must divide every projection's inputs
     # Parameter-efficient fine-tuning (llm_jax/models/lora.py, docs/finetuning.md): only the adapters train
-    m.peft = "none"              # none, lora (a low-rank update beside each targeted projection)
+    m.peft = "none"              # none, lora (a low-rank update beside each targeted projection), prefix
+                                 # (trainable key/value prefixes per layer), adapter (bottleneck adapters)
     m.lora_rank = 8
     m.lora_alpha = 16.0          # the update is scaled by alpha / rank
     m.lora_dropout = 0.0         # dropout on the adapter's input (training only)
     m.lora_targets = r"(attention|mlp)/\w+$"  # regex searched in module paths ("layers/attention/query"): all
                                  # attention and MLP projections; e.g. "attention/(query|value)$" for q and v only
+    m.prefix_len = 16            # prefix: trainable key/value positions every query attends to, per layer
+    m.adapter_dim = 64           # adapter: bottleneck width of x + W_up(ReLU(W_down x))
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -836,6 +839,8 @@ def _validate_peft(m) -> None:
     _require(m.family == "decoder" and not m.moe_experts,
              f"model.peft={m.peft!r}: adapters are implemented for the dense decoder family only")
     _require(isinstance(m.lora_rank, int) and m.lora_rank >= 1, f"model.lora_rank={m.lora_rank}: must be >= 1")
+    _require(isinstance(m.prefix_len, int) and m.prefix_len >= 1, f"model.prefix_len={m.prefix_len}: must be >= 1")
+    _require(isinstance(m.adapter_dim, int) and m.adapter_dim >= 1, f"model.adapter_dim={m.adapter_dim}: must be >= 1")
     _require(m.lora_alpha > 0, f"model.lora_alpha={m.lora_alpha}: must be positive")
     _require(0 <= m.lora_dropout < 1, f"model.lora_dropout={m.lora_dropout}: must be in [0, 1)")
     try:

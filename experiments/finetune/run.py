@@ -1,15 +1,18 @@
-"""Full fine-tuning versus LoRA ranks 4 / 16 / 64 on checkable instruction tasks, from the default tiny model.
+"""Full fine-tuning versus LoRA (ranks 4 / 16 / 64), QLoRA, prefix tuning and adapters on checkable instruction
+tasks, from the default tiny model.
 
 1. Base: runs/tiny (`make train`: configs/tiny.py, 700 steps on Shakespeare); trained here if absent.
 2. Data: `llm-jax data make-sft` (addition, word reversal, word count; 3,000 training records per kind, 100
    held-out prompts per kind that no training record has).
 3. Methods, each 300 steps of 8 x 256 packed tokens from the base's parameters: configs/sft_tiny.py (every
-   parameter) and configs/sft_lora_tiny.py at model.lora_rank = 4, 16, 64 (alpha = 2 x rank).
+   parameter); configs/sft_lora_tiny.py at model.lora_rank = 4, 16, 64 (alpha = 2 x rank), QLoRA (rank 16 over
+   the base quantized to NF4 by `llm-jax quantize`), and with model.peft = prefix (16 positions) and adapter
+   (bottleneck 64) — the same learning rate as LoRA.
 4. Held-out exact match (`llm-jax eval instruct`, greedy) of the base and of each method, per kind; trainable
    parameters, optimizer-state bytes and the median step time of each method. Writes results/README.md (table),
    results/results.json and results/exact_match.png.
 
-Run: python experiments/finetune/run.py [--workdir runs/finetune] [--report]   (~20 min on a 2-core CPU)
+Run: python experiments/finetune/run.py [--workdir runs/finetune] [--report]   (~35 min on a 2-core CPU)
 (`--report`: rewrite README.md and the plot from results.json.)
 """
 
@@ -25,9 +28,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, "results")
+NF4 = {"model.weight_quant": "nf4", "model.quant_group_size": 64}  # + restore_from the quantized base (run())
 METHODS = {"full": ("sft_tiny.py", {}), "lora_r4": ("sft_lora_tiny.py", {"model.lora_rank": 4, "model.lora_alpha": 8}),
            "lora_r16": ("sft_lora_tiny.py", {"model.lora_rank": 16, "model.lora_alpha": 32}),
-           "lora_r64": ("sft_lora_tiny.py", {"model.lora_rank": 64, "model.lora_alpha": 128})}
+           "lora_r64": ("sft_lora_tiny.py", {"model.lora_rank": 64, "model.lora_alpha": 128}),
+           "qlora_r16": ("sft_lora_tiny.py", {"model.lora_rank": 16, "model.lora_alpha": 32, **NF4}),
+           "prefix_16": ("sft_lora_tiny.py", {"model.peft": "prefix", "model.prefix_len": 16}),
+           "adapter_64": ("sft_lora_tiny.py", {"model.peft": "adapter", "model.adapter_dim": 64})}
 
 
 def llm_jax(*args) -> str:
@@ -64,13 +71,17 @@ def run(workdir: str) -> dict:
         llm_jax("train", "--workdir", base)
     if not os.path.isfile(os.path.join(data, "test.jsonl")):
         llm_jax("data", "make-sft", "--output", data)
+    nf4 = os.path.join(workdir, "tiny_nf4")
+    if not os.path.isdir(os.path.join(nf4, "checkpoints")):
+        llm_jax("quantize", "--workdir", base, "--out", nf4, "--method", "nf4")
     test = os.path.join(data, "test.jsonl")
     results = {"date": time.strftime("%Y-%m-%d"), "base": "runs/tiny (configs/tiny.py, 700 steps)",
                "before": last_json(llm_jax("eval", "instruct", "--workdir", base, "--data", test, "--json")),
                "methods": {}}
     for name, (config, overrides) in METHODS.items():
         out = os.path.join(workdir, name)
-        sets = {"data.sft": os.path.join(data, "train.jsonl"), "checkpoint.restore_from": base, **overrides}
+        sets = {"data.sft": os.path.join(data, "train.jsonl"), **overrides,
+                "checkpoint.restore_from": nf4 if "model.weight_quant" in overrides else base}
         started = time.time()
         summary = last_json(llm_jax("train", "--config", os.path.join("configs", config), "--workdir", out,
                                     "--json", *[f"--config.{k}={v}" for k, v in sets.items()]))
@@ -86,7 +97,7 @@ def run(workdir: str) -> dict:
 
 def report(results: dict) -> None:
     kinds = sorted(results["before"]["by_kind"])
-    lines = ["# Full fine-tuning vs LoRA on checkable instruction tasks", "",
+    lines = ["# Full fine-tuning vs parameter-efficient methods on checkable instruction tasks", "",
              f"Measured {results['date']} by `python experiments/finetune/run.py` on a 2-core CPU: from "
              f"{results['base']}, 300 steps of 8 x 256 packed tokens per method on `llm-jax data make-sft`'s "
              "synthetic tasks (3,000 training records per kind); held-out exact match (`llm-jax eval instruct`, "

@@ -22,7 +22,7 @@ from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_write_json, check_new_output, read_json
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import hf, safetensors_io
-from llm_jax.models import lora
+from llm_jax.models import peft as peft_params
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -48,7 +48,7 @@ def _node(tree: dict, path: str):
 
 
 def adapters_to_peft(adapters: dict, m) -> tuple[dict, list[str]]:
-    """(PEFT tensors, target module names) of our adapters tree (`lora.split(params)[1]`)."""
+    """(PEFT tensors, target module names) of our adapters tree (`peft_params.split(params)[1]`)."""
     tensors, targets = {}, set()
     for path, name, _ in _projections(hf.family_of(m)):
         node = _node(adapters, path)
@@ -83,7 +83,7 @@ def to_peft(workdir: str, out: str, base: str = "") -> dict:
     m = dict(loaded.cfg.model)
     if m["peft"] != "lora":
         raise PeftError(f"{workdir} has no LoRA adapters (model.peft={m['peft']!r})")
-    tensors, targets = adapters_to_peft(lora.split(jax.device_get(loaded.params))[1], m)
+    tensors, targets = adapters_to_peft(peft_params.split(jax.device_get(loaded.params))[1], m)
     os.makedirs(out, exist_ok=True)
     safetensors_io.write_file(os.path.join(out, WEIGHTS_FILE), tensors)
     atomic_write_json(os.path.join(out, CONFIG_FILE), peft_config(m, targets, base), indent=2)

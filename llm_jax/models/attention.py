@@ -46,6 +46,19 @@ def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, s
     return jnp.einsum("bkgls,bskd->blkgd", probs_BKGLS, v_BSKd)
 
 
+def prefixed_attention(q_BLHd, k_BSKd, v_BSKd, mask_BLS, prefix, scale: float):
+    """Attention over `prefix` = (keys, values), each (P, K, d) and visible to every query, followed by the
+    sequence's keys and values under `mask_BLS` (prefix tuning; the whole score matrix, as `xla`)."""
+    B, L, H, hd = q_BLHd.shape
+    K = k_BSKd.shape[2]
+    pk, pv = (jnp.broadcast_to(p[None].astype(k_BSKd.dtype), (B,) + p.shape) for p in prefix)
+    mask = jnp.broadcast_to(mask_BLS, (B,) + mask_BLS.shape[1:])
+    mask = jnp.concatenate([jnp.ones((B, L, pk.shape[1]), bool), mask], axis=-1)
+    out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), jnp.concatenate([pk, k_BSKd], 1),
+                              jnp.concatenate([pv, v_BSKd], 1), None, None, scale, mask_BLS=mask)
+    return out_BLKGd.reshape(B, L, H, hd)
+
+
 def cached_mask(spec: MaskSpec, positions_BL, S: int):
     """(B, L, S): which cache slots the queries at `positions_BL` see. Slot s holds the key of position s, so the
     causal rule (and any window) on positions is the whole mask: slots past a query were never written for this
@@ -183,15 +196,29 @@ class Attention(nn.Module):
             arrays = MaskArrays(segments_BL, segments_BL, padding_BL)
         else:
             spec, arrays = MaskSpec(causal=False), MaskArrays(padding_BS=padding_BL)
+        prefix = self._prefix() if cfg.peft == "prefix" and not cross else None
         if not cross and self.causal and caching:  # a bidirectional (encoder) layer is never cached
-            out_BLHd = self._with_cache(q_BLHd, k_BLKd, v_BLKd, positions_BL, spec, scale, bias_BHLS)
+            out_BLHd = self._with_cache(q_BLHd, k_BLKd, v_BLKd, positions_BL, spec, scale, bias_BHLS, prefix)
+        elif prefix is not None:
+            L = q_BLHd.shape[1]
+            out_BLHd = prefixed_attention(q_BLHd, k_BLKd, v_BLKd, visible(spec, arrays, jnp.arange(L), jnp.arange(L)),
+                                          prefix, scale)
         else:
             out_BLHd = attend(cfg, q_BLHd, k_BLKd, v_BLKd, spec, arrays, scale, bias_BHLS)
         out_BLHd = nn.with_logical_constraint(out_BLHd, ("batch", "length", "heads", "head_dim"))
         out_std = cfg.init_std / (2 * cfg.n_layers) ** 0.5
         return dense(cfg, cfg.d_model, 2, ("heads", "head_dim", "embed"), ("embed",), "out", std=out_std)(out_BLHd)
 
-    def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float, bias_BHLS=None):
+    def _prefix(self):
+        """Prefix tuning's (key, value) prefixes of this layer: model.prefix_len positions, (P, K, head_dim) each."""
+        cfg = self.cfg
+        shape, names = (cfg.prefix_len, cfg.n_kv_heads, cfg.head_dim), (None, "kv_heads", "head_dim")
+        init = nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), names)
+        return (self.param("prefix_key", init, shape, cfg.weight_dtype),
+                self.param("prefix_value", init, shape, cfg.weight_dtype))
+
+    def _with_cache(self, q_BLHd, k_BLKd, v_BLKd, positions_BL, spec: MaskSpec, scale: float, bias_BHLS=None,
+                    prefix=None):
         """Self-attention through the KV cache (decoding): this call's keys and values are written into the
         `cache` collection at their positions (slot = position), then the queries attend over every slot.
         Prefill (L = prompt length) and each decode step (L = 1) are the same code. The caller sizes the cache
@@ -217,6 +244,8 @@ class Attention(nn.Module):
                 _write(cache, positions_BL, new_BLKd.astype(cfg.compute_dtype))
                 read.append(cache.value)
         mask_BLS = cached_mask(spec, positions_BL, read[0].shape[1])
+        if prefix is not None:
+            return prefixed_attention(q_BLHd, read[0], read[1], mask_BLS, prefix, scale)
         bias = None if bias_BHLS is None else bias_BHLS.reshape(bias_BHLS.shape[0], K, H // K, *bias_BHLS.shape[2:])
         out_BLKGd = xla_attention(q_BLHd.reshape(B, L, K, H // K, hd), read[0], read[1], spec, MaskArrays(),
                                   scale, bias, mask_BLS=mask_BLS)

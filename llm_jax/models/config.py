@@ -87,6 +87,8 @@ class ModelConfig:
     lora_alpha: float
     lora_dropout: float
     lora_targets: str
+    prefix_len: int
+    adapter_dim: int
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1
     pipeline_microbatches: int = 1

@@ -4,11 +4,10 @@ With model.peft="lora", every `Dense` whose module path ("layers/attention/query
 (a regex, searched) gets `lora_a` (inputs x r, N(0, (1/r)^2): `a_std`) and `lora_b` (r x outputs, zeros), so at
 step 0 the model computes exactly the base model. The inputs of a projection that contracts several axes (the
 attention output: heads x head_dim) are flattened for A. Training then updates the adapters only (the base gets
-no gradient and no optimizer state: `ADAPTER_PATTERN` is the trainable mask).
+no gradient and no optimizer state: `peft.trainable_pattern`).
 
 `merge` folds the adapters into the kernels (W + (alpha / r) A B) and drops them: a plain model of the same
-config with peft="none"; `unmerge` takes them out again. `split` / `join` separate the adapter leaves from the
-base (restoring a base checkpoint into a LoRA model; saving the adapters alone).
+config with peft="none"; `unmerge` takes them out again (`peft.split` / `peft.join` separate adapters and base).
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm_jax.models.peft import join
+
 ADAPTER_NAMES = ("lora_a", "lora_b")
-ADAPTER_PATTERN = r".*/lora_[ab]"   # parameter paths that train under model.peft (train/optimizer.trainable_mask)
 
 
 def a_std(rank: int) -> float:
@@ -88,27 +88,3 @@ def merge(params: dict, cfg, sign: float = 1.0) -> dict:
 def unmerge(merged: dict, adapters: dict, cfg) -> dict:
     """The inverse of `merge` given the adapters (`split`'s second part): W - (alpha / r) A B, adapters back."""
     return join(merge(join(merged, adapters), cfg, sign=-1.0), adapters)
-
-
-def split(params: dict) -> tuple[dict, dict]:
-    """(base parameters, adapters): the same nesting, adapter leaves in the second tree only."""
-    base, adapters = {}, {}
-    for k, v in params.items():
-        if isinstance(v, dict):
-            b, a = split(v)
-            base[k] = b
-            if a:
-                adapters[k] = a
-        elif k in ADAPTER_NAMES:
-            adapters[k] = v
-        else:
-            base[k] = v
-    return base, adapters
-
-
-def join(base: dict, adapters: dict) -> dict:
-    """`split`'s inverse: the adapters put back beside their kernels."""
-    out = dict(base)
-    for k, v in adapters.items():
-        out[k] = join(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out

@@ -17,6 +17,7 @@ from llm_jax.models.attention import Attention
 from llm_jax.models.config import ModelConfig
 from llm_jax.models.layers import MLP, Dense, Norm, QuantizedEmbed, partitioned
 from llm_jax.models.moe import STATS_COLLECTION, MoE
+from llm_jax.models.peft import BottleneckAdapter
 from llm_jax.models.positions import sinusoidal_table
 from llm_jax.parallel.pipeline import pipeline
 
@@ -48,6 +49,10 @@ class Block(nn.Module):
         attend = lambda x: attention(x, positions_BL, segments_BL, padding_BL)  # noqa: E731
         mlp = MoE(cfg, name="moe") if self.moe else MLP(cfg, name="mlp")
         norm_attn, norm_mlp = Norm(cfg, name="norm_attention"), Norm(cfg, name="norm_mlp")
+        if cfg.peft == "adapter":  # bottleneck adapters on each sublayer's output, before the residual sum
+            attend_plain, mlp_plain = attend, mlp
+            attend = lambda x: BottleneckAdapter(cfg, name="adapter_attn")(attend_plain(x))  # noqa: E731
+            mlp = lambda x: BottleneckAdapter(cfg, name="adapter_ffn")(mlp_plain(x))  # noqa: E731
         if cfg.norm_position == "pre":
             x_BLD = x_BLD + drop(attend(norm_attn(x_BLD)))
             x_BLD = x_BLD + drop(mlp(norm_mlp(x_BLD)))

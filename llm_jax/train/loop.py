@@ -23,7 +23,7 @@ from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
 from llm_jax.hardware import peak_flops
-from llm_jax.models import lora
+from llm_jax.models import peft
 from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.parallel import distributed
 from llm_jax.parallel.pipeline import bubble_fraction
@@ -94,17 +94,17 @@ def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, trainable: Trainable, lo
     elif cfg.checkpoint.restore_from:
         params_only = cfg.checkpoint.restore_mode == "params"
         adapters = cfg.model.peft != "none"  # the base model's parameters; the new adapters start as initialised
-        wanted = abstract.replace(params=lora.split(abstract.params)[0]) if adapters else abstract
+        wanted = abstract.replace(params=peft.split(abstract.params)[0]) if adapters else abstract
         params, train, step = checkpoint.restore_other_run(cfg.checkpoint.restore_from, wanted,
                                                            params_only or adapters)
         log(f"starting from {cfg.checkpoint.restore_from} (step {step}, "
             f"{'parameters only' if params_only or adapters else 'full state'}"
-            f"{f', new {cfg.model.peft} adapters' if adapters else ''})")
+            f"{f', new {cfg.model.peft} parameters' if adapters else ''})")
     if train is not None:
         return abstract.replace(params=params, **train)
     state = trainable.init_state()
-    if params is not None and cfg.model.peft != "none" and not lora.split(params)[1]:  # a base model's
-        params = lora.join(params, lora.split(state.params)[1])
+    if params is not None and cfg.model.peft != "none" and not peft.split(params)[1]:  # a base model's
+        params = peft.join(params, peft.split(state.params)[1])
     return state if params is None else state.replace(params=params)
 
 

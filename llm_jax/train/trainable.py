@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from llm_jax.errors import UserError
-from llm_jax.models import build_model, lora
+from llm_jax.models import build_model, peft
 from llm_jax.objectives import Objective, get_objective
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
 from llm_jax.train.optimizer import make_optimizer, schedule, trainable_mask
@@ -94,7 +94,8 @@ def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg) else 1.0
     with activate(mesh, rules):
         shapes = jax.eval_shape(lambda r: nn.unbox(init_params(model, cfg.model.seq_len, r)), abstract_key())
-    mask = trainable_mask(shapes, cfg.train.trainable, None if cfg.model.peft == "none" else lora.ADAPTER_PATTERN)
+    mask = trainable_mask(shapes, cfg.train.trainable,
+                          None if cfg.model.peft == "none" else peft.trainable_pattern(cfg.model.peft))
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules, mask)
     data_sharding = batch_sharding(mesh, rules)
     batch_shardings = {name: data_sharding for name in objective.batch_fields}

@@ -19,7 +19,8 @@ from llm_jax.infer.load import load_workdir  # noqa: E402
 from llm_jax.infer.export import export_params  # noqa: E402
 from llm_jax.interop.hf import from_hf, to_hf  # noqa: E402
 from llm_jax.interop.peft import PeftError, read_peft, to_peft  # noqa: E402
-from llm_jax.models import build_model, lora  # noqa: E402
+from llm_jax.models import build_model  # noqa: E402
+from llm_jax.models import peft as peft_params  # noqa: E402
 
 from interop.test_hf import byte_bpe_tokenizer  # noqa: E402
 
@@ -38,12 +39,13 @@ def test_peft_export_matches_the_peft_library_and_reads_back(tmp_path):
     cfg = config_lib.config_from_json(config_lib.to_json(loaded.cfg))
     cfg.model.update(peft="lora", lora_rank=4, lora_alpha=8.0, lora_targets=r"attention/(query|value|out)$|mlp/wo$")
     model = build_model(cfg.model)
-    shapes = jax.eval_shape(lambda: lora.split(model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"])[1])
+    init = lambda: model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]  # noqa: E731
+    shapes = jax.eval_shape(lambda: peft_params.split(init())[1])
     rng = np.random.default_rng(0)
     adapters = jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(np.float32), shapes)
     adapters = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, adapters,
                             is_leaf=lambda x: hasattr(x, "unbox"))
-    params = lora.join(jax.device_get(loaded.params), adapters)
+    params = peft_params.join(jax.device_get(loaded.params), adapters)
     lora_dir = str(tmp_path / "lora")
     os.makedirs(lora_dir)
     for name in os.listdir(base):
@@ -72,7 +74,7 @@ def test_peft_export_matches_the_peft_library_and_reads_back(tmp_path):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-7), back, adapters)
 
     merged = load_workdir(export_params(lora_dir, str(tmp_path / "merged"), merge_lora=True)["out"])
-    assert merged.cfg.model.peft == "none" and not lora.split(jax.device_get(merged.params))[1]
+    assert merged.cfg.model.peft == "none" and not peft_params.split(jax.device_get(merged.params))[1]
     np.testing.assert_allclose(np.asarray(merged.model.apply({"params": merged.params}, ids)), ours, atol=2e-5)
     to_hf(lora_dir, str(tmp_path / "hf_merged"))  # to-hf of a LoRA run exports the fine-tuned weights
     exported = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf_merged"))

@@ -11,7 +11,7 @@ import pytest
 from helpers import small_config
 
 from llm_jax import config as config_lib
-from llm_jax.models import build_model, lora
+from llm_jax.models import build_model, lora, peft
 from llm_jax.train.optimizer import param_path
 from llm_jax.train.state import init_params
 from llm_jax.train.trainable import build_trainable
@@ -22,7 +22,7 @@ def models(**lora_fields):
     cfg = small_config(positions="rope", ffn="swiglu", use_bias=False, peft="lora", lora_rank=4, **lora_fields)
     base, adapted = build_model(base_cfg.model, base_cfg.mesh), build_model(cfg.model, cfg.mesh)
     base_params = nn.unbox(init_params(base, 16, jax.random.key(0)))
-    _, adapters = lora.split(nn.unbox(init_params(adapted, 16, jax.random.key(1))))
+    _, adapters = peft.split(nn.unbox(init_params(adapted, 16, jax.random.key(1))))
     return cfg, base, adapted, base_params, adapters
 
 
@@ -44,7 +44,7 @@ def test_step_0_is_the_base_model_and_every_projection_is_targeted_by_default():
     assert float(jnp.std(a)) == pytest.approx(1 / 4, rel=0.1)  # A ~ N(0, (1/r)^2), B = 0
     assert all(float(jnp.abs(b).max()) == 0 for p, b in jax.tree_util.tree_flatten_with_path(adapters)[0]
                if param_path(p).endswith("lora_b"))
-    np.testing.assert_array_equal(logits(adapted, lora.join(base_params, adapters)), logits(base, base_params))
+    np.testing.assert_array_equal(logits(adapted, peft.join(base_params, adapters)), logits(base, base_params))
 
 
 def test_target_pattern_selects_projections():
@@ -56,11 +56,11 @@ def test_merge_and_unmerge_round_trip_through_the_logits():
     cfg, base, adapted, base_params, adapters = models()
     rng = iter(jax.random.split(jax.random.key(2), 100))
     adapters = jax.tree.map(lambda x: 0.05 * jax.random.normal(next(rng), x.shape), adapters)  # a trained B != 0
-    params = lora.join(base_params, adapters)
+    params = peft.join(base_params, adapters)
     with_adapters = logits(adapted, params)
     assert np.abs(with_adapters - logits(base, base_params)).max() > 1e-3  # the adapters change the model
     merged = lora.merge(params, cfg.model)
-    assert not lora.split(merged)[1]
+    assert not peft.split(merged)[1]
     np.testing.assert_allclose(logits(base, merged), with_adapters, atol=2e-5)  # a plain model of the same shape
     back = lora.unmerge(merged, adapters, cfg.model)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), back, params)
@@ -70,7 +70,7 @@ def test_only_the_adapters_train_and_have_optimizer_state():
     cfg = small_config(peft="lora", lora_rank=2)
     trainable = build_trainable(cfg)
     state = trainable.init_state()
-    n_adapters = len(jax.tree.leaves(lora.split(state.params)[1]))
+    n_adapters = len(jax.tree.leaves(peft.split(state.params)[1]))
     opt_leaves = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, "ndim", 0) > 0]
     assert len(opt_leaves) == 2 * n_adapters  # Adam's two moments, for the adapters only
     batch = {k: np.asarray(np.random.default_rng(0).integers(0, 256, (8, 16)), np.int32)
@@ -79,8 +79,8 @@ def test_only_the_adapters_train_and_have_optimizer_state():
     with trainable.activate():
         state, _ = trainable.train_step(state, trainable.to_device(batch))
     after = jax.device_get(state.params)
-    base_before, adapters_before = lora.split(before)
-    base_after, adapters_after = lora.split(after)
+    base_before, adapters_before = peft.split(before)
+    base_after, adapters_after = peft.split(after)
     jax.tree.map(np.testing.assert_array_equal, base_after, base_before)
     assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(adapters_after),
                                                          jax.tree.leaves(adapters_before)))
@@ -102,15 +102,15 @@ def test_lora_fine_tuning_of_a_trained_run_keeps_its_base_weights(trained, tmp_p
     lines = []
     summary = train(cfg, str(tmp_path / "lora"), log=lines.append)
     first = json.loads(open(tmp_path / "lora" / "metrics.jsonl").readline())
-    assert any("new lora adapters" in line for line in lines), lines
+    assert any("new lora parameters" in line for line in lines), lines
     # The base (20 steps) has frozen 0.02-std tied embeddings, which cap the logits: the adapters make the right
     # completion token the top one (accuracy 0 -> ~0.57) long before the loss can fall far (5.58 -> ~5.10).
     assert summary["eval_token_accuracy"] >= 0.4 and first["eval_token_accuracy"] == 0, (first, summary)
     assert summary["eval_loss"] < 0.95 * first["eval_loss"], (first, summary)
     abstract = build_trainable(cfg).abstract.params
     tuned, _ = restore_params(str(tmp_path / "lora"), abstract)
-    original, _ = restore_params(base, lora.split(abstract)[0])
-    tuned_base, adapters = lora.split(jax.device_get(tuned))
+    original, _ = restore_params(base, peft.split(abstract)[0])
+    tuned_base, adapters = peft.split(jax.device_get(tuned))
     jax.tree.map(np.testing.assert_array_equal, tuned_base, jax.device_get(original))
     assert adapters
 
@@ -139,7 +139,48 @@ def test_qlora_trains_adapters_over_an_nf4_base(trained, tmp_path):
     first = json.loads(open(tmp_path / "qlora" / "metrics.jsonl").readline())
     assert summary["eval_loss"] < first["eval_loss"] - 0.1, (first, summary)
     abstract = build_trainable(cfg).abstract.params
-    tuned_base, adapters = lora.split(jax.device_get(restore_params(str(tmp_path / "qlora"), abstract)[0]))
-    original = jax.device_get(restore_params(quantized, lora.split(abstract)[0])[0])
+    tuned_base, adapters = peft.split(jax.device_get(restore_params(str(tmp_path / "qlora"), abstract)[0]))
+    original = jax.device_get(restore_params(quantized, peft.split(abstract)[0])[0])
     jax.tree.map(np.testing.assert_array_equal, tuned_base, original)
     assert adapters["layers"]["attention"]["query"]["lora_b"].any()
+
+
+def test_the_peft_choices_are_the_registered_methods():
+    assert config_lib.CHOICES["model.peft"] == ("none", *peft.KEYS)
+
+
+@pytest.mark.parametrize("method", ["prefix", "adapter"])
+def test_prefix_and_adapter_parameters_train_alone_and_decode_with_the_cache(method):
+    """Prefix tuning and bottleneck adapters: their parameters (only) train; adapters start as the base model;
+    decoding through the KV cache (prefill + one step) equals the full forward pass."""
+    from llm_jax.infer.decode import empty_cache
+    cfg = small_config(positions="rope", peft=method, prefix_len=3, adapter_dim=8)
+    base_cfg = small_config(positions="rope")
+    model, base = build_model(cfg.model), build_model(base_cfg.model)
+    params = nn.unbox(init_params(model, 16, jax.random.key(1)))
+    base_params, added = peft.split(params)
+    assert sorted(added["layers"]) == (["attention"] if method == "prefix" else ["adapter_attn", "adapter_ffn"])
+    full = logits(model, params)
+    if method == "adapter":
+        np.testing.assert_array_equal(full, logits(base, base_params))  # W_up = 0: the identity
+    else:
+        assert added["layers"]["attention"]["prefix_key"].shape == (2, 3, 4, 8)  # (layers, P, K, head_dim)
+        assert np.abs(full - logits(base, base_params)).max() > 1e-4  # the prefix takes attention mass
+    cache = empty_cache(model, params, 2, 16)
+    prefill, state = model.apply({"params": params, "cache": cache}, TOKENS[:, :15], mutable=["cache"])
+    step, _ = model.apply({"params": params, "cache": state["cache"]}, TOKENS[:, 15:],
+                          positions_BL=jnp.full((2, 1), 15, jnp.int32), mutable=["cache"])
+    np.testing.assert_allclose(np.asarray(prefill), full[:, :15], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, 15], atol=1e-5)
+
+    trainable = build_trainable(cfg)
+    assert trainable.sizes()["trainable"] == sum(x.size for x in jax.tree.leaves(added))
+    state = trainable.init_state()
+    batch = {k: np.asarray(np.random.default_rng(0).integers(0, 256, (8, 16)), np.int32)
+             for k in ("inputs", "targets")} | {"segment_ids": np.zeros((8, 16), np.int32)}
+    before = peft.split(jax.device_get(state.params))
+    with trainable.activate():
+        new, _ = trainable.train_step(state, trainable.to_device(batch))  # (donates the state)
+    after = peft.split(jax.device_get(new.params))
+    jax.tree.map(np.testing.assert_array_equal, after[0], before[0])
+    assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(after[1]), jax.tree.leaves(before[1])))
