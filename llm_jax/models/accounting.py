@@ -6,6 +6,7 @@ shipped config); `flops_per_token` is the training cost used for MFU.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llm_jax.models.layers import GATED
@@ -89,14 +90,34 @@ def encdec_extra_params(model_cfg) -> int:
     return m["n_layers"] * (layer_params(m) + attention_params(m) + norm_params(m)) + final_norm
 
 
+def peft_params(model_cfg) -> int:
+    """The parameters model.peft adds to one block: LoRA's r x (inputs + outputs) per targeted projection (module
+    paths as in a one-block layer, `layers/attention/query`), prefix tuning's keys and values, or two adapters."""
+    m = _m(model_cfg)
+    d, H, K, hd, F = m["d_model"], m["n_heads"], m["n_kv_heads"], m["head_dim"], m["d_ff"]
+    if m["peft"] == "prefix":
+        return 2 * m["prefix_len"] * K * hd
+    if m["peft"] == "adapter":
+        return 2 * 2 * d * m["adapter_dim"]
+    if m["peft"] != "lora":
+        return 0
+    mlp = {"wi_gate": (d, F), "wi_up": (d, F)} if m["ffn"] in GATED else {"wi": (d, F)}
+    shapes = {"attention/query": (d, H * hd), "attention/key": (d, K * hd), "attention/value": (d, K * hd),
+              "attention/out": (H * hd, d), **{f"mlp/{k}": v for k, v in mlp.items()}, "mlp/wo": (F, d)}
+    return sum(m["lora_rank"] * (i + o) for name, (i, o) in shapes.items()
+               if re.search(m["lora_targets"], f"layers/{name}"))
+
+
 def param_count(model_cfg, active: bool = False) -> int:
     """Total = embeddings + N * layer + final norm (+ untied head), as in the guide's decoder-only formula; an MoE
-    layer counts all its experts, or with `active` only the top_k a token goes through (plus router and shared)."""
+    layer counts all its experts, or with `active` only the top_k a token goes through (plus router and shared);
+    plus what model.peft adds."""
     m = _m(model_cfg)
     final_norm = norm_params(m) if m["norm_position"] == "pre" else 0
     n_moe = moe_layers(m)
     layers = (m["n_layers"] - n_moe) * layer_params(m) + n_moe * layer_params(m, moe=True, active=active)
-    return embedding_params(m) + layers + final_norm + encoder_extra_params(m) + encdec_extra_params(m)
+    return (embedding_params(m) + layers + final_norm + encoder_extra_params(m) + encdec_extra_params(m)
+            + m["n_layers"] * peft_params(m))
 
 
 def active_params(model_cfg) -> int:

@@ -12,6 +12,7 @@ from helpers import small_config
 
 from llm_jax import config as config_lib
 from llm_jax.models import build_model, lora, peft
+from llm_jax.models.accounting import param_count
 from llm_jax.train.optimizer import param_path
 from llm_jax.train.state import init_params
 from llm_jax.train.trainable import build_trainable
@@ -175,6 +176,7 @@ def test_prefix_and_adapter_parameters_train_alone_and_decode_with_the_cache(met
 
     trainable = build_trainable(cfg)
     assert trainable.sizes()["trainable"] == sum(x.size for x in jax.tree.leaves(added))
+    assert param_count(cfg.model) == sum(x.size for x in jax.tree.leaves(params))  # the formula counts them
     state = trainable.init_state()
     batch = {k: np.asarray(np.random.default_rng(0).integers(0, 256, (8, 16)), np.int32)
              for k in ("inputs", "targets")} | {"segment_ids": np.zeros((8, 16), np.int32)}
