@@ -313,8 +313,8 @@ def cmd_data(args, extra) -> int:
         if args.json:
             _print_json(info)
         else:
-            print(f"{info['train']:,} training / {info['test']:,} held-out records ({', '.join(info['kinds'])}): "
-                  f"{info['paths']['train']}, {info['paths']['test']}")
+            print(f"{info['train']:,} training / {info['test']:,} held-out records ({', '.join(info['kinds'])}) and "
+                  f"their preference pairs: {', '.join(info['paths'].values())}")
         return 0
     cfg = _load_cfg(args, extra)
     if args.action == "bench":

@@ -58,8 +58,9 @@ CHOICES = {
     "model.peft": ("none", "lora", "prefix", "adapter"),  # llm_jax.models.peft.KEYS + none (a test: equal)
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
+    "train.dpo_loss": ("sigmoid", "ipo", "hinge"),  # llm_jax.objectives.dpo.LOSSES
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
     "data.loss_mask": ("completion", "all"),
@@ -164,6 +165,7 @@ def default_config() -> ml_collections.ConfigDict:
     m.lora_dropout = 0.0         # dropout on the adapter's input (training only)
     m.lora_targets = r"(attention|mlp)/\w+$"  # regex searched in module paths ("layers/attention/query"): all
                                  # attention and MLP projections; e.g. "attention/(query|value)$" for q and v only
+    m.value_head = False         # a scalar head on the final hidden state (reward models, PPO's value model)
     m.prefix_len = 16            # prefix: trainable key/value positions every query attends to, per layer
     m.adapter_dim = 64           # adapter: bottleneck width of x + W_up(ReLU(W_down x))
 
@@ -172,7 +174,11 @@ def default_config() -> ml_collections.ConfigDict:
     t.objective = "causal_lm"    # the loss (llm_jax/objectives/): next-token prediction; mlm = masked LM (encoder);
                                  # span_corruption (T5 pretraining) / seq2seq (data.pairs) train encdec;
                                  # sft = supervised fine-tuning on data.sft (a decoder, usually from
-                                 # checkpoint.restore_from)
+                                 # checkpoint.restore_from); reward (a reward model, model.value_head) and dpo
+                                 # train on the pairs of data.preferences (docs/finetuning.md)
+    t.dpo_beta = 0.1             # dpo: the strength of the implicit KL constraint to the reference
+    t.dpo_loss = "sigmoid"       # dpo: sigmoid (DPO), ipo, hinge (SLiC)
+    t.dpo_label_smoothing = 0.0  # dpo with sigmoid: the assumed share of flipped labels (conservative DPO)
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -248,6 +254,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.loss_mask = "completion"   # completion: the completion / assistant turns only; all: every token
     d.chat_template = ""         # "" = the tokenizer directory's chat template, else the plain one; "plain"; a file
     d.pack = True                # several examples per row (needs model.document_mask: none sees another)
+    d.preferences = ""           # JSONL of (prompt, chosen, rejected) records: reward models and DPO
 
     d.dedup = ml_collections.ConfigDict()
     d.dedup.exact = True         # drop documents whose normalised text (case, whitespace) was seen before
@@ -625,7 +632,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 # Which model families each objective trains (an encoder has no next-token logits; a decoder cannot see the
 # tokens after a [MASK]).
 OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
-                      "seq2seq": ("encdec",), "sft": ("decoder",)}
+                      "seq2seq": ("encdec",), "sft": ("decoder",), "reward": ("decoder",), "dpo": ("decoder",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -668,6 +675,18 @@ def _validate_family(cfg) -> None:
     _require((objective == "sft") == bool(cfg.data.sft),
              f"train.objective={objective!r} with data.sft={cfg.data.sft!r}: the sft objective trains on the "
              f"fine-tuning examples of data.sft and only it reads them; set both or neither")
+    pairwise = objective in ("reward", "dpo")
+    _require(pairwise == bool(cfg.data.preferences),
+             f"train.objective={objective!r} with data.preferences={cfg.data.preferences!r}: the reward and dpo "
+             f"objectives train on the preference pairs of data.preferences and only they read them; set both or "
+             f"neither")
+    _require(objective != "reward" or m.value_head,
+             "train.objective='reward' scores replies with a scalar head: set model.value_head=true")
+    _require(objective != "dpo" or cfg.checkpoint.restore_from,
+             "train.objective='dpo' needs the reference model it starts from: set checkpoint.restore_from")
+    _require(cfg.train.dpo_beta > 0 and 0 <= cfg.train.dpo_label_smoothing < 0.5,
+             f"train.dpo_beta={cfg.train.dpo_beta} must be > 0 and train.dpo_label_smoothing="
+             f"{cfg.train.dpo_label_smoothing} in [0, 0.5)")
     _require(objective != "sft" or not cfg.data.pack or m.document_mask,
              "train.objective='sft' packs several examples per row (data.pack=true): set model.document_mask=true "
              "so that none attends to another, or data.pack=false")

@@ -163,11 +163,14 @@ def tree_differences(saved: dict, wanted: dict, limit: int = 3) -> list[str]:
     return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
 
 
-def _target(item_dir: str, abstract_item):
+def _target(item_dir: str, abstract_item, optional=None):
     """(restore target shaped like the saved tree, differences). The target mirrors the checkpoint's own
-    containers with this run's shardings at each leaf, so orbax never sees a container mismatch."""
+    containers with this run's shardings at each leaf, so orbax never sees a container mismatch. Wanted leaves
+    whose path satisfies `optional` may be absent from the checkpoint (they are left out)."""
     saved_tree = _saved_tree(item_dir)
     saved, wanted = _leaves_by_path(saved_tree), _leaves_by_path(abstract_item)
+    if optional is not None:
+        wanted = {p: v for p, v in wanted.items() if p in saved or not optional(p)}
     differences = tree_differences(saved, wanted)
     if differences:
         return None, differences
@@ -175,29 +178,34 @@ def _target(item_dir: str, abstract_item):
     return target, []
 
 
-def _rebuild(restored_item, abstract_item):
-    """The restored leaves put back into this run's own tree structure."""
+def _rebuild(restored_item, abstract_item, fill=None):
+    """The restored leaves put back into this run's own tree structure; leaves the checkpoint did not have come
+    from `fill` (a tree like `abstract_item`)."""
     leaves = _leaves_by_path(restored_item)
     paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_item)
-    return jax.tree_util.tree_unflatten(treedef, [leaves[_path(p)] for p, _ in paths])
+    filler = jax.tree.leaves(fill) if fill is not None else [None] * len(paths)
+    return jax.tree_util.tree_unflatten(treedef, [leaves.get(_path(p), f) for (p, _), f in zip(paths, filler)])
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, params_only: bool = False):
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, params_only: bool = False, new_params=None):
     """(params, train fields or None) at `step`, laid out like `abstract_state` (shapes, dtypes, shardings).
     The train fields are None for a parameters-only checkpoint (converted or exported) or with params_only.
-    Raises CheckpointError when the saved arrays do not match `abstract_state`."""
+    `new_params` = (predicate on parameter paths, tree to take them from): parameters this run adds (adapters, a
+    value head) that the checkpoint may lack. Raises CheckpointError when the saved arrays do not match."""
+    optional, fill = new_params or (None, None)
     wanted = {"params": abstract_state.params}
     if has_item(mngr, step, "train") and not params_only:
         wanted["train"] = _train_item(abstract_state)
     targets, differences = {}, []
     for name, abstract_item in wanted.items():
-        targets[name], found = _target(os.path.join(step_path(mngr, step), name), abstract_item)
+        targets[name], found = _target(os.path.join(step_path(mngr, step), name), abstract_item,
+                                       optional if name == "params" else None)
         differences += [f"{name}/{d}" for d in found]
     if differences:
         raise CheckpointError(f"checkpoint {step} in {mngr.directory} does not fit this model: "
                               f"{'; '.join(differences)}")
     out = mngr.restore(step, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in targets.items()}))
-    params = _rebuild(out["params"], abstract_state.params)
+    params = _rebuild(out["params"], abstract_state.params, fill)
     return params, (dict(_rebuild(out["train"], wanted["train"])) if "train" in wanted else None)
 
 
@@ -402,8 +410,9 @@ def _newest_intact(mngr: ocp.CheckpointManager, steps: list[int], what: str, log
     raise CheckpointError(f"{what}: no intact checkpoint ({'; '.join(problems) or 'none saved'})")
 
 
-def restore_other_run(path: str, abstract_state, params_only: bool):
-    """(params, train fields or None, step) from another run's checkpoint (checkpoint.restore_from)."""
+def restore_other_run(path: str, abstract_state, params_only: bool, new_params=None):
+    """(params, train fields or None, step) from another run's checkpoint (checkpoint.restore_from); `new_params`
+    as in `restore`."""
     workdir, step = resolve_restore_from(path)
     if not os.path.isdir(checkpoint_dir(workdir)):
         raise CheckpointError(f"checkpoint.restore_from={path!r}: no checkpoints/ directory in {workdir}")
@@ -414,7 +423,7 @@ def restore_other_run(path: str, abstract_state, params_only: bool):
         candidate = _newest_intact(mngr, [step] if step is not None else mngr.all_steps(),
                                    f"checkpoint.restore_from={path!r}")
         try:
-            params, train = restore(mngr, candidate, abstract_state, params_only)
+            params, train = restore(mngr, candidate, abstract_state, params_only, new_params)
         except CheckpointError as e:
             raise CheckpointError(f"checkpoint.restore_from={path!r}: {e}") from e
         return params, train, candidate

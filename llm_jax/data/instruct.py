@@ -1,7 +1,9 @@
 """Synthetic instruction tasks whose answers can be checked (no instruction dataset can be downloaded here).
 
 `llm-jax data make-sft --output DIR` writes `train.jsonl` and `test.jsonl`: chat records
-`{"messages": [user, assistant], "kind": ...}` of these kinds, the test prompts disjoint from the training ones:
+`{"messages": [user, assistant], "kind": ...}` of these kinds, the test prompts disjoint from the training ones —
+and `prefs_train.jsonl` / `prefs_test.jsonl`: the same prompts as preference pairs labelled by a rule (the right
+answer is chosen over a wrong one: a sum or count off by 1-3, the words unreversed or shuffled):
 
 | kind      | user                                   | assistant        |
 |-----------|----------------------------------------|------------------|
@@ -73,12 +75,39 @@ def make_splits(n_train: int, n_test: int, seed: int = 0, kinds=KINDS) -> tuple[
     return [train[i] for i in order], test
 
 
+def wrong_answer(kind: str, user: str, answer: str, rng: np.random.Generator) -> str:
+    """A plausible wrong reply: a sum or count off by 1-3, or the words in their original or a shuffled order."""
+    if kind in ("add", "count"):
+        off = int(rng.integers(1, 4)) * (1 if rng.random() < 0.5 or int(answer) < 4 else -1)
+        return str(int(answer) + off)
+    words = user.removeprefix("Reverse the words: ").split()
+    for _ in range(10):
+        shuffled = " ".join(words[i] for i in rng.permutation(len(words)))
+        if shuffled != answer:
+            return shuffled
+    return " ".join(words)
+
+
+def preference_pairs(records: list[dict], seed: int = 0) -> list[dict]:
+    """One pair per record, labelled by the rule "the right answer is preferred": chosen = the record's reply,
+    rejected = `wrong_answer`; UltraFeedback's layout (message lists)."""
+    rng, out = np.random.default_rng(seed), []
+    for r in records:
+        user, answer = r["messages"][0], r["messages"][1]["content"]
+        wrong = wrong_answer(r["kind"], user["content"], answer, rng)
+        out.append({"chosen": [user, {"role": "assistant", "content": answer}],
+                    "rejected": [user, {"role": "assistant", "content": wrong}], "kind": r["kind"]})
+    return out
+
+
 def write_sft_tasks(out: str, n_train: int = 3000, n_test: int = 100, seed: int = 0) -> dict:
-    """Writes out/train.jsonl and out/test.jsonl; returns their paths and sizes."""
+    """Writes out/train.jsonl and out/test.jsonl (chat records), and out/prefs_train.jsonl and prefs_test.jsonl
+    (their preference pairs: the right answer over a wrong one); returns their paths and sizes."""
     train, test = make_splits(n_train, n_test, seed)
     os.makedirs(out, exist_ok=True)
     paths = {}
-    for name, records in (("train", train), ("test", test)):
+    for name, records in (("train", train), ("test", test), ("prefs_train", preference_pairs(train, seed)),
+                          ("prefs_test", preference_pairs(test, seed + 1))):
         paths[name] = os.path.join(out, f"{name}.jsonl")
         atomic_write(paths[name], "".join(json.dumps(r) + "\n" for r in records))
     return {"paths": paths, "train": len(train), "test": len(test), "kinds": list(KINDS)}

@@ -22,8 +22,9 @@ ALL_KEYS = frozenset(k for keys in KEYS.values() for k in keys)
 
 
 def trainable_pattern(method: str) -> str:
-    """The parameter-path regex (fullmatch) of the method's parameters."""
-    return rf".*/({'|'.join(KEYS[method])})(/.*)?"
+    """The parameter-path regex (fullmatch) of what trains under the method: its parameters, and a value head if
+    the model has one (a reward model's score head is new, like the adapters: PEFT's `modules_to_save`)."""
+    return rf"(.*/)?({'|'.join(KEYS[method])}|value_head)(/.*)?"
 
 
 def split(params: dict) -> tuple[dict, dict]:

@@ -101,10 +101,12 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None):
+    def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None,
+                 values: bool = False):
         """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask. With
         `targets_BL` and cfg.loss_chunk: the per-position cross-entropy (float32, B x L) instead, computed by
-        `chunked_cross_entropy` so the (B, L, V) logits never exist whole."""
+        `chunked_cross_entropy` so the (B, L, V) logits never exist whole. With cfg.value_head and `values`: the
+        scalar head's output at every position (float32, B x L) instead — a reward model's score, PPO's values."""
         cfg = self.cfg
         if not cfg.document_mask:
             segments_BL = None
@@ -151,6 +153,12 @@ class Transformer(nn.Module):
         self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
+        if cfg.value_head:  # a scalar per position from the final hidden state (reward / value models)
+            head = Dense(dataclasses.replace(cfg, use_bias=True, peft="none"), (1,), 1, ("embed", None), (None,),
+                         cfg.init_std, name="value_head")
+            values_BL = head(x_BLD)[..., 0].astype(jnp.float32)
+            if values and not self.is_initializing():
+                return values_BL
         if targets_BL is not None and cfg.loss_chunk and not self.is_initializing():
             params = self.variables["params"]
             weight = params["embed"]["embedding"] if cfg.tie_embeddings else params["head"]["kernel"]

@@ -10,18 +10,22 @@ from llm_jax.errors import UserError
 from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECTION, Objective, Sown, apply_with_aux,
                                      sown_losses)
 from llm_jax.objectives.causal_lm import CAUSAL_LM
+from llm_jax.objectives.dpo import DPO
 from llm_jax.objectives.mlm import MLM
+from llm_jax.objectives.reward import REWARD
 from llm_jax.objectives.seq2seq import SEQ2SEQ
 from llm_jax.objectives.sft import SFT
 from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT)}
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT, REWARD, DPO)}
 
 
-def get_objective(name: str) -> Objective:
+def get_objective(name: str, train_cfg=None) -> Objective:
+    """The objective `name`, configured with the run's `train.*` settings when it takes any (DPO's beta)."""
     if name not in OBJECTIVES:
         raise UserError(f"train.objective={name!r}: unknown; choose one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    objective = OBJECTIVES[name]
+    return objective.configure(train_cfg) if objective.configure and train_cfg is not None else objective
 
 
 __all__ = ["AUX_COLLECTION", "NOTHING_SOWN", "OBJECTIVES", "Objective", "STATS_COLLECTION", "Sown", "apply_with_aux",

@@ -10,6 +10,7 @@ Two optional hooks: `prepare(model, batch, rng)` rewrites the batch on device on
 into micro-batches (MLM masks tokens there, so the loss is normalised by the masked count of the whole batch);
 `rng` is None in evaluation, which must be deterministic. `metrics(model, params, batch)` returns
 {name: (sum, count)} of extra held-out metrics (MLM accuracy); evaluation reports each as sum / count.
+`configure(train_cfg)` returns the objective with the run's settings (`get_objective(name, cfg.train)`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Objective:
     losses: Callable  # (model, params, batch, rng, deterministic) -> (losses_BL, weights_BL, aux)
     prepare: Callable | None = None  # (model, batch, rng or None) -> batch, once per step before micro-batching
     metrics: Callable | None = None  # (model, params, prepared batch) -> {name: (sum, count)}, in evaluation
+    configure: Callable | None = None  # (train config) -> this objective with the run's settings (DPO's beta)
 
 
 def sown_losses(collection) -> dict:

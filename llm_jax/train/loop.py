@@ -24,12 +24,14 @@ from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
 from llm_jax.hardware import peak_flops
 from llm_jax.models import peft
+from llm_jax.objectives.dpo import reference_logps
 from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.parallel import distributed
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.downstream import Downstream
 from llm_jax.train.metrics import MetricsWriter, progress_line
+from llm_jax.train.optimizer import param_path
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
 from llm_jax.train.trainable import Trainable, build_trainable
@@ -92,20 +94,46 @@ def restore_or_init(cfg, ckpt: checkpoint.Checkpointer, trainable: Trainable, lo
         log(f"resuming from the checkpoint at step {step}" if train else
             f"starting from the parameters of the checkpoint at step {step} (fresh optimizer state)")
     elif cfg.checkpoint.restore_from:
-        params_only = cfg.checkpoint.restore_mode == "params"
-        adapters = cfg.model.peft != "none"  # the base model's parameters; the new adapters start as initialised
-        wanted = abstract.replace(params=peft.split(abstract.params)[0]) if adapters else abstract
-        params, train, step = checkpoint.restore_other_run(cfg.checkpoint.restore_from, wanted,
-                                                           params_only or adapters)
-        log(f"starting from {cfg.checkpoint.restore_from} (step {step}, "
-            f"{'parameters only' if params_only or adapters else 'full state'}"
-            f"{f', new {cfg.model.peft} parameters' if adapters else ''})")
+        state = trainable.init_state()
+        params, train, step = restore_from(cfg, trainable, state.params, log)
+        return state.replace(params=params) if train is None else abstract.replace(params=params, **train)
     if train is not None:
         return abstract.replace(params=params, **train)
     state = trainable.init_state()
-    if params is not None and cfg.model.peft != "none" and not peft.split(params)[1]:  # a base model's
-        params = peft.join(params, peft.split(state.params)[1])
     return state if params is None else state.replace(params=params)
+
+
+def attach_reference_logps(cfg, trainable: Trainable, data, log) -> None:
+    """DPO: every pair's reply log-probabilities under the reference — the model the policy started from
+    (checkpoint.restore_from, new parameters as initialised) — added to the rows once, before training."""
+    started = time.perf_counter()
+    init = trainable.init_state().params
+    reference, _, _ = checkpoint.restore_other_run(cfg.checkpoint.restore_from, trainable.abstract, True,
+                                                   (is_new_param, init))
+    with trainable.activate():
+        for rows in [*data.train, data.val]:
+            rows.extra.update(reference_logps(trainable.model, reference, rows))
+    log(f"dpo: reference log-probabilities of {sum(len(r) for r in [*data.train, data.val]):,} pairs from "
+        f"{cfg.checkpoint.restore_from} in {time.perf_counter() - started:.0f}s")
+
+
+def is_new_param(path: str) -> bool:
+    """Parameters a fine-tuning run adds to the model it starts from: PEFT's and a value head."""
+    return any(part in peft.ALL_KEYS or part == "value_head" for part in path.split("/"))
+
+
+def restore_from(cfg, trainable: Trainable, init_params, log=None):
+    """(params, train fields or None, step) of checkpoint.restore_from laid out for this run; parameters this run
+    adds (`is_new_param`) that it lacks come from `init_params` (then the optimizer state starts fresh too)."""
+    abstract, path = trainable.abstract, cfg.checkpoint.restore_from
+    added = sorted({part for p, _ in jax.tree_util.tree_flatten_with_path(abstract.params)[0]
+                    for part in param_path(p).split("/") if is_new_param(part)})
+    params_only = cfg.checkpoint.restore_mode == "params" or bool(added)
+    params, train, step = checkpoint.restore_other_run(path, abstract, params_only, (is_new_param, init_params))
+    if log:
+        log(f"starting from {path} (step {step}, {'parameters only' if params_only else 'full state'}"
+            + (f"; {', '.join(added)} from initialisation where it has none" if added else "") + ")")
+    return params, train, step
 
 
 class StepTimer:
@@ -231,6 +259,8 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
     except BaseException:
         ckpt.close()
         raise
+    if cfg.train.objective == "dpo":
+        attach_reference_logps(cfg, trainable, data, log)
     if distributed.is_primary():  # only now: a refused resume must leave the old run's files as they were
         fileio.atomic_write(os.path.join(workdir, "config.json"), config_lib.to_json(cfg))
         data.tokenizer.save(workdir)

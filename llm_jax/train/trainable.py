@@ -89,7 +89,7 @@ def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     mesh = mesh if mesh is not None else make_mesh(cfg)
     rules = rules_tuple(cfg)
     model = build_model(cfg.model, cfg.mesh)
-    objective = get_objective(cfg.train.objective)
+    objective = get_objective(cfg.train.objective, cfg.train)
     tx = make_optimizer(cfg.train, cfg.model)
     scale = cfg.train.loss_scale_init if use_dynamic_loss_scale(cfg) else 1.0
     with activate(mesh, rules):

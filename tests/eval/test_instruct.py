@@ -31,6 +31,11 @@ def test_answers_are_right_and_test_prompts_are_held_out(tmp_path):
         else:
             assert answer == str(len(user.removeprefix("How many words: ").split()))
     assert tasks.make_splits(10, 5, seed=3) == tasks.make_splits(10, 5, seed=3)  # deterministic
+    prefs = [json.loads(line) for line in open(info["paths"]["prefs_test"])]
+    assert len(prefs) == len(test)
+    for pair, record in zip(prefs, test):  # the rule: the right answer over a wrong one, for the same prompt
+        assert pair["chosen"] == record["messages"] and pair["rejected"][0] == record["messages"][0]
+        assert pair["rejected"][1]["content"] != record["messages"][1]["content"]
 
 
 class Canned:
