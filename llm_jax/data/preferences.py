@@ -64,6 +64,26 @@ class PreferenceRows:
         return out
 
 
+def pair_rows(triples, tok, template, seq_len: int, counts: dict | None = None) -> PreferenceRows:
+    """The rows of (prompt, chosen, rejected) triples; `counts` gets `truncated` sides and `no_reply` pairs
+    (dropped: a side with no reply token within seq_len + 1 tokens)."""
+    counts = {"truncated": 0, "no_reply": 0} if counts is None else counts
+    pairs = []
+    for triple in triples:
+        pair = {}
+        for side, segments in pair_segments(triple, template, tok).items():
+            ids, weights = sft.encode_example(tok, segments, "completion")
+            if len(ids) > seq_len + 1:
+                counts["truncated"] += 1
+                ids, weights = ids[:seq_len + 1], weights[:seq_len + 1]
+            pair[side] = (ids, weights)
+        if all(sum(w[1:]) > 0 for _, w in pair.values()):
+            pairs.append(pair)
+        else:
+            counts["no_reply"] += 1
+    return PreferenceRows(pairs, seq_len, tok.pad_id if tok.pad_id is not None else tok.eos_id)
+
+
 @dataclasses.dataclass
 class PreferenceData:
     tokenizer: object
@@ -91,23 +111,7 @@ def load_preferences(cfg, log=print) -> PreferenceData:
     keyed = {json.dumps(t, sort_keys=True): t for t in triples}
     train_keys, val_keys = split_documents(list(keyed), cfg.data.val_fraction)
     counts.update(truncated=0, no_reply=0)
-
-    def rows(keys):
-        pairs = []
-        for key in keys:
-            pair = {}
-            for side, segments in pair_segments(keyed[key], template, tok).items():
-                ids, weights = sft.encode_example(tok, segments, "completion")
-                if len(ids) > L + 1:
-                    counts["truncated"] += 1
-                    ids, weights = ids[:L + 1], weights[:L + 1]
-                pair[side] = (ids, weights)
-            if all(sum(w[1:]) > 0 for _, w in pair.values()):
-                pairs.append(pair)
-            else:
-                counts["no_reply"] += 1
-        return PreferenceRows(pairs, L, tok.pad_id if tok.pad_id is not None else tok.eos_id)
-
+    rows = lambda keys: pair_rows([keyed[k] for k in keys], tok, template, L, counts)  # noqa: E731
     train, val = rows(train_keys), rows(val_keys)
     if not len(train) or not len(val):
         raise sft.SFTDataError(f"data.preferences={path}: {len(train)} train / {len(val)} validation pairs; both "
