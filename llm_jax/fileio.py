@@ -202,23 +202,24 @@ def check_writable_dir(path: str) -> None:
         raise os_error(e, "write in directory", path) from e
 
 
-def check_new_output(path: str, flag: str = "--out") -> None:
+def check_new_output(path: str, flag: str = "--out", error: type[UserError] = UserError) -> None:
     """Refuses, before any work starts, an output directory that cannot be created or already holds something:
-    an existing file, a non-empty directory, a path under a file, or a parent where nothing can be written."""
+    an existing file, a non-empty directory, a path under a file, or a parent where nothing can be written — as
+    one `error` (the calling command's own UserError class)."""
     path = os.path.abspath(path)
     if os.path.lexists(path) and not os.path.isdir(path):
-        raise UserError(f"{flag} {path} exists and is not a directory; choose a new {flag}")
+        raise error(f"{flag} {path} exists and is not a directory; choose a new {flag}")
     if os.path.isdir(path) and os.listdir(path):
-        raise UserError(f"{flag} {path} exists and is not empty; choose a new {flag}")
+        raise error(f"{flag} {path} exists and is not empty; choose a new {flag}")
     ancestor = path
     while not os.path.lexists(ancestor):
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
-        raise UserError(f"{flag} {path} cannot be created: {ancestor} is a file, not a directory")
+        raise error(f"{flag} {path} cannot be created: {ancestor} is a file, not a directory")
     try:  # os.access is not enough: root passes it on read-only mounts
         fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".llm_jax-write-test-")
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise UserError(f"{flag} {path} cannot be created: nothing can be written in {ancestor} "
-                        f"({e.strerror or e})") from e
+        raise error(f"{flag} {path} cannot be created: nothing can be written in {ancestor} "
+                    f"({e.strerror or e})") from e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,19 @@ def small_disk(path, size: str):
         yield path
     finally:
         subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def comparison_sft_file(path) -> str:
+    """A fine-tuning file of the 100 records {"prompt": "a b?", "completion": " yes" if a < b else " no"} (digits
+    a, b): tokens the small test model's Shakespeare tokenizer has, short enough for its 16-token context."""
+    with open(path, "w") as f:
+        for a in range(10):
+            for b in range(10):
+                f.write(json.dumps({"prompt": f"{a} {b}?", "completion": " yes" if a < b else " no"}) + "\n")
+    return str(path)
+
+
+def sft_overrides(base: str, data: str, **more) -> dict:
+    """--config overrides of an SFT run from work directory `base` on `data` (use with its config.json)."""
+    return {"train.objective": "sft", "data.sft": data, "model.document_mask": "true",
+            "checkpoint.restore_from": base, "train.eval_every": "0", **{k: str(v) for k, v in more.items()}}

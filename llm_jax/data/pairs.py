@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 
 from llm_jax.data.corpus import CorpusError, split_documents
+from llm_jax.data.sources import json_objects
 from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from llm_jax.fileio import os_error, read_bytes
 
@@ -32,18 +33,9 @@ FIELD_NAMES = (("input", "target"), ("prompt", "completion"))
 def parse_pairs(raw: bytes, path: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """(pairs, counts) of a pairs file's bytes: counts of lines read, skipped as not JSON, skipped for a
     missing or non-string field, and pairs kept."""
-    pairs, counts = [], {"lines": 0, "not_json": 0, "missing_fields": 0}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        counts["lines"] += 1
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            counts["not_json"] += 1
-            continue
+    records, counts = json_objects(raw)
+    pairs, counts["missing_fields"] = [], 0
+    for record in records:
         names = next((n for n in FIELD_NAMES if n[0] in record), FIELD_NAMES[0])
         source, target = record.get(names[0]), record.get(names[1])
         if not isinstance(source, str) or not isinstance(target, str) or not source.strip() or not target.strip():

@@ -38,6 +38,7 @@ import numpy as np
 
 from llm_jax.data import chat
 from llm_jax.data.corpus import CorpusError, split_documents
+from llm_jax.data.sources import json_objects
 from llm_jax.data.tokenizers import load_tokenizer
 from llm_jax.fileio import read_bytes
 
@@ -89,20 +90,8 @@ def to_messages(record, layout: str) -> list[dict] | None:
 
 
 def read_records(raw: bytes, path: str, what: str) -> tuple[list[dict], dict]:
-    """(JSON objects, counts) of a JSON-lines file; a line that is not a JSON object is counted and skipped."""
-    records, counts = [], {"lines": 0, "not_json": 0}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        counts["lines"] += 1
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict):
-            counts["not_json"] += 1
-            continue
-        records.append(record)
+    """(JSON objects, counts) of a JSON-lines file (`sources.json_objects`); none at all is an error naming it."""
+    records, counts = json_objects(raw)
     if not records:
         raise SFTDataError(f"{what}={path}: no JSON object in {counts['lines']} line(s)")
     return records, counts

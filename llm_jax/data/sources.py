@@ -64,6 +64,25 @@ class InputStats(collections.Counter):
         self.hashes: dict[str, str] = {}
 
 
+def json_objects(raw: bytes) -> tuple[list[dict], dict[str, int]]:
+    """(the JSON objects, {"lines", "not_json"}) of a JSON-lines file's bytes: blank lines are ignored, a line that
+    is not a JSON object is counted and skipped."""
+    records, counts = [], {"lines": 0, "not_json": 0}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            counts["not_json"] += 1
+    return records, counts
+
+
 def looks_binary(sample: bytes) -> bool:
     """True for content that is not text: a NUL byte, or a high fraction of control / invalid UTF-8 bytes."""
     if b"\0" in sample:

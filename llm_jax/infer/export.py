@@ -14,7 +14,6 @@ import jax
 
 from llm_jax import checkpoint
 from llm_jax import config as config_lib
-from llm_jax.errors import StorageError, UserError
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import WorkdirError, load_workdir
@@ -38,12 +37,7 @@ def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> st
 def export_params(workdir: str, out: str, step: int | None = None, merge_lora: bool = False) -> dict:
     """Writes the parameters-only copy; `merge_lora` folds a LoRA run's adapters into its weights (a plain model
     of the same shape, model.peft="none")."""
-    try:
-        check_new_output(out, flag="--out")
-    except StorageError:
-        raise
-    except UserError as e:
-        raise WorkdirError(str(e)) from e
+    check_new_output(out, flag="--out", error=WorkdirError)
     loaded = load_workdir(workdir, step)
     params, cfg = loaded.params, loaded.cfg
     if merge_lora:

@@ -531,12 +531,7 @@ def _copy_file(src: str, dest: str) -> None:
 
 
 def _check_out(out: str) -> None:
-    try:
-        check_new_output(out, flag="--out")
-    except StorageError:
-        raise
-    except UserError as e:
-        raise ConversionError(str(e)) from e
+    check_new_output(out, flag="--out", error=ConversionError)
 
 
 def from_hf(hf_dir: str, out: str) -> dict:

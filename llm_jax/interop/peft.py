@@ -18,7 +18,7 @@ import os
 import jax
 import numpy as np
 
-from llm_jax.errors import StorageError, UserError
+from llm_jax.errors import UserError
 from llm_jax.fileio import atomic_write_json, check_new_output, read_json
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import hf, safetensors_io
@@ -73,12 +73,7 @@ def peft_config(m, targets: list[str], base: str = "") -> dict:
 
 def to_peft(workdir: str, out: str, base: str = "") -> dict:
     """Writes the adapters of LoRA work directory `workdir` to `out` in the PEFT format."""
-    try:
-        check_new_output(out, flag="--out")
-    except StorageError:
-        raise
-    except UserError as e:
-        raise PeftError(str(e)) from e
+    check_new_output(out, flag="--out", error=PeftError)
     loaded = load_workdir(workdir)
     m = dict(loaded.cfg.model)
     if m["peft"] != "lora":

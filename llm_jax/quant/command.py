@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from llm_jax import argtypes
-from llm_jax.errors import StorageError, UserError
+from llm_jax.errors import UserError
 
 # formats.METHODS + gptq (a test keeps them equal); the command's parser imports nothing heavy
 METHODS = ("int8", "int4", "nf4", "gptq")
@@ -182,12 +182,7 @@ def quantize_workdir(workdir: str, out: str, method: str, group_size: int = 64, 
     start = time.perf_counter()
     if method not in METHODS:
         raise QuantizeError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    try:
-        check_new_output(out, flag="--out")
-    except StorageError:
-        raise
-    except UserError as e:
-        raise QuantizeError(str(e)) from e
+    check_new_output(out, flag="--out", error=QuantizeError)
     cfg = read_config(workdir)  # the request is checked before the parameters are read
     if cfg.model.weight_quant != "none":
         raise QuantizeError(f"{workdir!r} is already quantized (model.weight_quant={cfg.model.weight_quant!r}); "

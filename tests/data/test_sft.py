@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import small_config
+from helpers import comparison_sft_file, sft_overrides, small_config
 from llm_jax import config as config_lib
 from llm_jax.data import sft
 from llm_jax.data.tokenizers import CharTokenizer
@@ -126,15 +126,9 @@ def test_sft_from_a_trained_work_directory(trained, tmp_path):
     held-out loss on the completions falls."""
     from llm_jax.train.loop import train
     _, base = trained
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "sft.jsonl", "w") as f:
-        for _ in range(400):
-            a, b = rng.integers(0, 10, 2)
-            f.write(json.dumps({"prompt": f"{a} {b}?", "completion": " yes" if a < b else " no"}) + "\n")
-    cfg = config_lib.load_config(f"{base}/config.json", {
-        "train.objective": "sft", "data.sft": str(tmp_path / "sft.jsonl"), "model.document_mask": "true",
-        "checkpoint.restore_from": base, "train.steps": "60", "train.eval_every": "0", "train.lr": "3e-3",
-        "model.seq_len": "16"})
+    overrides = sft_overrides(base, comparison_sft_file(tmp_path / "sft.jsonl"), **{"train.steps": 60,
+                                                                                   "train.lr": 3e-3})
+    cfg = config_lib.load_config(f"{base}/config.json", overrides)
     lines = []
     summary = train(cfg, str(tmp_path / "sft"), log=lines.append)
     first = json.loads(open(tmp_path / "sft" / "metrics.jsonl").readline())

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import small_config
+from helpers import comparison_sft_file, sft_overrides, small_config
 
 from llm_jax import config as config_lib
 from llm_jax.models import build_model, lora, peft
@@ -91,15 +91,9 @@ def test_lora_fine_tuning_of_a_trained_run_keeps_its_base_weights(trained, tmp_p
     from llm_jax.checkpoint import restore_params
     from llm_jax.train.loop import train
     base_cfg, base = trained
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "sft.jsonl", "w") as f:
-        for _ in range(300):
-            a, b = rng.integers(0, 10, 2)
-            f.write(json.dumps({"prompt": f"{a} {b}?", "completion": " yes" if a < b else " no"}) + "\n")
-    cfg = config_lib.load_config(f"{base}/config.json", {
-        "train.objective": "sft", "data.sft": str(tmp_path / "sft.jsonl"), "model.document_mask": "true",
-        "checkpoint.restore_from": base, "train.steps": "40", "train.eval_every": "0", "train.lr": "2e-2",
-        "model.peft": "lora", "model.lora_rank": "4"})
+    overrides = sft_overrides(base, comparison_sft_file(tmp_path / "sft.jsonl"), **{
+        "train.steps": 40, "train.lr": 2e-2, "model.peft": "lora", "model.lora_rank": 4})
+    cfg = config_lib.load_config(f"{base}/config.json", overrides)
     lines = []
     summary = train(cfg, str(tmp_path / "lora"), log=lines.append)
     first = json.loads(open(tmp_path / "lora" / "metrics.jsonl").readline())
@@ -126,12 +120,8 @@ def test_qlora_trains_adapters_over_an_nf4_base(trained, tmp_path):
     _, base = trained
     quantized = str(tmp_path / "nf4")
     quantize_workdir(base, quantized, "nf4", group_size=16, log=lambda _: None)
-    with open(tmp_path / "sft.jsonl", "w") as f:
-        for a in range(10):
-            for b in range(10):
-                f.write(json.dumps({"prompt": f"{a} {b}?", "completion": " yes" if a < b else " no"}) + "\n")
-    sets = {"train.objective": "sft", "data.sft": str(tmp_path / "sft.jsonl"), "model.document_mask": "true",
-            "checkpoint.restore_from": quantized, "train.steps": "20", "train.eval_every": "0", "train.lr": "2e-2"}
+    sets = sft_overrides(quantized, comparison_sft_file(tmp_path / "sft.jsonl"), **{"train.steps": 20,
+                                                                                   "train.lr": 2e-2})
     with pytest.raises(UserError, match="cannot be trained; set model.peft=lora"):
         train(config_lib.load_config(f"{quantized}/config.json", sets), str(tmp_path / "refused"), log=lambda _: None)
     cfg = config_lib.load_config(f"{quantized}/config.json", sets | {"model.peft": "lora", "model.lora_rank": "4"})
