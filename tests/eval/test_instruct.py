@@ -69,3 +69,22 @@ def test_exact_match_per_kind_with_the_chat_template(tmp_path):
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     with pytest.raises(UserError, match="record 1"):
         instruct.read_items(str(path))
+
+
+def test_make_sft_and_eval_instruct_commands(trained, tmp_path):
+    from helpers import run_cli
+    _, workdir = trained
+    made = run_cli("data", "make-sft", "--output", tmp_path / "tasks", "--n", 5, "--json")
+    assert made.returncode == 0, made.stderr[-2000:]
+    info = json.loads(made.stdout.strip().splitlines()[-1])
+    assert info["train"] == 15 and info["test"] == 300 and set(info["paths"]) == {"train", "test", "prefs_train",
+                                                                                  "prefs_test"}
+    scored = run_cli("eval", "instruct", "--workdir", workdir, "--data", info["paths"]["test"], "--limit", 6,
+                     "--max-new-tokens", 4, "--samples-out", tmp_path / "replies.jsonl", "--json")
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    out = json.loads(scored.stdout.strip().splitlines()[-1])
+    assert out["n"] == 6 and set(out["by_kind"]) == {"add"} and 0 <= out["exact_match"] <= 1
+    replies = [json.loads(line) for line in open(tmp_path / "replies.jsonl")]
+    assert len(replies) == 6 and all(r["correct"] == (r["reply"].strip() == r["answer"]) for r in replies)
+    bad = run_cli("eval", "instruct", "--workdir", workdir, "--data", info["paths"]["test"], "--max-new-tokens", 16)
+    assert bad.returncode == 2 and "leaves no room" in bad.stderr
