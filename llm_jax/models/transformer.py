@@ -153,9 +153,11 @@ class Transformer(nn.Module):
         self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
+        if values and not cfg.value_head:
+            raise ValueError("values=True needs a model with model.value_head=true")
         if cfg.value_head:  # a scalar per position from the final hidden state (reward / value models)
-            head = Dense(dataclasses.replace(cfg, use_bias=True, peft="none"), (1,), 1, ("embed", None), (None,),
-                         cfg.init_std, name="value_head")
+            head = Dense(dataclasses.replace(cfg, use_bias=True, peft="none", weight_quant="none"), (1,), 1,
+                         ("embed", None), (None,), cfg.init_std, name="value_head")
             values_BL = head(x_BLD)[..., 0].astype(jnp.float32)
             if values and not self.is_initializing():
                 return values_BL

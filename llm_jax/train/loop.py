@@ -24,8 +24,8 @@ from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
 from llm_jax.hardware import peak_flops
 from llm_jax.models import peft
-from llm_jax.objectives.dpo import reference_logps
 from llm_jax.models.accounting import flops_per_token, param_count
+from llm_jax.objectives.dpo import reference_logps
 from llm_jax.parallel import distributed
 from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.train import workdir as workdir_lib
@@ -107,7 +107,8 @@ def attach_reference_logps(cfg, trainable: Trainable, data, log) -> None:
     """DPO: every pair's reply log-probabilities under the reference — the model the policy started from
     (checkpoint.restore_from, new parameters as initialised) — added to the rows once, before training."""
     started = time.perf_counter()
-    init = trainable.init_state().params
+    leaves = jax.tree_util.tree_flatten_with_path(trainable.abstract.params)[0]
+    init = trainable.init_state().params if any(is_new_param(param_path(p)) for p, _ in leaves) else None
     reference, _, _ = checkpoint.restore_other_run(cfg.checkpoint.restore_from, trainable.abstract, True,
                                                    (is_new_param, init))
     with trainable.activate():
