@@ -157,6 +157,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Weight-only quantization for inference (written by `llm-jax quantize`; llm_jax/quant/, docs/quantization.md)
     m.weight_quant = "none"      # none, int8 (per-channel absmax), int4 (group-wise min-max), nf4 (group-wise NF4)
     m.quant_group_size = 64      # int4/nf4: consecutive inputs sharing a scale; must divide every projection's inputs
+    m.prune_masks = False        # layer projections carry a 0/1 kernel_mask (written by `llm-jax prune`; docs/pruning.md)
     # Parameter-efficient fine-tuning (llm_jax/models/lora.py, docs/finetuning.md): only the adapters train
     m.peft = "none"              # none, lora (a low-rank update beside each targeted projection), prefix
                                  # (trainable key/value prefixes per layer), adapter (bottleneck adapters)
@@ -563,6 +564,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
     _validate_attention(m)
     _validate_weight_quant(m)
     _validate_peft(m)
+    _validate_prune(m)
 
     _require(isinstance(t.steps, int) and t.steps > 0, f"train.steps={t.steps}: must be a positive integer")
     _require(t.batch_size > 0, f"train.batch_size={t.batch_size}: must be a positive integer")
@@ -850,6 +852,11 @@ def _validate_moe(m) -> None:
     _require(m.moe_top_k > 1 or not m.moe_norm_topk,
              "model.moe_top_k=1 with model.moe_norm_topk=true gives every token a gate of exactly 1, so the loss never "
              "trains the router; set model.moe_norm_topk=false (Switch: the gate is the router probability)")
+
+
+def _validate_prune(m) -> None:
+    _require(not m.prune_masks or (m.weight_quant == "none" and m.family == "decoder" and not m.moe_experts),
+             "model.prune_masks: pruning masks are implemented for the dense, unquantized decoder family")
 
 
 def _validate_peft(m) -> None:

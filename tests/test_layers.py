@@ -17,6 +17,7 @@ ALLOWED = {  # package -> the packages it may import
     "train": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "hardware"},
     "infer": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "argtypes"},
     "quant": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer", "argtypes"},
+    "prune": BASE | {"fileio", "config", "checkpoint", "infer", "argtypes"},
     "eval": BASE | {"fileio", "config", "parallel", "models", "checkpoint", "data", "infer", "argtypes"},
     "interop": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer"},
     "scaling": BASE | {"fileio", "config", "parallel", "models", "hardware", "train", "argtypes"},

@@ -117,7 +117,10 @@ def param_count(model_cfg, active: bool = False) -> int:
     n_moe = moe_layers(m)
     layers = (m["n_layers"] - n_moe) * layer_params(m) + n_moe * layer_params(m, moe=True, active=active)
     return (embedding_params(m) + layers + final_norm + encoder_extra_params(m) + encdec_extra_params(m)
-            + m["n_layers"] * peft_params(m) + (m["d_model"] + 1 if m.get("value_head") else 0))
+            + m["n_layers"] * peft_params(m) + (m["d_model"] + 1 if m.get("value_head") else 0)
+            + (m["n_layers"] * (attention_params(m) + ffn_params(m, m["d_ff"], False)
+                                - ((m["n_heads"] + 2 * m["n_kv_heads"]) * m["head_dim"] + m["d_model"]
+                                   if m["use_bias"] else 0)) if m.get("prune_masks") else 0))
 
 
 def active_params(model_cfg) -> int:

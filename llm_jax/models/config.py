@@ -89,6 +89,7 @@ class ModelConfig:
     lora_targets: str
     prefix_len: int
     value_head: bool
+    prune_masks: bool
     adapter_dim: int
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1

@@ -27,7 +27,9 @@ class Dense(nn.Module):
     model.quant_group_size inputs), and dequantized to the compute dtype inside the matmul. The flattened input
     axis and the groups axis carry the first input axis's logical name.
 
-    With model.peft="lora" a projection matched by model.lora_targets adds a low-rank update (`lora.delta`)."""
+    With model.peft="lora" a projection matched by model.lora_targets adds a low-rank update (`lora.delta`). With
+    model.prune_masks a projection of the layer stack multiplies its kernel by `kernel_mask` (int8 0/1, never
+    trained: `llm-jax prune` writes it), so pruned weights stay zero through further training."""
 
     cfg: ModelConfig
     features: tuple[int, ...]
@@ -43,6 +45,10 @@ class Dense(nn.Module):
         if cfg.weight_quant == "none":
             kernel = self.param("kernel", partitioned(nn.initializers.normal(self.std), self.kernel_names),
                                 in_shape + self.features, cfg.weight_dtype)
+            if cfg.prune_masks and self.scope.path[0] == "layers":  # pruned weights stay zero through training
+                mask = self.param("kernel_mask", partitioned(nn.initializers.ones, self.kernel_names),
+                                  in_shape + self.features, jnp.int8)
+                kernel = kernel * mask.astype(kernel.dtype)
             contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
             y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype),
                                     (contract, ((), ())))

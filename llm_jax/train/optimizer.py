@@ -58,7 +58,9 @@ def trainable_mask(params, pattern: str, also: str | None = None):
     pattern); None when everything trains, so that the common case builds exactly the all-trainable step and
     optimizer state."""
     regexes = [re.compile(p) for p in (pattern, also) if p is not None]
-    mask = jax.tree_util.tree_map_with_path(lambda p, _: all(r.fullmatch(param_path(p)) for r in regexes), params)
+    mask = jax.tree_util.tree_map_with_path(  # pruning masks (model.prune_masks) are never trained
+        lambda p, _: all(r.fullmatch(param_path(p)) for r in regexes) and not param_path(p).endswith("kernel_mask"),
+        params)
     if all(jax.tree.leaves(mask)):
         return None
     if not any(jax.tree.leaves(mask)):
