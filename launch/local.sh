@@ -15,7 +15,9 @@
 #   are still running after LAUNCH_GRACE_SECONDS (default 30); the launcher waits for all of them.
 # - SIGTERM / SIGINT (SIGHUP: as SIGTERM) to the launcher: forwarded once to every worker, which finish their
 #   step, checkpoint and exit 75; the launcher waits for them (SIGKILL after the same grace period) and exits
-#   with their status. Further signals are not forwarded again and do not make it return early.
+#   with their status. Further signals are not forwarded again and do not make it return early. (A signal that was
+#   ignored when the launcher started cannot be trapped by bash: a non-interactive shell's `local.sh ... &` starts
+#   it with SIGINT ignored, so stop such a launcher with SIGTERM.)
 # - No orphans: each worker runs in its own process group (with its `sed` prefixer); signals go to the whole
 #   group, and any process left in a group when its worker has exited is killed before the launcher returns.
 #   The prefixer ignores SIGTERM/SIGINT so that a worker's last lines (its checkpoint) are not lost.

@@ -62,6 +62,15 @@ sys.exit(int(action[5:]) if action.startswith("exit=") else 0)
 '''
 
 
+def default_signals():
+    """preexec_fn: the launcher starts with SIGINT/SIGTERM/SIGHUP at their defaults and unblocked, as from a
+    terminal. A process inherits ignored and blocked signals, and a bash script cannot trap a signal that was
+    ignored when it started; something earlier in a long pytest session can leave SIGINT so in this process."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def gone(pid):
     try:
         os.kill(pid, 0)
@@ -112,7 +121,7 @@ class Launch:
         self.n, self.started = n, time.time()
         self.proc = subprocess.Popen(["bash", "launch/local.sh", str(n), str(self.record)], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_signals)
 
     def wait_started(self):
         deadline = time.time() + 30
@@ -217,7 +226,7 @@ def test_a_preempted_real_run_checkpoints_and_exits_75(small_corpus, tmp_path, o
     env = dict(os.environ, PYTHON=sys.executable, LOCAL_DEVICES="4", LAUNCH_GRACE_SECONDS="60")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.Popen(["bash", "launch/local.sh", "2", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=default_signals)
     metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
     while not metrics.is_file() or len(metrics.read_text().splitlines()) < 2:  # step 0's evaluation, step 2
         assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
