@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 WORKDIR ?= runs/tiny
 PROMPT ?= ROMEO:
+PYTEST_ARGS ?=   # e.g. make test PYTEST_ARGS=--durations=50
 PIP = $(VENV)/bin/python -m pip
 CONSTRAINTS = requirements/constraints.txt
 
@@ -32,7 +33,7 @@ train: $(VENV)/.core
 	$(VENV)/bin/llm-jax generate --workdir $(WORKDIR) --prompt "$(PROMPT)" --max-new-tokens 200 --temperature 0.8 --top-k 40
 
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 
 # A quick subset for your own loop: no fault-injection, multi-process, launcher or sweep cases.
 test-quick: $(VENV)/.test
