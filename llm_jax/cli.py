@@ -206,7 +206,10 @@ def cmd_convert(args, extra) -> int:
 
 def cmd_export(args, extra) -> int:
     from llm_jax.infer.export import export_params
-    info = export_params(args.workdir, args.out, args.step, merge_lora=args.merge_lora)
+    if args.merge_lora and args.adapters_only:
+        args.parser.error("--merge-lora and --adapters-only exclude each other")
+    info = export_params(args.workdir, args.out, args.step, merge_lora=args.merge_lora,
+                         adapters_only=args.adapters_only)
     if args.json:
         _print_json(info)
     else:
@@ -424,6 +427,8 @@ def build_parser() -> ArgumentParser:
     x.add_argument("--step", type=argtypes.nonneg_int, help="default: the latest intact checkpoint")
     x.add_argument("--merge-lora", action="store_true",
                    help="fold a LoRA run's adapters into its weights: a plain model (model.peft=none)")
+    x.add_argument("--adapters-only", action="store_true",
+                   help="only a PEFT run's added parameters (LoRA, prefixes, adapters): `generate/serve --adapter`")
     x.add_argument("--json", action="store_true")
 
     dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path; "

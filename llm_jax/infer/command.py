@@ -23,6 +23,7 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--top-k", type=argtypes.nonneg_int, default=0, help="0 = no top-k filter")
     g.add_argument("--top-p", type=argtypes.probability, default=1.0, help="in (0, 1]; 1 = no nucleus filter")
     g.add_argument("--seed", type=argtypes.nonneg_int, default=0)
+    g.add_argument("--adapter", help="a PEFT run's adapters (`llm-jax export --adapters-only`) on --workdir's base")
     g.add_argument("--draft-workdir", help="speculative decoding (greedy: --temperature 0) with this draft model, "
                                            "one with the same tokenizer (e.g. from convert truncate)")
     g.add_argument("--draft-tokens", type=argtypes.positive_int, default=4,
@@ -37,10 +38,12 @@ def add_generate_parser(sub) -> None:
 
 def cmd_generate(args, extra) -> int:
     from llm_jax.infer.decode import Sampling, generate
-    from llm_jax.infer.load import load_workdir
+    from llm_jax.infer.load import load_workdir, with_adapter
     if not args.prompt:
         raise UserError("--prompt is empty; generation needs at least one token to continue")
     loaded = load_workdir(args.workdir)
+    if args.adapter:
+        loaded = with_adapter(loaded, args.adapter)
     m = loaded.cfg.model
     seq2seq = m.family == "encdec"  # the prompt is the encoder's source; the completion is the decoded target
     if m.family not in ("decoder", "encdec"):
@@ -128,15 +131,18 @@ def add_serve_parser(sub) -> None:
     s.add_argument("--steps-per-sync", type=argtypes.positive_int, default=4,
                    help="decode steps per engine call between admitting new requests")
     s.add_argument("--name", help="the model's name in the API (default: the work directory's name)")
+    s.add_argument("--adapter", help="a PEFT run's adapters (`llm-jax export --adapters-only`) on --workdir's base")
     s.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args, extra) -> int:
     from llm_jax.data.chat import load_chat_template
     from llm_jax.infer.engine import Engine
-    from llm_jax.infer.load import load_workdir
+    from llm_jax.infer.load import load_workdir, with_adapter
     from llm_jax.infer.server import serve
     loaded = load_workdir(args.workdir)
+    if args.adapter:
+        loaded = with_adapter(loaded, args.adapter)
     m = loaded.cfg.model
     if m.family != "decoder":
         raise UserError(f"serve runs decoder-only models; {args.workdir} holds model.family={m.family!r}")
@@ -144,5 +150,6 @@ def cmd_serve(args, extra) -> int:
                     max_len=args.max_len or min(m.seq_len, 2048), steps_per_sync=args.steps_per_sync)
     name = args.name or os.path.basename(os.path.normpath(args.workdir))
     serve(engine, loaded.tokenizer, name, host=args.host, port=args.port,
-          chat_template=load_chat_template(args.workdir), max_pending=args.max_pending)
+          chat_template=(args.adapter and load_chat_template(args.adapter)) or load_chat_template(args.workdir),
+          max_pending=args.max_pending)
     return 0

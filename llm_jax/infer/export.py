@@ -17,7 +17,7 @@ from llm_jax import config as config_lib
 from llm_jax.fileio import atomic_path, atomic_write, check_new_output
 from llm_jax.data.chat import copy_tokenizer_extras
 from llm_jax.infer.load import WorkdirError, load_workdir
-from llm_jax.models import lora
+from llm_jax.models import lora, peft
 
 
 def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> str:
@@ -34,9 +34,11 @@ def save_tokenizer(tokenizer, out: str, source_workdir: str | None = None) -> st
     return name
 
 
-def export_params(workdir: str, out: str, step: int | None = None, merge_lora: bool = False) -> dict:
+def export_params(workdir: str, out: str, step: int | None = None, merge_lora: bool = False,
+                  adapters_only: bool = False) -> dict:
     """Writes the parameters-only copy; `merge_lora` folds a LoRA run's adapters into its weights (a plain model
-    of the same shape, model.peft="none")."""
+    of the same shape, model.peft="none"); `adapters_only` writes a PEFT run's added parameters alone (config.json
+    + checkpoint: `generate/serve --adapter` puts them on the base)."""
     check_new_output(out, flag="--out", error=WorkdirError)
     loaded = load_workdir(workdir, step)
     params, cfg = loaded.params, loaded.cfg
@@ -46,6 +48,10 @@ def export_params(workdir: str, out: str, step: int | None = None, merge_lora: b
         params = lora.merge(jax.device_get(params), cfg.model)
         cfg = config_lib.config_from_json(config_lib.to_json(cfg))
         cfg.model.peft = "none"
+    if adapters_only:
+        if cfg.model.peft == "none":
+            raise WorkdirError(f"--adapters-only: {workdir} has no adapters (model.peft='none')")
+        params = peft.split(jax.device_get(params))[1]
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, params, loaded.step)
     tokenizer_file = save_tokenizer(loaded.tokenizer, out, workdir)

@@ -19,7 +19,7 @@ from llm_jax import config as config_lib
 from llm_jax.data.tokenizers import TokenizerError, load_tokenizer
 from llm_jax.errors import LlmJaxError, StorageError, UserError, one_line
 from llm_jax.fileio import read_json
-from llm_jax.models import build_model
+from llm_jax.models import build_model, peft
 from llm_jax.models.transformer import Transformer
 from llm_jax.parallel.mesh import logical_shardings, make_mesh, rules_tuple, unboxed
 
@@ -100,3 +100,31 @@ def load_workdir(workdir: str, step: int | None = None, log=None, devices=None) 
         raise WorkdirError(f"{workdir!r}: cannot restore the parameters of {which} into the model config.json "
                            f"describes: {one_line(e)}") from e
     return LoadedModel(cfg, model, params, tokenizer, step, mesh)
+
+
+def with_adapter(loaded: LoadedModel, adapter_dir: str, log=None) -> LoadedModel:
+    """`loaded` with the PEFT parameters of `adapter_dir` (`llm-jax export --adapters-only` of a LoRA / prefix /
+    adapter run) on its base parameters: the base arrays are shared, not copied, so several adapters can be held
+    and switched between with the base loaded once. The adapter's run must have been fine-tuned from a model of
+    the same shapes (checked leaf by leaf); its config (with model.peft) becomes the returned model's."""
+    cfg = read_config(adapter_dir)
+    if cfg.model.peft == "none":
+        raise WorkdirError(f"--adapter {adapter_dir}: its config.json has model.peft='none' (not an adapter)")
+    model = build_model(cfg.model)
+    mesh = loaded.mesh
+    target = abstract_params(model, cfg.model.seq_len, mesh=mesh, rules=rules_tuple(cfg) if mesh else None)
+    base_target, adapter_target = peft.split(target)
+    base, _ = peft.split(loaded.params)
+    differences = checkpoint.tree_differences(_leaves(base), _leaves(base_target))
+    if differences:
+        raise WorkdirError(f"--adapter {adapter_dir} was trained on another base model: {'; '.join(differences)}")
+    try:
+        adapters, step = checkpoint.restore_params(adapter_dir, adapter_target, log=log)
+    except UserError as e:
+        raise WorkdirError(f"--adapter {adapter_dir}: {e}") from e
+    return LoadedModel(cfg, model, peft.join(base, adapters), loaded.tokenizer, step, mesh)
+
+
+def _leaves(tree) -> dict:
+    return {"/".join(str(getattr(k, "key", k)) for k in path): x
+            for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
