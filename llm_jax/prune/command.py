@@ -1,7 +1,11 @@
-"""`llm-jax prune --workdir W --out P --method magnitude|nm [--sparsity S] [--n N --m M]`: a work directory whose
-layer projections are pruned — the weights zeroed and a 0/1 `kernel_mask` beside each kernel (model.prune_masks),
-so that `llm-jax train --config P/config.json --config.checkpoint.restore_from=P ...` (recovery fine-tuning) keeps
-them zero. `generate`, `eval` and `convert to-hf` load it as any other work directory (docs/pruning.md).
+"""`llm-jax prune --workdir W --out P --method magnitude|nm|heads|neurons|layers ...`: a pruned work directory.
+
+Unstructured (`magnitude --sparsity S`, `nm --n N --m M`): the layer projections' weights zeroed and a 0/1
+`kernel_mask` beside each kernel (model.prune_masks), so that `llm-jax train --config P/config.json
+--config.checkpoint.restore_from=P ...` (recovery fine-tuning) keeps them zero. Structured (`heads --fraction F`,
+`neurons --fraction F`, `layers --count C`; `structured.py`): a smaller dense model (fewer heads, a narrower FFN,
+fewer layers). Either loads in `generate`, `eval`, `train` and `convert to-hf` as any other work directory
+(docs/pruning.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import numpy as np
 
 from llm_jax import argtypes
 from llm_jax.errors import UserError
-from llm_jax.prune.methods import METHODS, mask_for
+from llm_jax.prune import structured
+from llm_jax.prune.methods import METHODS as UNSTRUCTURED
+from llm_jax.prune.methods import mask_for
+
+METHODS = UNSTRUCTURED + structured.METHODS
 
 
 class PruneError(UserError):
@@ -57,7 +65,7 @@ def _copy(tree):
 
 
 def prune_workdir(workdir: str, out: str, method: str, sparsity: float = 0.5, n: int = 2, m: int = 4,
-                  log=None) -> dict:
+                  fraction: float = 0.25, count: int = 1, log=None) -> dict:
     """Writes the pruned work directory `out` of `workdir`; returns what `--json` prints. (JAX and the loaders are
     imported here, not at the top: the command-line parser imports this module and must start fast.)"""
     import jax
@@ -79,15 +87,32 @@ def prune_workdir(workdir: str, out: str, method: str, sparsity: float = 0.5, n:
     if model_cfg.prune_masks or model_cfg.weight_quant != "none" or model_cfg.peft != "none" or model_cfg.moe_experts:
         raise PruneError(f"{workdir}: prune a dense, unquantized model without adapters or masks (merge LoRA "
                          f"first: llm-jax export --merge-lora)")
-    n_in_of = lambda path: 2 if path[-1] == "out" else 1  # noqa: E731  (attention out: heads x head_dim)
-    params, kept = prune_params(jax.device_get(loaded.params), method, sparsity, n, m, n_in_of)
     cfg = config_lib.config_from_json(config_lib.to_json(loaded.cfg))
-    cfg.model.prune_masks = True
-    config_lib.validate(cfg)
+    dense = jax.device_get(loaded.params)
+    if method in structured.METHODS:
+        if model_cfg.local_global_pattern and model_cfg.attention_window:
+            raise PruneError("structured pruning needs one block per scanned layer (no local/global pattern)")
+        try:
+            params, changed = structured.prune_structured(dense, dict(model_cfg), method, fraction, count)
+        except ValueError as e:
+            raise PruneError(str(e)) from None
+        cfg.model.update(changed)
+    else:
+        n_in_of = lambda path: 2 if path[-1] == "out" else 1  # noqa: E731  (attention out: heads x head_dim)
+        params, kept = prune_params(dense, method, sparsity, n, m, n_in_of)
+        cfg.model.prune_masks = True
+    try:
+        config_lib.validate(cfg)
+    except config_lib.ConfigError as e:
+        raise PruneError(f"the pruned model's config is invalid: {e}") from None
     os.makedirs(out, exist_ok=True)
     checkpoint.save_params(out, params, loaded.step)
     save_tokenizer(loaded.tokenizer, out, workdir)
     atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
+    if method in structured.METHODS:
+        size = lambda tree: sum(int(np.size(x)) for x in jax.tree.leaves(tree))  # noqa: E731
+        return {"out": out, "method": method, "params": size(params), "params_before": size(dense),
+                "changed": changed, "step": loaded.step}
     total = sum(np.asarray(d["kernel_mask"]).size for _, d in _kernels(params))
     zeros = sum(int((np.asarray(d["kernel_mask"]) == 0).sum()) for _, d in _kernels(params))
     return {"out": out, "method": method, "sparsity": zeros / total, "pruned_weights": zeros,
@@ -95,9 +120,13 @@ def prune_workdir(workdir: str, out: str, method: str, sparsity: float = 0.5, n:
 
 
 def cmd_prune(args, extra) -> int:
-    info = prune_workdir(args.workdir, args.out, args.method, args.sparsity, args.n, args.m)
+    info = prune_workdir(args.workdir, args.out, args.method, args.sparsity, args.n, args.m, args.fraction,
+                         args.count)
     if args.json:
         print(json.dumps(info, sort_keys=True))
+    elif "changed" in info:
+        print(f"{args.method}: {info['params_before']:,} -> {info['params']:,} parameters "
+              f"({', '.join(f'{k}={v}' for k, v in info['changed'].items())}) -> {info['out']}")
     else:
         print(f"pruned {info['pruned_weights']:,} of {info['projection_weights']:,} projection weights "
               f"({100 * info['sparsity']:.1f}%, {args.method}) -> {info['out']}", file=sys.stdout)
@@ -105,13 +134,18 @@ def cmd_prune(args, extra) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("prune", help="unstructured / N:M pruning of a work directory, with masks kept in training")
+    p = sub.add_parser("prune", help="magnitude / N:M pruning with masks kept in training; heads / neurons / layers: "
+                                     "a smaller dense model")
     p.add_argument("--workdir", required=True, help="a dense float work directory (trained or converted)")
     p.add_argument("--out", required=True, help="the new, pruned work directory")
     p.add_argument("--method", required=True, choices=METHODS,
-                   help="magnitude: the smallest weights of each matrix; nm: n of every m consecutive inputs")
+                   help="magnitude: the smallest weights of each matrix; nm: n of every m consecutive inputs; heads, "
+                        "neurons: the least important per layer; layers: the least important layers")
     p.add_argument("--sparsity", type=argtypes.fraction_open, default=0.5, help="magnitude: the share pruned")
     p.add_argument("--n", type=argtypes.positive_int, default=2, help="nm: weights kept per group")
     p.add_argument("--m", type=argtypes.positive_int, default=4, help="nm: group size (consecutive inputs)")
+    p.add_argument("--fraction", type=argtypes.fraction_open, default=0.25,
+                   help="heads, neurons: the share removed from every layer")
+    p.add_argument("--count", type=argtypes.positive_int, default=1, help="layers: how many are removed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prune, overrides=False, parser=p)
