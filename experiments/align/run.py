@@ -14,7 +14,6 @@ Run: python experiments/align/run.py [--workdir runs/align] [--report]   (~15 mi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,19 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(HERE))
 
-
-def _finetune_helpers():
-    """experiments/finetune/run.py (its llm-jax runner and JSON reader)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("finetune_run", os.path.join(REPO, "experiments", "finetune",
-                                                                               "run.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.llm_jax, module.last_json
-
-
-llm_jax, last_json = _finetune_helpers()
+from study import last_json, llm_jax, main  # noqa: E402  (experiments/study.py)
 
 
 def test_pairs(path: str):
@@ -101,7 +90,8 @@ def dpo_accuracy(policy_dir: str, reference_dir: str, pairs, beta: float) -> dic
     return by_kind([k for k, _ in pairs], [h > 0 for h in hs], [beta * h for h in hs])
 
 
-def run(workdir: str, sft: str, data: str) -> dict:
+def run(workdir: str, sft: str = os.path.join(REPO, "runs", "finetune", "full"),
+        data: str = os.path.join(REPO, "runs", "finetune", "data")) -> dict:
     if not os.path.isdir(os.path.join(sft, "checkpoints")):
         raise SystemExit(f"{sft} is missing: run experiments/finetune/run.py first (its full SFT model)")
     pairs = test_pairs(os.path.join(data, "prefs_test.jsonl"))
@@ -178,24 +168,7 @@ def report(results: dict) -> None:
     fig.savefig(os.path.join(RESULTS, "dpo_curves.png"), dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "align"))
-    parser.add_argument("--sft", default=os.path.join(REPO, "runs", "finetune", "full"))
-    parser.add_argument("--data", default=os.path.join(REPO, "runs", "finetune", "data"))
-    parser.add_argument("--report", action="store_true", help="rewrite README.md and the plot from results.json")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, "results.json")
-    if args.report:
-        with open(path) as f:
-            results = json.load(f)
-    else:
-        results = run(args.workdir, args.sft, args.data)
-        os.makedirs(RESULTS, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-    report(results)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, report, RESULTS, os.path.join("runs", "align"),
+         [("--sft", os.path.join(REPO, "runs", "finetune", "full"), "the SFT model (experiments/finetune)"),
+          ("--data", os.path.join(REPO, "runs", "finetune", "data"), "its make-sft data")])

@@ -18,16 +18,18 @@ Run: python experiments/finetune/run.py [--workdir runs/finetune] [--report]   (
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from study import last_json, llm_jax, main  # noqa: E402  (experiments/study.py)
 NF4 = {"model.weight_quant": "nf4", "model.quant_group_size": 64}  # + restore_from the quantized base (run())
 METHODS = {"full": ("sft_tiny.py", {}), "lora_r4": ("sft_lora_tiny.py", {"model.lora_rank": 4, "model.lora_alpha": 8}),
            "lora_r16": ("sft_lora_tiny.py", {"model.lora_rank": 16, "model.lora_alpha": 32}),
@@ -37,21 +39,7 @@ METHODS = {"full": ("sft_tiny.py", {}), "lora_r4": ("sft_lora_tiny.py", {"model.
            "adapter_64": ("sft_lora_tiny.py", {"model.peft": "adapter", "model.adapter_dim": 64})}
 
 
-def llm_jax(*args) -> str:
-    """Runs `python -m llm_jax ARGS` from the repository root; returns stdout (stderr passes through)."""
-    proc = subprocess.run([sys.executable, "-m", "llm_jax", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                          text=True)
-    if proc.returncode:
-        raise SystemExit(f"llm-jax {' '.join(map(str, args))} failed with status {proc.returncode}")
-    return proc.stdout
-
-
-def last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
-
-
 def sizes(config: str, overrides: dict) -> dict:
-    sys.path.insert(0, REPO)
     from llm_jax.config import load_config
     from llm_jax.train.trainable import build_trainable
     cfg = load_config(os.path.join(REPO, "configs", config), {k: str(v) for k, v in overrides.items()}, n_devices=1)
@@ -137,22 +125,5 @@ def report(results: dict) -> None:
     fig.savefig(os.path.join(RESULTS, "exact_match.png"), dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "finetune"))
-    parser.add_argument("--report", action="store_true", help="rewrite README.md and the plot from results.json")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, "results.json")
-    if args.report:
-        with open(path) as f:
-            results = json.load(f)
-    else:
-        results = run(args.workdir)
-        os.makedirs(RESULTS, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-    report(results)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, report, RESULTS, os.path.join("runs", "finetune"))

@@ -14,11 +14,8 @@ Run: python experiments/prune/run.py [--workdir runs/prune] [--report]   (~25 mi
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -26,6 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from study import llm_jax, main  # noqa: E402  (experiments/study.py)
 
 VARIANTS = {"magnitude_30": ["--method", "magnitude", "--sparsity", "0.3"],
             "magnitude_50": ["--method", "magnitude", "--sparsity", "0.5"],
@@ -41,14 +41,6 @@ VARIANTS = {"magnitude_30": ["--method", "magnitude", "--sparsity", "0.3"],
 RECOVERY = {"train.steps": 100, "train.lr": 1e-3, "train.lr_min": 1e-4, "train.warmup_steps": 10,
             "train.eval_every": 0, "checkpoint.every": 0}
 WINDOWS = 64
-
-
-def llm_jax(*args) -> str:
-    proc = subprocess.run([sys.executable, "-m", "llm_jax", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                          text=True)
-    if proc.returncode:
-        raise SystemExit(f"llm-jax {' '.join(map(str, args))} failed with status {proc.returncode}")
-    return proc.stdout
 
 
 def held_out_windows(base: str):
@@ -148,22 +140,5 @@ def report(results: dict) -> None:
     fig.savefig(os.path.join(RESULTS, "sparsity_vs_perplexity.png"), dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=os.path.join(REPO, "runs", "prune"))
-    parser.add_argument("--report", action="store_true", help="rewrite README.md and the plot from results.json")
-    args = parser.parse_args()
-    path = os.path.join(RESULTS, "results.json")
-    if args.report:
-        with open(path) as f:
-            results = json.load(f)
-    else:
-        results = run(args.workdir)
-        os.makedirs(RESULTS, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-    report(results)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run, report, RESULTS, os.path.join("runs", "prune"))

@@ -1,0 +1,50 @@
+"""What the fine-tuning, alignment and pruning studies share: running `llm-jax` and their command line.
+
+A study is `run(workdir) -> results` (writes nothing else into the repository) and `report(results)` (writes
+results/README.md and the plots); `main` runs both, or with --report only the second from results/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def llm_jax(*args) -> str:
+    """Runs `python -m llm_jax ARGS` from the repository root; returns stdout (stderr passes through)."""
+    proc = subprocess.run([sys.executable, "-m", "llm_jax", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                          text=True)
+    if proc.returncode:
+        raise SystemExit(f"llm-jax {' '.join(map(str, args))} failed with status {proc.returncode}")
+    return proc.stdout
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def main(doc: str, run, report, results_dir: str, default_workdir: str, extra_args=()) -> None:
+    """`extra_args`: (flag, default, help) of more --options, passed to run() as keywords."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--workdir", default=os.path.join(REPO, default_workdir))
+    for flag, default, text in extra_args:
+        parser.add_argument(flag, default=default, help=text)
+    parser.add_argument("--report", action="store_true", help="rewrite README.md and the plot from results.json")
+    args = parser.parse_args()
+    path = os.path.join(results_dir, "results.json")
+    if args.report:
+        with open(path) as f:
+            results = json.load(f)
+    else:
+        extra = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+                 for flag, _, _ in extra_args}
+        results = run(args.workdir, **extra)
+        os.makedirs(results_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+    report(results)
