@@ -58,7 +58,7 @@ CHOICES = {
     "model.peft": ("none", "lora", "prefix", "adapter"),  # llm_jax.models.peft.KEYS + none (a test: equal)
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo", "distill"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "train.dpo_loss": ("sigmoid", "ipo", "hinge"),  # llm_jax.objectives.dpo.LOSSES
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
@@ -180,6 +180,10 @@ def default_config() -> ml_collections.ConfigDict:
     t.dpo_beta = 0.1             # dpo: the strength of the implicit KL constraint to the reference
     t.dpo_loss = "sigmoid"       # dpo: sigmoid (DPO), ipo, hinge (SLiC)
     t.dpo_label_smoothing = 0.0  # dpo with sigmoid: the assumed share of flipped labels (conservative DPO)
+    t.teacher = ""               # distill: the teacher's work directory (same tokenizer: data.tokenizer = its)
+    t.distill_alpha = 0.5        # distill: weight of the hard-label cross-entropy; 1 - alpha on the soft KL
+    t.distill_temperature = 2.0  # distill: both distributions softened by this temperature (the KL scaled by T^2)
+    t.distill_top_k = 32         # distill: the teacher's top k tokens per position carry its distribution
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -634,7 +638,8 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 # Which model families each objective trains (an encoder has no next-token logits; a decoder cannot see the
 # tokens after a [MASK]).
 OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
-                      "seq2seq": ("encdec",), "sft": ("decoder",), "reward": ("decoder",), "dpo": ("decoder",)}
+                      "seq2seq": ("encdec",), "sft": ("decoder",), "reward": ("decoder",), "dpo": ("decoder",),
+                      "distill": ("decoder",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -689,6 +694,15 @@ def _validate_family(cfg) -> None:
     _require(cfg.train.dpo_beta > 0 and 0 <= cfg.train.dpo_label_smoothing < 0.5,
              f"train.dpo_beta={cfg.train.dpo_beta} must be > 0 and train.dpo_label_smoothing="
              f"{cfg.train.dpo_label_smoothing} in [0, 0.5)")
+    t = cfg.train
+    _require((objective == "distill") == bool(t.teacher),
+             f"train.objective={objective!r} with train.teacher={t.teacher!r}: distillation needs a teacher work "
+             f"directory and only it reads one; set both or neither")
+    _require(objective != "distill" or not m.loss_chunk,
+             "train.objective='distill' compares whole output distributions: set model.loss_chunk=0")
+    _require(0 <= t.distill_alpha <= 1 and t.distill_temperature > 0 and 1 <= t.distill_top_k <= m.vocab_size,
+             f"train.distill_alpha={t.distill_alpha} must be in [0, 1], train.distill_temperature="
+             f"{t.distill_temperature} > 0 and train.distill_top_k={t.distill_top_k} in [1, model.vocab_size]")
     _require(objective != "sft" or not cfg.data.pack or m.document_mask,
              "train.objective='sft' packs several examples per row (data.pack=true): set model.document_mask=true "
              "so that none attends to another, or data.pack=false")

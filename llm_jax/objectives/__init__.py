@@ -10,6 +10,7 @@ from llm_jax.errors import UserError
 from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECTION, Objective, Sown, apply_with_aux,
                                      sown_losses)
 from llm_jax.objectives.causal_lm import CAUSAL_LM
+from llm_jax.objectives.distill import DISTILL
 from llm_jax.objectives.dpo import DPO
 from llm_jax.objectives.mlm import MLM
 from llm_jax.objectives.reward import REWARD
@@ -17,7 +18,8 @@ from llm_jax.objectives.seq2seq import SEQ2SEQ
 from llm_jax.objectives.sft import SFT
 from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT, REWARD, DPO)}
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT, REWARD, DPO,
+                                                        DISTILL)}
 
 
 def get_objective(name: str, train_cfg=None) -> Objective:

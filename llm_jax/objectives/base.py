@@ -41,6 +41,7 @@ class Objective:
     prepare: Callable | None = None  # (model, batch, rng or None) -> batch, once per step before micro-batching
     metrics: Callable | None = None  # (model, params, prepared batch) -> {name: (sum, count)}, in evaluation
     configure: Callable | None = None  # (train config) -> this objective with the run's settings (DPO's beta)
+    ranks: tuple = ()  # ((field, ndim), ...) of batch fields that are not (batch, length): their shardings
 
 
 def sown_losses(collection) -> dict:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -34,6 +35,7 @@ from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.optimizer import param_path
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
+from llm_jax.train.teacher import Teacher
 from llm_jax.train.trainable import Trainable, build_trainable
 
 
@@ -49,11 +51,13 @@ class Evaluator:
     num_batches: int
     trainable: Trainable
     metrics: dict = dataclasses.field(default_factory=dict)
+    augment: Callable = lambda batch: batch  # a device batch -> the batch the step reads (distillation's teacher)
 
     def __call__(self, params) -> float:
         total, count, sums = 0.0, 0.0, {}
         for i in range(self.num_batches):
-            loss_sum, weight, extra = self.trainable.eval_step(params, self.trainable.to_device(self.loader.batch(i)))
+            batch = self.augment(self.trainable.to_device(self.loader.batch(i)))
+            loss_sum, weight, extra = self.trainable.eval_step(params, batch)
             total, count = total + float(loss_sum), count + float(weight)
             for name, (num, den) in extra.items():
                 sums[name] = (sums.get(name, (0.0, 0.0))[0] + float(num), sums.get(name, (0.0, 0.0))[1] + float(den))
@@ -279,7 +283,8 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                          process_count=nproc)
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
-    evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable)
+    augment = Teacher(cfg, trainable, data.tokenizer, log) if t_cfg.objective == "distill" else (lambda b: b)
+    evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable, augment=augment)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     profiler = StepProfiler(t_cfg.profile_steps, workdir, log)
     peak, peak_source = peak_flops()
@@ -307,7 +312,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
                 profiler.before(step)
-                state, metrics = trainable.train_step(state, trainable.to_device(next(batches)))
+                state, metrics = trainable.train_step(state, augment(trainable.to_device(next(batches))))
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 profiler.after(done, metrics)
                 pending.append((done, metrics))

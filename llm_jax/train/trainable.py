@@ -97,8 +97,8 @@ def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     mask = trainable_mask(shapes, cfg.train.trainable,
                           None if cfg.model.peft == "none" else peft.trainable_pattern(cfg.model.peft))
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules, mask)
-    data_sharding = batch_sharding(mesh, rules)
-    batch_shardings = {name: data_sharding for name in objective.batch_fields}
+    ranks = dict(objective.ranks)
+    batch_shardings = {name: batch_sharding(mesh, rules, ranks.get(name, 2)) for name in objective.batch_fields}
     sched = schedule(cfg.train)
     step = make_train_step(model, objective, tx, sched, cfg.train, use_dynamic_loss_scale(cfg), mask)
     train_step = jax.jit(step, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
