@@ -287,6 +287,22 @@ def cmd_bench(args, extra) -> int:
     return 0
 
 
+def cmd_distill(args, extra) -> int:
+    from llm_jax.train.teacher import dump
+    cfg = _load_cfg(args, extra)
+    if cfg.train.objective != "distill":
+        args.parser.error("distill dump needs a distillation config: --config.train.objective=distill and "
+                          "--config.train.teacher=TEACHER_WORKDIR")
+    info = dump(cfg, args.out, log=(lambda _: None) if args.json else print)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"teacher top-{info['top_k']} of {info['train_steps']} steps and {info['val_batches']} evaluation "
+              f"batches ({info['bytes'] / 2**20:.1f} MiB) -> {info['out']}; train with "
+              f"--config.train.teacher={info['out']}")
+    return 0
+
+
 def cmd_tokenizer(args, extra) -> int:
     from llm_jax.data.corpus import load_documents, split_documents
     from llm_jax.data.tokenizers import train_tokenizer
@@ -441,6 +457,13 @@ def build_parser() -> ArgumentParser:
     dp.add_argument("--n", type=argtypes.positive_int, default=3000, help="make-sft: training records per kind")
     dp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="make-sft: the draw")
     dp.add_argument("--json", action="store_true")
+
+    dd = _command(sub, "distill", cmd_distill, overrides=True,
+                  help="dump: the teacher's top-k distributions of a distillation run's batches (offline distillation)")
+    dd.add_argument("action", choices=["dump"])
+    dd.add_argument("--config", help="the student's config (train.objective=distill, train.teacher=its teacher)")
+    dd.add_argument("--out", required=True, help="the new dump directory (then --config.train.teacher=it)")
+    dd.add_argument("--json", action="store_true")
 
     k = _command(sub, "tokenizer", cmd_tokenizer, help="train tokenizers and compare their compression")
     k.add_argument("action", choices=["train", "report"])

@@ -35,7 +35,7 @@ from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.optimizer import param_path
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
-from llm_jax.train.teacher import Teacher
+from llm_jax.train.teacher import teacher_feed
 from llm_jax.train.trainable import Trainable, build_trainable
 
 
@@ -51,12 +51,13 @@ class Evaluator:
     num_batches: int
     trainable: Trainable
     metrics: dict = dataclasses.field(default_factory=dict)
-    augment: Callable = lambda batch: batch  # a device batch -> the batch the step reads (distillation's teacher)
+    feed: Callable | None = None  # (host batch, ("val", i)) -> the device batch (default: trainable.to_device)
 
     def __call__(self, params) -> float:
         total, count, sums = 0.0, 0.0, {}
         for i in range(self.num_batches):
-            batch = self.augment(self.trainable.to_device(self.loader.batch(i)))
+            host = self.loader.batch(i)
+            batch = self.feed(host, ("val", i)) if self.feed else self.trainable.to_device(host)
             loss_sum, weight, extra = self.trainable.eval_step(params, batch)
             total, count = total + float(loss_sum), count + float(weight)
             for name, (num, den) in extra.items():
@@ -283,8 +284,8 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                          process_count=nproc)
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
-    augment = Teacher(cfg, trainable, data.tokenizer, log) if t_cfg.objective == "distill" else (lambda b: b)
-    evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable, augment=augment)
+    feed = teacher_feed(cfg, trainable, data, log) if t_cfg.objective == "distill" else None
+    evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable, feed=feed)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     profiler = StepProfiler(t_cfg.profile_steps, workdir, log)
     peak, peak_source = peak_flops()
@@ -312,7 +313,9 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             batches = loader.iterate(start_step, prefetch=cfg.data.prefetch)
             for step in range(start_step, t_cfg.steps):
                 profiler.before(step)
-                state, metrics = trainable.train_step(state, augment(trainable.to_device(next(batches))))
+                host = next(batches)
+                device = feed(host, ("train", step)) if feed else trainable.to_device(host)
+                state, metrics = trainable.train_step(state, device)
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 profiler.after(done, metrics)
                 pending.append((done, metrics))

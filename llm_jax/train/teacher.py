@@ -1,26 +1,36 @@
-"""The teacher of `train.objective=distill`: a frozen work directory whose top-k next-token distribution at the
-distillation temperature is added to every batch before the student's step (online distillation: the teacher's
-forward pass on the same batch, on the same mesh).
+"""The teacher of `train.objective=distill`: its top-k next-token distribution at the distillation temperature is
+added to every batch the student trains or is evaluated on.
+
+- online (`train.teacher` = a work directory): the teacher's forward pass on each batch, on the student's mesh;
+- offline (`train.teacher` = a directory written by `llm-jax distill dump`): the same top-k arrays computed once
+  for the run's batches (`dump`: train steps 0..N-1 and the evaluation batches, in the loader's deterministic
+  order) and read back per step from memory-mapped files, so the teacher is not loaded while the student trains.
 
 The teacher and the student must share a tokenizer (the student's data is tokenized with data.tokenizer, which
-must be the teacher's): checked on a sample text before training, with one error naming the fix.
+must be the teacher's): checked on a sample text, with one error naming the fix; a dump must belong to the run's
+data (fingerprint), batch size, length, k and temperature.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from llm_jax import checkpoint
 from llm_jax import config as config_lib
+from llm_jax.data.loader import BatchLoader
+from llm_jax.data.pipeline import training_data
 from llm_jax.data.tokenizers import load_tokenizer
 from llm_jax.errors import UserError
-from llm_jax.fileio import read_bytes
+from llm_jax.fileio import atomic_write, check_new_output, read_bytes
 from llm_jax.models import build_model
 from llm_jax.parallel.mesh import batch_sharding, logical_shardings, unboxed
 from llm_jax.train.state import init_params
+from llm_jax.train.trainable import build_trainable
 
 SAMPLE = "ROMEO: But soft, what light through yonder window breaks? 1234 + 56 = 1290\n"
 
@@ -66,3 +76,77 @@ class Teacher:
         """The device batch with `teacher_ids` and `teacher_logps` (B x L x k) added."""
         ids, logps = self._top_k(self.params, batch["inputs"], batch.get("segment_ids"))
         return {**batch, "teacher_ids": ids, "teacher_logps": logps}
+
+
+DUMP_MANIFEST = "teacher_dump.json"
+
+
+def teacher_feed(cfg, trainable, data, log=print):
+    """(host batch, (split, index)) -> the device batch with the teacher's arrays: online or from a dump."""
+    if os.path.isfile(os.path.join(cfg.train.teacher, DUMP_MANIFEST)):
+        return OfflineTeacher(cfg, trainable, data, log)
+    teacher = Teacher(cfg, trainable, data.tokenizer, log)
+    return lambda host, where: teacher(trainable.to_device(host))
+
+
+class OfflineTeacher:
+    def __init__(self, cfg, trainable, data, log=print):
+        directory = cfg.train.teacher
+        manifest = json.loads(read_bytes(os.path.join(directory, DUMP_MANIFEST), "teacher dump manifest"))
+        t = cfg.train
+        wanted = {"fingerprint": data.fingerprint, "batch_size": t.batch_size, "seq_len": cfg.model.seq_len,
+                  "top_k": t.distill_top_k, "temperature": t.distill_temperature}
+        wrong = [f"{k} {manifest.get(k)!r} there, {v!r} here" for k, v in wanted.items() if manifest.get(k) != v]
+        if wrong:
+            raise TeacherError(f"train.teacher={directory!r} is a dump of other batches: {'; '.join(wrong)}")
+        if manifest["train_steps"] < t.steps or manifest["val_batches"] < t.eval_batches:
+            raise TeacherError(f"train.teacher={directory!r} holds {manifest['train_steps']} steps and "
+                               f"{manifest['val_batches']} evaluation batches; the run needs {t.steps} and "
+                               f"{t.eval_batches}: dump again with more")
+        self.arrays = {(split, name): np.load(os.path.join(directory, f"{split}_{name}.npy"), mmap_mode="r")
+                       for split in ("train", "val") for name in ("ids", "logps")}
+        self.trainable = trainable
+        pid, nproc = jax.process_index(), jax.process_count()
+        self.rows = slice(pid * t.batch_size // nproc, (pid + 1) * t.batch_size // nproc)
+        log(f"distill: teacher dump {directory} ({manifest['teacher']}, {manifest['train_steps']} steps, top "
+            f"{manifest['top_k']} at temperature {manifest['temperature']})")
+
+    def __call__(self, host: dict, where: tuple) -> dict:
+        split, index = where
+        extra = {"teacher_ids": np.asarray(self.arrays[split, "ids"][index, self.rows], np.int32),
+                 "teacher_logps": np.asarray(self.arrays[split, "logps"][index, self.rows], np.float32)}
+        return self.trainable.to_device({**host, **extra})
+
+
+def dump(cfg, out: str, log=print) -> dict:
+    """Writes the teacher's top-k arrays for the run `cfg` (train.teacher = the teacher's work directory): every
+    train step's batch and the evaluation batches, in the loader's order, and the manifest checked on use."""
+    check_new_output(out, flag="--out", error=TeacherError)
+    if jax.process_count() > 1:
+        raise TeacherError("distill dump runs as one process")
+    t = cfg.train
+    data = training_data(cfg, log=log)
+    trainable = build_trainable(cfg)
+    teacher = Teacher(cfg, trainable, data.tokenizer, log)
+    loaders = {"train": (BatchLoader(data.train, t.batch_size, t.seed, weights=data.weights), t.steps),
+               "val": (BatchLoader([data.val], t.batch_size, t.seed, shuffle=False), t.eval_batches)}
+    os.makedirs(out, exist_ok=True)
+    shape = (t.batch_size, cfg.model.seq_len, t.distill_top_k)
+    with trainable.activate():
+        for split, (loader, n) in loaders.items():
+            ids = np.lib.format.open_memmap(os.path.join(out, f"{split}_ids.npy"), "w+", np.int32, (n,) + shape)
+            logps = np.lib.format.open_memmap(os.path.join(out, f"{split}_logps.npy"), "w+", np.float16,
+                                              (n,) + shape)
+            for i in range(n):
+                batch = teacher(trainable.to_device(loader.batch(i)))
+                ids[i], logps[i] = jax.device_get(batch["teacher_ids"]), jax.device_get(batch["teacher_logps"])
+                if (i + 1) % 100 == 0 or i + 1 == n:
+                    log(f"distill dump: {split} {i + 1}/{n}")
+            ids.flush()
+            logps.flush()
+    manifest = {"teacher": os.path.abspath(t.teacher), "fingerprint": data.fingerprint, "batch_size": t.batch_size,
+                "seq_len": cfg.model.seq_len, "top_k": t.distill_top_k, "temperature": t.distill_temperature,
+                "train_steps": t.steps, "val_batches": t.eval_batches}
+    atomic_write(os.path.join(out, DUMP_MANIFEST), json.dumps(manifest, indent=2))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    return manifest | {"out": out, "bytes": size}

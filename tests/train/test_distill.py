@@ -38,9 +38,11 @@ def test_distill_loss_is_the_formula():
     assert float(sown.stats["distill_kl"]) == pytest.approx(kl.mean(), rel=1e-4)
 
 
-def test_online_distillation_pulls_the_student_to_the_teacher(trained, small_corpus, tmp_path):
+def test_online_and_offline_distillation_pull_the_student_to_the_teacher(trained, small_corpus, tmp_path):
+    """Online (the teacher on each batch) and offline (`distill dump`, then the dump streamed) give the same run up
+    to the dump's float16 log-probabilities; the student's KL to the teacher falls."""
     from llm_jax.train.loop import train
-    from llm_jax.train.teacher import TeacherError
+    from llm_jax.train.teacher import TeacherError, dump
     _, teacher = trained
     tokenizer = next(os.path.join(teacher, f) for f in ("tokenizer.model", "tokenizer.json", "tokenizer_llm_jax.json")
                      if os.path.isfile(os.path.join(teacher, f)))
@@ -55,6 +57,18 @@ def test_online_distillation_pulls_the_student_to_the_teacher(trained, small_cor
     logged = [json.loads(line) for line in open(tmp_path / "student" / "metrics.jsonl") if "stats/distill_kl" in line]
     assert logged[-1]["stats/distill_kl"] < 0.7 * logged[0]["stats/distill_kl"], logged
     assert np.isfinite(summary["eval_loss"])
+    info = dump(config_lib.load_config(None, sets), str(tmp_path / "dump"), log=lambda _: None)
+    assert info["train_steps"] == 30 and info["top_k"] == 8
+    offline_lines = []
+    train(config_lib.load_config(None, {**sets, "train.teacher": str(tmp_path / "dump")}), str(tmp_path / "offline"),
+          log=offline_lines.append)
+    assert any(line.startswith("distill: teacher dump") for line in offline_lines), offline_lines
+    offline = [json.loads(line) for line in open(tmp_path / "offline" / "metrics.jsonl") if "stats/distill_kl" in line]
+    np.testing.assert_allclose([r["stats/distill_kl"] for r in offline], [r["stats/distill_kl"] for r in logged],
+                               rtol=2e-2)
+    with pytest.raises(TeacherError, match="dump of other batches: batch_size 8 there, 4 here"):
+        train(config_lib.load_config(None, {**sets, "train.teacher": str(tmp_path / "dump"), "train.batch_size": "4"}),
+              str(tmp_path / "other"), log=lambda _: None)
     with pytest.raises(TeacherError, match="set data.tokenizer to the teacher's tokenizer"):
         train(config_lib.load_config(None, {**sets, "data.tokenizer": "", "data.tokenizer_kind": "char"}),
               str(tmp_path / "mismatch"), log=lambda _: None)
