@@ -13,6 +13,9 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# CPU studies: without this, a script that imports JAX itself (to score results) starts libtpu's runtime when the
+# `tpu` extra is installed and holds its lock file, which makes every other `llm-jax compile` on the machine fail.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def llm_jax(*args) -> str:
