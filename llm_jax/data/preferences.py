@@ -23,7 +23,6 @@ import numpy as np
 
 from llm_jax.data import sft
 from llm_jax.data.corpus import split_documents
-from llm_jax.data.tokenizers import load_tokenizer
 from llm_jax.fileio import read_bytes
 
 SIDES = ("chosen", "rejected")
@@ -96,16 +95,9 @@ class PreferenceData:
 
 def load_preferences(cfg, log=print) -> PreferenceData:
     """The preference rows of `cfg.data.preferences`, with the tokenizer and chat template of the model to train
-    (`sft.source_dir`: data.tokenizer, else checkpoint.restore_from)."""
+    (`sft.tokenizer_and_template`: data.tokenizer, else checkpoint.restore_from)."""
     path, L = cfg.data.preferences, cfg.model.seq_len
-    where = sft.source_dir(cfg)
-    if where is None:
-        raise sft.SFTDataError(f"train.objective={cfg.train.objective} needs a tokenizer: set "
-                               f"checkpoint.restore_from (the model to start from) or data.tokenizer")
-    tok = load_tokenizer(cfg.data.tokenizer or where)
-    if tok.eos_id is None:
-        raise sft.SFTDataError(f"the tokenizer of {where} has no EOS id; replies end with one")
-    template = sft.resolve_template(cfg, where)
+    tok, template = sft.tokenizer_and_template(cfg)
     raw = read_bytes(path, "preference data (data.preferences)")
     triples, counts = sft.parse_preferences(raw, path)
     keyed = {json.dumps(t, sort_keys=True): t for t in triples}

@@ -137,8 +137,7 @@ def example_segments(record, layout: str, template: str | None, tok) -> list[tup
     messages = to_messages(record, layout)
     if messages is None:
         return None
-    special = lambda name: tok.decode([tok.special[name]]) if name in tok.special else ""  # noqa: E731
-    return chat_segments(template, messages, special("bos"), special("eos"))
+    return chat_segments(template, messages, special_text(tok, "bos"), special_text(tok, "eos"))
 
 
 # -------------------------------------------------------------------------------------------- rows
@@ -228,20 +227,31 @@ def _unigram_entropy(examples, vocab_size: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def load_sft(cfg, log=print) -> SFTData:
-    """The fine-tuning rows of `cfg.data.sft` (see the module docstring)."""
-    path, d, L = cfg.data.sft, cfg.data, cfg.model.seq_len
+def tokenizer_and_template(cfg):
+    """(tokenizer, chat template or None) of the model a fine-tuning run starts from (`source_dir`), checked: it
+    has an EOS (every trained turn ends with one) and fits model.vocab_size."""
     where = source_dir(cfg)
     if where is None:
-        raise SFTDataError("train.objective=sft needs a tokenizer: set checkpoint.restore_from (the model to "
-                           "fine-tune; its tokenizer is used) or data.tokenizer")
-    tok = load_tokenizer(d.tokenizer or where)
+        raise SFTDataError(f"train.objective={cfg.train.objective} needs a tokenizer: set checkpoint.restore_from "
+                           f"(the model to start from; its tokenizer is used) or data.tokenizer")
+    tok = load_tokenizer(cfg.data.tokenizer or where)
     if tok.eos_id is None:
         raise SFTDataError(f"the tokenizer of {where} has no EOS id; fine-tuned turns end with one")
     if tok.vocab_size > cfg.model.vocab_size:
         raise SFTDataError(f"the tokenizer of {where} has {tok.vocab_size} tokens, more than "
                            f"model.vocab_size={cfg.model.vocab_size}")
-    template = resolve_template(cfg, where)
+    return tok, resolve_template(cfg, where)
+
+
+def special_text(tok, name: str) -> str:
+    """The text of the tokenizer's special token `name` ("bos", "eos"), "" if it has none: what a template gets."""
+    return tok.decode([tok.special[name]]) if name in tok.special else ""
+
+
+def load_sft(cfg, log=print) -> SFTData:
+    """The fine-tuning rows of `cfg.data.sft` (see the module docstring)."""
+    path, d, L = cfg.data.sft, cfg.data, cfg.model.seq_len
+    tok, template = tokenizer_and_template(cfg)
     raw = read_bytes(path, "fine-tuning data (data.sft)")
     records, counts = read_records(raw, path, "data.sft")
     counts.update({layout: 0 for layout in LAYOUTS}, unusable=0, truncated=0, no_target=0)

@@ -40,9 +40,9 @@ def read_items(path: str) -> list[dict]:
 
 
 def prompts(items: list[dict], template: str | None, tokenizer) -> list[str]:
-    special = lambda name: tokenizer.decode([tokenizer.special[name]]) if name in tokenizer.special else ""  # noqa: E731
-    return [item["prompt"] if "prompt" in item else
-            chat.render(template, item["prompt_messages"], special("bos"), special("eos")) for item in items]
+    bos, eos = sft.special_text(tokenizer, "bos"), sft.special_text(tokenizer, "eos")
+    return [item["prompt"] if "prompt" in item else chat.render(template, item["prompt_messages"], bos, eos)
+            for item in items]
 
 
 def _rate(hits: list[float]) -> dict:
