@@ -112,8 +112,7 @@ def attach_reference_logps(cfg, trainable: Trainable, data, log) -> None:
     """DPO: every pair's reply log-probabilities under the reference — the model the policy started from
     (checkpoint.restore_from, new parameters as initialised) — added to the rows once, before training."""
     started = time.perf_counter()
-    leaves = jax.tree_util.tree_flatten_with_path(trainable.abstract.params)[0]
-    init = trainable.init_state().params if any(is_new_param(param_path(p)) for p, _ in leaves) else None
+    init = trainable.init_state().params if added_params(trainable) else None
     reference, _, _ = checkpoint.restore_other_run(cfg.checkpoint.restore_from, trainable.abstract, True,
                                                    (is_new_param, init))
     with trainable.activate():
@@ -128,12 +127,17 @@ def is_new_param(path: str) -> bool:
     return any(part in peft.ALL_KEYS or part == "value_head" for part in path.split("/"))
 
 
+def added_params(trainable: Trainable) -> list[str]:
+    """The kinds of parameters this run's model adds to a base (`is_new_param`): lora_a, prefix_key, value_head..."""
+    return sorted({part for p, _ in jax.tree_util.tree_flatten_with_path(trainable.abstract.params)[0]
+                   for part in param_path(p).split("/") if is_new_param(part)})
+
+
 def restore_from(cfg, trainable: Trainable, init_params, log=None):
     """(params, train fields or None, step) of checkpoint.restore_from laid out for this run; parameters this run
     adds (`is_new_param`) that it lacks come from `init_params` (then the optimizer state starts fresh too)."""
     abstract, path = trainable.abstract, cfg.checkpoint.restore_from
-    added = sorted({part for p, _ in jax.tree_util.tree_flatten_with_path(abstract.params)[0]
-                    for part in param_path(p).split("/") if is_new_param(part)})
+    added = added_params(trainable)
     params_only = cfg.checkpoint.restore_mode == "params" or bool(added)
     params, train, step = checkpoint.restore_other_run(path, abstract, params_only, (is_new_param, init_params))
     if log:
