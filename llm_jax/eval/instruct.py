@@ -16,13 +16,16 @@ import sys
 import numpy as np
 
 from llm_jax import argtypes
-from llm_jax.data import chat, sft
 from llm_jax.errors import UserError
 from llm_jax.fileio import read_bytes
+
+# data.sft and data.chat (tokenizer libraries, ~30 ms) are imported where used: `llm-jax`'s parser imports this
+# module for every command, and every command must start fast.
 
 
 def read_items(path: str) -> list[dict]:
     """[{"prompt_messages" or "prompt", "answer", "kind"}] of a JSON-lines file of fine-tuning records."""
+    from llm_jax.data import sft
     records, _ = sft.read_records(read_bytes(path, "instruction test file"), path, "--data")
     items = []
     for n, record in enumerate(records, start=1):
@@ -40,6 +43,7 @@ def read_items(path: str) -> list[dict]:
 
 
 def prompts(items: list[dict], template: str | None, tokenizer) -> list[str]:
+    from llm_jax.data import chat, sft
     bos, eos = sft.special_text(tokenizer, "bos"), sft.special_text(tokenizer, "eos")
     return [item["prompt"] if "prompt" in item else chat.render(template, item["prompt_messages"], bos, eos)
             for item in items]
@@ -64,6 +68,7 @@ def score_instructions(model, items: list[dict], template: str | None, max_new_t
 
 
 def cmd_instruct(args, extra) -> int:
+    from llm_jax.data import chat
     from llm_jax.eval.lm import EvalModel
     items = read_items(args.data)[: args.limit]
     model = EvalModel.from_workdir(args.workdir, batch_size=args.batch_size)
