@@ -700,7 +700,8 @@ def _validate_family(cfg) -> None:
              f"directory and only it reads one; set both or neither")
     _require(objective != "distill" or not m.loss_chunk,
              "train.objective='distill' compares whole output distributions: set model.loss_chunk=0")
-    _require(0 <= t.distill_alpha <= 1 and t.distill_temperature > 0 and 1 <= t.distill_top_k <= m.vocab_size,
+    _require(objective != "distill" or (0 <= t.distill_alpha <= 1 and t.distill_temperature > 0
+                                        and 1 <= t.distill_top_k <= m.vocab_size),
              f"train.distill_alpha={t.distill_alpha} must be in [0, 1], train.distill_temperature="
              f"{t.distill_temperature} > 0 and train.distill_top_k={t.distill_top_k} in [1, model.vocab_size]")
     _require(objective != "sft" or not cfg.data.pack or m.document_mask,
