@@ -58,9 +58,11 @@ CHOICES = {
     "model.peft": ("none", "lora", "prefix", "adapter"),  # llm_jax.models.peft.KEYS + none (a test: equal)
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
-    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo", "distill"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+    "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo", "distill", "grpo",
+                        "ppo"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "train.dpo_loss": ("sigmoid", "ipo", "hinge"),  # llm_jax.objectives.dpo.LOSSES
+    "train.rl_reward": ("exact", "overlap"),  # llm_jax.train.rollouts.REWARDS (a test: equal)
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
     "data.loss_mask": ("completion", "all"),
@@ -176,7 +178,8 @@ def default_config() -> ml_collections.ConfigDict:
                                  # span_corruption (T5 pretraining) / seq2seq (data.pairs) train encdec;
                                  # sft = supervised fine-tuning on data.sft (a decoder, usually from
                                  # checkpoint.restore_from); reward (a reward model, model.value_head) and dpo
-                                 # train on the pairs of data.preferences (docs/finetuning.md)
+                                 # train on the pairs of data.preferences; grpo and ppo on replies the policy
+                                 # samples to data.sft's prompts (docs/finetuning.md)
     t.dpo_beta = 0.1             # dpo: the strength of the implicit KL constraint to the reference
     t.dpo_loss = "sigmoid"       # dpo: sigmoid (DPO), ipo, hinge (SLiC)
     t.dpo_label_smoothing = 0.0  # dpo with sigmoid: the assumed share of flipped labels (conservative DPO)
@@ -184,6 +187,18 @@ def default_config() -> ml_collections.ConfigDict:
     t.distill_alpha = 0.5        # distill: weight of the hard-label cross-entropy; 1 - alpha on the soft KL
     t.distill_temperature = 2.0  # distill: both distributions softened by this temperature (the KL scaled by T^2)
     t.distill_top_k = 32         # distill: the teacher's top k tokens per position carry its distribution
+    # grpo / ppo (policy optimisation on sampled replies: llm_jax/train/rollouts.py, docs/finetuning.md)
+    t.rl_group = 8               # replies sampled per prompt (train.batch_size / rl_group prompts a step)
+    t.rl_reward = "exact"        # the rule scoring a reply against the record's reply
+    t.reward_model = ""          # a reward model's work directory (train.objective=reward): scores replies instead
+    t.rl_temperature = 1.0       # sampling temperature of the rollouts
+    t.rl_max_new_tokens = 32     # the longest reply sampled
+    t.rl_clip = 0.2              # the ratio's clip range epsilon (ppo: the value clip too)
+    t.rl_kl = 0.04               # beta: grpo's per-token KL term in the loss; ppo's KL penalty in the reward
+    t.rl_value_coef = 0.1        # ppo: weight of the clipped value loss
+    t.rl_gamma = 1.0             # ppo: discount over reply tokens
+    t.rl_lambda = 0.95           # ppo: GAE's lambda
+    t.rl_whiten_rewards = True   # ppo: scores whitened over each batch before GAE
     t.trainable = ".*"           # regex over parameter paths ("layers/attention/query/kernel"): what trains;
                                  # the rest is frozen (no gradient, no optimizer state, no update)
     t.steps = 700
@@ -639,7 +654,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 # tokens after a [MASK]).
 OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
                       "seq2seq": ("encdec",), "sft": ("decoder",), "reward": ("decoder",), "dpo": ("decoder",),
-                      "distill": ("decoder",)}
+                      "distill": ("decoder",), "grpo": ("decoder",), "ppo": ("decoder",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -663,6 +678,27 @@ def reserved_ids(cfg) -> int:
     return 0
 
 
+def _validate_rl(cfg) -> None:
+    t, objective = cfg.train, cfg.train.objective
+    _require(objective in ("grpo", "ppo") or not t.reward_model,
+             f"train.reward_model={t.reward_model!r} scores the rollouts of grpo / ppo only")
+    if objective not in ("grpo", "ppo"):
+        return
+    _require(bool(cfg.checkpoint.restore_from) and not cfg.data.pack and not cfg.model.loss_chunk,
+             f"train.objective={objective!r} samples replies to one prompt per row from the model it starts from: "
+             f"set checkpoint.restore_from (the KL reference), data.pack=false and model.loss_chunk=0")
+    least = 2 if objective == "grpo" else 1  # a group of one has no relative advantage
+    _require(t.rl_group >= least and t.batch_size % t.rl_group == 0,
+             f"train.rl_group={t.rl_group} must be >= {least} and divide train.batch_size={t.batch_size}")
+    _require(t.rl_max_new_tokens >= 1 and t.rl_temperature > 0 and 0 < t.rl_clip < 1 and t.rl_kl >= 0
+             and t.rl_value_coef >= 0 and 0 <= t.rl_gamma <= 1 and 0 <= t.rl_lambda <= 1,
+             f"train.rl_*: rl_max_new_tokens={t.rl_max_new_tokens} >= 1, rl_temperature={t.rl_temperature} > 0, "
+             f"rl_clip={t.rl_clip} in (0, 1), rl_kl={t.rl_kl} >= 0, rl_value_coef={t.rl_value_coef} >= 0, "
+             f"rl_gamma={t.rl_gamma} and rl_lambda={t.rl_lambda} in [0, 1]")
+    _require(objective != "ppo" or cfg.model.value_head,
+             "train.objective='ppo' learns a value per token on the policy's trunk: set model.value_head=true")
+
+
 def _validate_family(cfg) -> None:
     m, objective = cfg.model, cfg.train.objective
     families = OBJECTIVE_FAMILIES.get(objective, CHOICES["model.family"])
@@ -679,9 +715,11 @@ def _validate_family(cfg) -> None:
     _require((objective == "seq2seq") == bool(cfg.data.pairs),
              f"train.objective={objective!r} with data.pairs={cfg.data.pairs!r}: the seq2seq objective trains on "
              f"(input, target) pairs and only it reads them; set both or neither")
-    _require((objective == "sft") == bool(cfg.data.sft),
+    _require((objective in ("sft", "grpo", "ppo")) == bool(cfg.data.sft),
              f"train.objective={objective!r} with data.sft={cfg.data.sft!r}: the sft objective trains on the "
-             f"fine-tuning examples of data.sft and only it reads them; set both or neither")
+             f"fine-tuning examples of data.sft and grpo / ppo on their prompts, and only they read them; set both "
+             f"or neither")
+    _validate_rl(cfg)
     pairwise = objective in ("reward", "dpo")
     _require(pairwise == bool(cfg.data.preferences),
              f"train.objective={objective!r} with data.preferences={cfg.data.preferences!r}: the reward and dpo "

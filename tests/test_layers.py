@@ -14,7 +14,8 @@ ALLOWED = {  # package -> the packages it may import
     "objectives": BASE | {"config"},
     "checkpoint": BASE | {"fileio", "parallel"},
     "data": BASE | {"fileio", "config", "parallel"},
-    "train": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "hardware"},
+    "train": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "hardware",
+              "infer"},  # policy optimisation samples its rollouts with the inference decoder
     "infer": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "argtypes"},
     "quant": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer", "argtypes"},
     "prune": BASE | {"fileio", "config", "checkpoint", "infer", "argtypes"},

@@ -102,11 +102,12 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None,
-                 values: bool = False):
+                 values: bool = False, with_values: bool = False):
         """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask. With
         `targets_BL` and cfg.loss_chunk: the per-position cross-entropy (float32, B x L) instead, computed by
         `chunked_cross_entropy` so the (B, L, V) logits never exist whole. With cfg.value_head and `values`: the
-        scalar head's output at every position (float32, B x L) instead — a reward model's score, PPO's values."""
+        scalar head's output at every position (float32, B x L) instead — a reward model's score; with
+        `with_values`: (logits, values) from one pass (PPO's policy and value on one trunk)."""
         cfg = self.cfg
         if not cfg.document_mask:
             segments_BL = None
@@ -153,8 +154,8 @@ class Transformer(nn.Module):
         self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
-        if values and not cfg.value_head:
-            raise ValueError("values=True needs a model with model.value_head=true")
+        if (values or with_values) and not cfg.value_head:
+            raise ValueError("values=True / with_values=True needs a model with model.value_head=true")
         if cfg.value_head:  # a scalar per position from the final hidden state (reward / value models)
             head = Dense(dataclasses.replace(cfg, use_bias=True, peft="none", weight_quant="none"), (1,), 1,
                          ("embed", None), (None,), cfg.init_std, name="value_head")
@@ -173,7 +174,8 @@ class Transformer(nn.Module):
             logits_BLV = head(x_BLD)
         if cfg.mup:  # muP's output multiplier: the readout sums width-many correlated terms after training
             logits_BLV = logits_BLV / cfg.width_mult
-        return nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))
+        logits_BLV = nn.with_logical_constraint(logits_BLV.astype(jnp.float32), ("batch", "length", "vocab"))
+        return (logits_BLV, values_BL) if with_values and not self.is_initializing() else logits_BLV
 
     def _pipelined_layers(self, block, extra, deterministic, x_BLD, positions_BL, segments_BL):
         """The same stacked layer parameters, applied as a pipeline over the `stage` mesh axis."""

@@ -12,14 +12,16 @@ from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECT
 from llm_jax.objectives.causal_lm import CAUSAL_LM
 from llm_jax.objectives.distill import DISTILL
 from llm_jax.objectives.dpo import DPO
+from llm_jax.objectives.grpo import GRPO
 from llm_jax.objectives.mlm import MLM
+from llm_jax.objectives.ppo import PPO
 from llm_jax.objectives.reward import REWARD
 from llm_jax.objectives.seq2seq import SEQ2SEQ
 from llm_jax.objectives.sft import SFT
 from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT, REWARD, DPO,
-                                                        DISTILL)}
+                                                        DISTILL, GRPO, PPO)}
 
 
 def get_objective(name: str, train_cfg=None) -> Objective:

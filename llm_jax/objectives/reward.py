@@ -17,13 +17,16 @@ from llm_jax.objectives.pairs import PAIR_FIELDS, both, halves
 
 def scores(model, params, batch, rng=None, deterministic: bool = True):
     """(r_chosen, r_rejected) of each pair (B,) each, and the model's `Sown`."""
-    weights_BL = both(batch, "weights")
     values_BL, sown = apply_with_aux(model, params, both(batch, "inputs"), values=True, rng=rng,
                                      deterministic=deterministic)
+    return (*halves(last_trained(values_BL, both(batch, "weights"))), sown)
+
+
+def last_trained(values_BL, weights_BL):
+    """(B,) the value at each row's last trained position (the one that predicts the reply's EOS)."""
     L = weights_BL.shape[1]
-    last_B = L - 1 - jnp.argmax(weights_BL[:, ::-1] > 0, axis=1)  # the last trained position of each row
-    r_B = jnp.take_along_axis(values_BL, last_B[:, None], axis=1)[:, 0]
-    return (*halves(r_B), sown)
+    last_B = L - 1 - jnp.argmax(weights_BL[:, ::-1] > 0, axis=1)
+    return jnp.take_along_axis(values_BL, last_B[:, None], axis=1)[:, 0]
 
 
 def reward_losses(model, params, batch, rng, deterministic: bool):

@@ -24,7 +24,6 @@ from llm_jax.data.loader import BatchLoader
 from llm_jax.data.pipeline import training_data
 from llm_jax.errors import HaltedError, UserError
 from llm_jax.hardware import peak_flops
-from llm_jax.models import peft
 from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.objectives.dpo import reference_logps
 from llm_jax.parallel import distributed
@@ -32,11 +31,16 @@ from llm_jax.parallel.pipeline import bubble_fraction
 from llm_jax.train import workdir as workdir_lib
 from llm_jax.train.downstream import Downstream
 from llm_jax.train.metrics import MetricsWriter, progress_line
-from llm_jax.train.optimizer import param_path
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
+from llm_jax.train.reference import added_params, is_new_param, reference_params
 from llm_jax.train.teacher import teacher_feed
+from llm_jax.train.rollouts import Rollouts
 from llm_jax.train.trainable import Trainable, build_trainable
+
+# Objectives whose batches are made during training, from the loader's rows: (cfg, trainable, data, log) ->
+# feed(host batch, (split, index), current params) -> the device batch.
+FEEDS = {"distill": teacher_feed, "grpo": Rollouts, "ppo": Rollouts}
 
 
 class TrainingError(UserError):
@@ -51,13 +55,13 @@ class Evaluator:
     num_batches: int
     trainable: Trainable
     metrics: dict = dataclasses.field(default_factory=dict)
-    feed: Callable | None = None  # (host batch, ("val", i)) -> the device batch (default: trainable.to_device)
+    feed: Callable | None = None  # (host batch, ("val", i), params) -> the device batch (default: to_device)
 
     def __call__(self, params) -> float:
         total, count, sums = 0.0, 0.0, {}
         for i in range(self.num_batches):
             host = self.loader.batch(i)
-            batch = self.feed(host, ("val", i)) if self.feed else self.trainable.to_device(host)
+            batch = self.feed(host, ("val", i), params) if self.feed else self.trainable.to_device(host)
             loss_sum, weight, extra = self.trainable.eval_step(params, batch)
             total, count = total + float(loss_sum), count + float(weight)
             for name, (num, den) in extra.items():
@@ -112,25 +116,12 @@ def attach_reference_logps(cfg, trainable: Trainable, data, log) -> None:
     """DPO: every pair's reply log-probabilities under the reference — the model the policy started from
     (checkpoint.restore_from, new parameters as initialised) — added to the rows once, before training."""
     started = time.perf_counter()
-    init = trainable.init_state().params if added_params(trainable) else None
-    reference, _, _ = checkpoint.restore_other_run(cfg.checkpoint.restore_from, trainable.abstract, True,
-                                                   (is_new_param, init))
+    reference = reference_params(cfg, trainable)
     with trainable.activate():
         for rows in [*data.train, data.val]:
             rows.extra.update(reference_logps(trainable.model, reference, rows))
     log(f"dpo: reference log-probabilities of {sum(len(r) for r in [*data.train, data.val]):,} pairs from "
         f"{cfg.checkpoint.restore_from} in {time.perf_counter() - started:.0f}s")
-
-
-def is_new_param(path: str) -> bool:
-    """Parameters a fine-tuning run adds to the model it starts from: PEFT's and a value head."""
-    return any(part in peft.ALL_KEYS or part == "value_head" for part in path.split("/"))
-
-
-def added_params(trainable: Trainable) -> list[str]:
-    """The kinds of parameters this run's model adds to a base (`is_new_param`): lora_a, prefix_key, value_head..."""
-    return sorted({part for p, _ in jax.tree_util.tree_flatten_with_path(trainable.abstract.params)[0]
-                   for part in param_path(p).split("/") if is_new_param(part)})
 
 
 def restore_from(cfg, trainable: Trainable, init_params, log=None):
@@ -288,7 +279,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                          process_count=nproc)
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
-    feed = teacher_feed(cfg, trainable, data, log) if t_cfg.objective == "distill" else None
+    feed = FEEDS[t_cfg.objective](cfg, trainable, data, log) if t_cfg.objective in FEEDS else None
     evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable, feed=feed)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     profiler = StepProfiler(t_cfg.profile_steps, workdir, log)
@@ -318,7 +309,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
             for step in range(start_step, t_cfg.steps):
                 profiler.before(step)
                 host = next(batches)
-                device = feed(host, ("train", step)) if feed else trainable.to_device(host)
+                device = feed(host, ("train", step), state.params) if feed else trainable.to_device(host)
                 state, metrics = trainable.train_step(state, device)
                 done, is_last = step + 1, step + 1 == t_cfg.steps
                 profiler.after(done, metrics)

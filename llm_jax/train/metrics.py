@@ -27,6 +27,8 @@ def progress_line(step: int, total: int, m: dict, eta_s: float) -> str:
     if "stats/moe_dropped" in m:  # routing health of an MoE model: expert shares (min-max) and dropped tokens
         parts.append(f"experts {m['stats/moe_expert_share_min']:.2f}-{m['stats/moe_expert_share_max']:.2f} "
                      f"dropped {m['stats/moe_dropped']:.3f}")
+    if "stats/kl" in m and "stats/reward" in m:  # policy optimisation: the rollouts' reward and KL to the reference
+        parts.append(f"rollout reward {m['stats/reward']:.3f} kl {m['stats/kl']:.4f}")
     if m.get("tokens_per_sec"):
         parts.append(f"{m['tokens_per_sec']:,.0f} tok/s")
         parts.append(f"MFU {100 * m['mfu']:.1f}%")

@@ -86,7 +86,7 @@ def teacher_feed(cfg, trainable, data, log=print):
     if os.path.isfile(os.path.join(cfg.train.teacher, DUMP_MANIFEST)):
         return OfflineTeacher(cfg, trainable, data, log)
     teacher = Teacher(cfg, trainable, data.tokenizer, log)
-    return lambda host, where: teacher(trainable.to_device(host))
+    return lambda host, where, params=None: teacher(trainable.to_device(host))
 
 
 class OfflineTeacher:
@@ -111,7 +111,7 @@ class OfflineTeacher:
         log(f"distill: teacher dump {directory} ({manifest['teacher']}, {manifest['train_steps']} steps, top "
             f"{manifest['top_k']} at temperature {manifest['temperature']})")
 
-    def __call__(self, host: dict, where: tuple) -> dict:
+    def __call__(self, host: dict, where: tuple, params=None) -> dict:
         split, index = where
         extra = {"teacher_ids": np.asarray(self.arrays[split, "ids"][index, self.rows], np.int32),
                  "teacher_logps": np.asarray(self.arrays[split, "logps"][index, self.rows], np.float32)}

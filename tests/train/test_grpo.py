@@ -1,0 +1,180 @@
+"""GRPO and PPO: the losses against their formulas computed here from the model's logits and values, GAE against
+its definition as a discounted sum, the rollout bookkeeping (prompts, replies, group advantages), and short runs
+from a trained work directory that start at the reference (KL 0), score their replies and resume bit for bit."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from helpers import comparison_sft_file
+
+from llm_jax import config as config_lib
+from llm_jax.objectives import get_objective
+from llm_jax.objectives import ppo
+from llm_jax.train import rollouts
+
+
+def grpo_cfg(base, data, **more):
+    sets = {"train.objective": "grpo", "data.sft": data, "checkpoint.restore_from": base, "data.pack": "false",
+            "train.steps": "6", "train.batch_size": "8", "train.rl_group": "4", "train.rl_max_new_tokens": "4",
+            "train.rl_reward": "overlap", "train.lr": "3e-3", "train.eval_every": "3", "train.eval_batches": "1",
+            "train.log_every": "1", "checkpoint.every": "3"}
+    return config_lib.load_config(f"{base}/config.json", sets | {k: str(v) for k, v in more.items()})
+
+
+def by_hand_logps(model, params, batch):
+    logits = np.asarray(model.apply({"params": params}, batch["inputs"]), np.float64)
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return np.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
+
+
+def test_rewards_are_the_config_choices_and_advantages_are_normalised_within_groups():
+    assert tuple(rollouts.REWARDS) == config_lib.CHOICES["train.rl_reward"]
+    assert rollouts.REWARDS["exact"]([5, 2], [5, 2]) == 1.0 and rollouts.REWARDS["exact"]([5], [5, 2]) == 0.0
+    assert rollouts.REWARDS["overlap"]([5, 3, 2], [5, 2]) == pytest.approx(1 / 3)
+    a = rollouts.group_advantages(np.asarray([1, 0, 0, 0, 1, 1, 1, 1], np.float32), 4)
+    np.testing.assert_allclose(a[:4], np.asarray([0.75, -0.25, -0.25, -0.25]) / (np.sqrt(3) / 4 + 1e-4), rtol=1e-5)
+    np.testing.assert_array_equal(a[4:], 0.0)  # a group that scored alike carries no signal
+
+
+def test_a_fine_tuning_row_splits_into_prompt_and_reply_and_back(trained, tmp_path):
+    from llm_jax.data.sft import load_sft
+    _, base = trained
+    cfg = grpo_cfg(base, comparison_sft_file(tmp_path / "c.jsonl"))
+    data = load_sft(cfg, log=lambda _: None)
+    row = data.train[0]
+    prompt, reply = rollouts.split_row(row)
+    assert data.tokenizer.decode(reply[:-1]) in (" yes", " no") and reply[-1] == data.tokenizer.eos_id
+    assert data.tokenizer.decode(prompt).endswith("?")
+    rebuilt = rollouts.reply_rows([prompt], [reply], cfg.model.seq_len, pad_id=data.train.pad_id)
+    for k in ("inputs", "targets", "weights", "positions", "segment_ids"):
+        np.testing.assert_array_equal(rebuilt[k][0], row[k], err_msg=k)
+
+
+def test_grpo_loss_is_the_clipped_policy_gradient_plus_the_k3_kl(trained):
+    from llm_jax.infer.load import load_workdir
+    _, base = trained
+    loaded = load_workdir(base)
+    model, params = loaded.model, loaded.params
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    replies = [[20, 21, 2], [22, 2], [23, 24, 25, 26], [27, 28]]
+    batch = rollouts.reply_rows(prompts, replies, 16, pad_id=0)
+    sampler = jax.tree.map(lambda x: x * 1.1, params)
+    reference = jax.tree.map(lambda x: x * 0.9, params)
+    batch["old_logp"] = by_hand_logps(model, sampler, batch).astype(np.float32)
+    batch["ref_logp"] = by_hand_logps(model, reference, batch).astype(np.float32)
+    batch["advantages"] = np.asarray([[1.0], [-1.0], [0.5], [-2.0]], np.float32) * batch["weights"]
+    batch["rewards"] = np.asarray([[1.0], [0.0], [0.5], [0.0]], np.float32)
+    train_cfg = config_lib.default_config().train
+    train_cfg.update(rl_clip=0.1, rl_kl=0.3)
+    losses, weights, sown = get_objective("grpo", train_cfg).losses(model, params, batch, None, True)
+    logp = by_hand_logps(model, params, batch)
+    ratio = np.exp(logp - batch["old_logp"])
+    a = batch["advantages"]
+    d = batch["ref_logp"] - logp
+    expected = -np.minimum(ratio * a, np.clip(ratio, 0.9, 1.1) * a) + 0.3 * (np.exp(d) - d - 1)
+    w = batch["weights"] > 0
+    assert np.abs(ratio[w] - 1).max() > 0.1  # some ratios are clipped, so the clip is exercised
+    np.testing.assert_allclose(np.asarray(losses)[w], expected[w], rtol=2e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(weights), batch["weights"])
+    assert float(sown.stats["kl"]) == pytest.approx(float((np.exp(d) - d - 1)[w].mean()), rel=1e-4)
+    assert float(sown.stats["clip_fraction"]) == pytest.approx(float((np.abs(ratio - 1) > 0.1)[w].mean()))
+    assert float(sown.stats["reward"]) == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(trained, tmp_path, objective):
+    from llm_jax.train.loop import train
+    _, base = trained
+    more = {"train.objective": objective} | ({"model.value_head": "true"} if objective == "ppo" else {})
+    cfg = grpo_cfg(base, comparison_sft_file(tmp_path / "c.jsonl"), **more)
+    full, lines = tmp_path / "full", []
+    train(cfg, str(full), log=lines.append)
+    assert any(line.startswith(f"{objective}: reference") for line in lines), lines
+    records = [json.loads(line) for line in open(full / "metrics.jsonl")]
+    assert records[0]["eval_kl"] == 0.0 and 0 <= records[0]["eval_reward"] <= 1  # the policy is the reference
+    steps = [r for r in records if "stats/reward" in r]
+    assert len(steps) == 6 and all(r["stats/reply_tokens"] >= 1 for r in steps)
+    assert steps[-1]["stats/kl"] > 0  # the policy moved away from the reference
+    assert objective == "grpo" or all(r["stats/value_loss"] > 0 for r in steps)
+    resumed = tmp_path / "resumed"  # what an interruption after step 3's checkpoint leaves
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "6")
+    kept = [line for line in open(full / "metrics.jsonl") if json.loads(line)["step"] <= 3]
+    (resumed / "metrics.jsonl").write_text("".join(kept))
+    train(cfg, str(resumed), log=lambda _: None)
+    later = lambda path: [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_sec", "mfu", "run_id")}  # noqa: E731
+                          for line in open(path / "metrics.jsonl") if json.loads(line)["step"] > 3]
+    assert later(resumed) == later(full) and len(later(full)) == 3
+
+
+def test_gae_is_the_discounted_sum_of_td_errors_over_each_reply():
+    rng = np.random.default_rng(0)
+    rewards, values = rng.normal(size=(2, 7)), rng.normal(size=(2, 7))
+    weights = np.zeros((2, 7), np.float32)
+    weights[0, 2:6], weights[1, 1:3] = 1, 1
+    gamma, lam = 0.9, 0.8
+    advantages, returns = ppo.gae(rewards, values, weights, gamma, lam)
+    for b in range(2):
+        at = list(np.flatnonzero(weights[b]))
+        v_next = [values[b, t] for t in at[1:]] + [0.0]  # the episode ends after the reply
+        deltas = [rewards[b, t] + gamma * v_next[i] - values[b, t] for i, t in enumerate(at)]
+        for i, t in enumerate(at):
+            expected = sum((gamma * lam) ** k * deltas[i + k] for k in range(len(at) - i))
+            assert advantages[b, t] == pytest.approx(expected, rel=1e-5)
+            assert returns[b, t] == pytest.approx(expected + values[b, t], rel=1e-5)
+    assert not advantages[weights == 0].any() and not returns[weights == 0].any()
+
+
+def test_ppo_loss_is_the_clipped_policy_gradient_plus_the_clipped_value_loss(trained):
+    from llm_jax.train.trainable import build_trainable
+    _, base = trained
+    cfg = config_lib.load_config(f"{base}/config.json", {"model.value_head": "true"})
+    trainable = build_trainable(cfg)
+    model, params = trainable.model, trainable.init_state().params
+    batch = rollouts.reply_rows([[5, 6, 7], [8, 9]], [[20, 21, 2], [22, 23, 24, 2]], 16, pad_id=0)
+    w = batch["weights"] > 0
+    rng = np.random.default_rng(1)
+    logp = by_hand_logps(model, params, batch)
+    values = np.asarray(model.apply({"params": params}, batch["inputs"], values=True), np.float64)
+    batch["old_logp"] = (logp + rng.normal(scale=0.3, size=logp.shape)).astype(np.float32)
+    batch["ref_logp"] = (logp + rng.normal(scale=0.3, size=logp.shape)).astype(np.float32)
+    batch["old_values"] = ((values + rng.normal(scale=0.5, size=values.shape)) * w).astype(np.float32)
+    batch["returns"] = (rng.normal(size=values.shape) * w).astype(np.float32)
+    batch["advantages"] = (rng.normal(size=values.shape) * w).astype(np.float32)
+    batch["rewards"] = np.asarray([[1.0], [0.0]], np.float32)
+    train_cfg = config_lib.default_config().train
+    train_cfg.update(rl_clip=0.2, rl_value_coef=0.5)
+    losses, _, sown = get_objective("ppo", train_cfg).losses(model, params, batch, None, True)
+    ratio, a = np.exp(logp - batch["old_logp"]), batch["advantages"]
+    old, ret = batch["old_values"], batch["returns"]
+    value_loss = 0.5 * np.maximum((values - ret) ** 2, (old + np.clip(values - old, -0.2, 0.2) - ret) ** 2)
+    expected = -np.minimum(ratio * a, np.clip(ratio, 0.8, 1.2) * a) + 0.5 * value_loss
+    np.testing.assert_allclose(np.asarray(losses)[w], expected[w], rtol=2e-4, atol=1e-5)
+    assert float(sown.stats["value_loss"]) == pytest.approx(float(value_loss[w].mean()), rel=1e-4)
+
+
+def test_ppo_targets_put_the_whitened_score_on_the_last_token_and_the_kl_penalty_on_every_token():
+    t = config_lib.default_config().train
+    t.update(rl_kl=0.1, rl_gamma=1.0, rl_lambda=1.0, rl_whiten_rewards=True)
+    weights = np.zeros((2, 6), np.float32)
+    weights[0, 1:4], weights[1, 2:4] = 1, 1
+    batch = {"weights": weights, "old_logp": np.full((2, 6), -1.0, np.float32) * weights,
+             "ref_logp": np.full((2, 6), -1.5, np.float32) * weights, "old_values": np.zeros((2, 6), np.float32)}
+    out = rollouts.ppo_targets(batch, np.asarray([3.0, 1.0], np.float32), t)
+    # gamma = lambda = 1, values 0: the return of a token is the sum of the rewards from it to the end
+    # score whitened: (+1, -1); per-token reward -0.1 * (-1 - -1.5) = -0.05
+    np.testing.assert_allclose(out["returns"][0, 1:4], [1 - 0.15, 1 - 0.10, 1 - 0.05], rtol=1e-5)
+    np.testing.assert_allclose(out["returns"][1, 2:4], [-1 - 0.10, -1 - 0.05], rtol=1e-5)
+    adv = out["advantages"][weights > 0]
+    assert adv.mean() == pytest.approx(0, abs=1e-6) and adv.std() == pytest.approx(1, rel=1e-4)
+
+
+def test_a_reward_model_must_have_a_value_head_over_the_same_vocabulary(trained):
+    from llm_jax.errors import UserError
+    cfg, base = trained
+    with pytest.raises(UserError, match="must be a reward model"):
+        rollouts.RewardModel(base, cfg.model.vocab_size)
