@@ -303,6 +303,21 @@ def cmd_distill(args, extra) -> int:
     return 0
 
 
+def cmd_rlhf(args, extra) -> int:
+    from llm_jax.train.rlhf import rlhf
+    cfg = _load_cfg(args, extra)
+    history = rlhf(cfg, args.workdir, args.rounds, prompts=args.prompts, group=args.group,
+                   reward_steps=args.reward_steps, log=(lambda _: None) if args.json else print)
+    for h in history:
+        if not args.json:
+            print(f"round {h['round']}: PPO held-out reward {h.get('ppo_eval_reward', float('nan')):.4f}, KL "
+                  f"{h.get('ppo_eval_kl', float('nan')):.4f} | {h['pairs']} new pairs | reward model "
+                  f"{h['reward_model']}")
+    if args.json:
+        _print_json({"rounds": history})
+    return 0
+
+
 def cmd_tokenizer(args, extra) -> int:
     from llm_jax.data.corpus import load_documents, split_documents
     from llm_jax.data.tokenizers import train_tokenizer
@@ -464,6 +479,17 @@ def build_parser() -> ArgumentParser:
     dd.add_argument("--config", help="the student's config (train.objective=distill, train.teacher=its teacher)")
     dd.add_argument("--out", required=True, help="the new dump directory (then --config.train.teacher=it)")
     dd.add_argument("--json", action="store_true")
+
+    rl = _command(sub, "rlhf", cmd_rlhf, overrides=True,
+                  help="RLHF rounds: PPO -> sample pairs -> label by rule -> train the reward model further -> again")
+    rl.add_argument("--config", required=True, help="a PPO config with train.reward_model (configs/ppo_tiny.py)")
+    rl.add_argument("--workdir", required=True, help="round<N>/{policy,prefs.jsonl,reward} go here")
+    rl.add_argument("--rounds", type=argtypes.positive_int, default=2)
+    rl.add_argument("--prompts", type=argtypes.positive_int, default=256, help="prompts labelled per round")
+    rl.add_argument("--group", type=argtypes.positive_int, default=4, help="replies sampled per labelled prompt")
+    rl.add_argument("--reward-steps", type=argtypes.positive_int, default=50,
+                    help="steps of reward-model training per round")
+    rl.add_argument("--json", action="store_true")
 
     k = _command(sub, "tokenizer", cmd_tokenizer, help="train tokenizers and compare their compression")
     k.add_argument("action", choices=["train", "report"])

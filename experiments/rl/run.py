@@ -73,6 +73,14 @@ def report(results: dict) -> None:
     for name, _ in METHODS:
         lines.append(row(f"after {name.upper()}", results[name]["exact_match_after"]))
     lines.append("")
+    for name, _ in METHODS:
+        after = results[name]["exact_match_after"]
+        delta = after["exact_match"] - before["exact_match"]
+        noise = 2 * max(after["exact_match_stderr"], before["exact_match_stderr"])
+        lines.append(f"{name.upper()}: exact match {delta:+.3f} — "
+                     + ("within two standard errors: no measurable change at this budget." if abs(delta) < noise
+                        else "beyond two standard errors."))
+    lines.append("")
     for name, config in METHODS:
         r = results[name]
         held = [c for c in r["curve"] if "eval_reward" in c]

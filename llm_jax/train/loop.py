@@ -34,8 +34,8 @@ from llm_jax.train.metrics import MetricsWriter, progress_line
 from llm_jax.train.preemption import Preempted, PreemptionWatcher
 from llm_jax.train.profile import StepProfiler
 from llm_jax.train.reference import added_params, is_new_param, reference_params
-from llm_jax.train.teacher import teacher_feed
 from llm_jax.train.rollouts import Rollouts
+from llm_jax.train.teacher import teacher_feed
 from llm_jax.train.trainable import Trainable, build_trainable
 
 # Objectives whose batches are made during training, from the loader's rows: (cfg, trainable, data, log) ->

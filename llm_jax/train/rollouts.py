@@ -101,19 +101,11 @@ class Rollouts:
         if split == "train":
             picked = [split_row(r) for r in rows[:len(rows) // self.group]]
             pairs = [p for p in picked for _ in range(self.group)]
-            sampling = decode.Sampling(temperature=t.rl_temperature)
-            seeds = [(t.seed * 1_000_003 + index * 7919 + b) % 2**32 for b in range(len(pairs))]
+            temperature, seed = t.rl_temperature, t.seed * 1_000_003 + index * 7919
         else:
-            pairs, sampling, seeds = [split_row(r) for r in rows], decode.Sampling(), None
+            pairs, temperature, seed = [split_row(r) for r in rows], 0.0, None
         prompts = [p for p, _ in pairs]
-        budgets = [min(t.rl_max_new_tokens, seq_len - len(p)) for p in prompts]
-        if min(budgets) < 1:
-            raise UserError(f"a prompt of {max(map(len, prompts))} tokens leaves no room for a reply within "
-                            f"model.seq_len={seq_len}: drop such records or raise the length")
-        result = decode.generate(self.trainable.model, params, prompts, budgets, seq_len, sampling=sampling,
-                                 seeds=seeds, eos_id=self.eos_id)
-        # a reply that stopped before its budget stopped on EOS, which the sampler does not return: it is trained
-        replies = [ids + [self.eos_id] if len(ids) < n else ids for ids, n in zip(result.new_ids, budgets)]
+        replies = sample_replies(self.trainable.model, params, prompts, self.cfg, self.eos_id, temperature, seed)
         batch = reply_rows(prompts, replies, seq_len, self.pad_id)
         device = self.trainable.to_device(batch)
         if self.scorer:
@@ -133,6 +125,22 @@ class Rollouts:
             per_reply = group_advantages(scores, self.group) if split == "train" else np.zeros_like(scores)
             batch["advantages"] = (per_reply[:, None] * weights).astype(np.float32)
         return self.trainable.to_device(batch)
+
+
+def sample_replies(model, params, prompts: list[list[int]], cfg, eos_id: int, temperature: float,
+                   seed: int | None) -> list[list[int]]:
+    """A reply to each prompt (greedy when temperature is 0; else row b samples with seed + b), at most
+    train.rl_max_new_tokens and within model.seq_len; a reply that stopped on EOS ends with it."""
+    seq_len = cfg.model.seq_len
+    budgets = [min(cfg.train.rl_max_new_tokens, seq_len - len(p)) for p in prompts]
+    if min(budgets) < 1:
+        raise UserError(f"a prompt of {max(map(len, prompts))} tokens leaves no room for a reply within "
+                        f"model.seq_len={seq_len}: drop such records or raise the length")
+    seeds = None if seed is None else [(seed + b) % 2**32 for b in range(len(prompts))]
+    result = decode.generate(model, params, prompts, budgets, seq_len, sampling=decode.Sampling(temperature),
+                             seeds=seeds, eos_id=eos_id)
+    # a reply that stopped before its budget stopped on EOS, which the sampler does not return: it is trained
+    return [ids + [eos_id] if len(ids) < n else ids for ids, n in zip(result.new_ids, budgets)]
 
 
 def ppo_targets(batch: dict, scores: np.ndarray, t) -> dict:

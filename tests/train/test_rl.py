@@ -8,7 +8,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from helpers import comparison_sft_file
+from helpers import comparison_sft_file, run_cli
 
 from llm_jax import config as config_lib
 from llm_jax.objectives import get_objective
@@ -16,12 +16,15 @@ from llm_jax.objectives import ppo
 from llm_jax.train import rollouts
 
 
-def grpo_cfg(base, data, **more):
-    sets = {"train.objective": "grpo", "data.sft": data, "checkpoint.restore_from": base, "data.pack": "false",
+def grpo_sets(base, data) -> dict:
+    return {"train.objective": "grpo", "data.sft": data, "checkpoint.restore_from": base, "data.pack": "false",
             "train.steps": "6", "train.batch_size": "8", "train.rl_group": "4", "train.rl_max_new_tokens": "4",
             "train.rl_reward": "overlap", "train.lr": "3e-3", "train.eval_every": "3", "train.eval_batches": "1",
             "train.log_every": "1", "checkpoint.every": "3"}
-    return config_lib.load_config(f"{base}/config.json", sets | {k: str(v) for k, v in more.items()})
+
+
+def grpo_cfg(base, data, **more):
+    return config_lib.load_config(f"{base}/config.json", grpo_sets(base, data) | {k: str(v) for k, v in more.items()})
 
 
 def by_hand_logps(model, params, batch):
@@ -178,3 +181,51 @@ def test_a_reward_model_must_have_a_value_head_over_the_same_vocabulary(trained)
     cfg, base = trained
     with pytest.raises(UserError, match="must be a reward model"):
         rollouts.RewardModel(base, cfg.model.vocab_size)
+
+
+def test_rlhf_rounds_label_pairs_train_the_reward_model_further_and_chain(trained, tmp_path, monkeypatch):
+    from llm_jax.train.loop import train
+    from llm_jax.train.rlhf import rlhf
+    _, base = trained
+    with open(tmp_path / "p.jsonl", "w") as f:
+        for a in range(10):
+            for b in range(10):
+                right, wrong = (" yes", " no") if a < b else (" no", " yes")
+                f.write(json.dumps({"prompt": f"{a} {b}?", "chosen": right, "rejected": wrong}) + "\n")
+    train(config_lib.load_config(f"{base}/config.json", {
+        "train.objective": "reward", "data.preferences": str(tmp_path / "p.jsonl"), "checkpoint.restore_from": base,
+        "model.value_head": "true", "train.steps": "3", "train.eval_every": "0"}), str(tmp_path / "rm"),
+        log=lambda _: None)
+    cfg = grpo_cfg(base, comparison_sft_file(tmp_path / "c.jsonl"), **{
+        "train.objective": "ppo", "model.value_head": "true", "train.reward_model": str(tmp_path / "rm"),
+        "train.steps": "2", "train.rl_group": "1"})
+    # the 20-step base model never says " yes" or " no": label by the first token's id, which its samples vary in
+    monkeypatch.setitem(rollouts.REWARDS, "overlap", lambda reply, reference: float(reply[0]))
+    loop, lines = tmp_path / "loop", []
+    history = rlhf(cfg, str(loop), rounds=2, prompts=16, group=4, reward_steps=2, log=lines.append)
+    assert [h["round"] for h in history] == [1, 2] and history[0]["pairs"] >= 2, history
+    records = [json.loads(line) for line in open(loop / "round1" / "prefs.jsonl")]
+    assert all(r["chosen_score"] > r["rejected_score"] and r["prompt"].endswith("?") for r in records), records
+    assert history[0]["reward_model"] == str(loop / "round1" / "reward")
+    assert any(f"PPO from {loop / 'round1' / 'policy'} against the reward model {loop / 'round1' / 'reward'}" in line
+               for line in lines), lines
+    again = []  # started again, the loop finds every stage done
+    rlhf(cfg, str(loop), rounds=2, prompts=16, group=4, reward_steps=2, log=again.append)
+    assert sum("nothing to do" in line for line in again) == 4 and sum("already labelled" in line for line in again) == 2
+
+
+def test_grpo_shards_like_pretraining_and_its_greedy_rollouts_match_one_device(trained, tmp_path):
+    from llm_jax.train.loop import train
+    _, base = trained
+    data = comparison_sft_file(tmp_path / "c.jsonl")
+    sets = {"train.steps": "2", "train.eval_every": "0"}
+    train(grpo_cfg(base, data, **sets), str(tmp_path / "one"), log=lambda _: None)
+    flags = [f"--config.{k}={v}" for k, v in {**grpo_sets(base, data), **sets}.items()]
+    proc = run_cli("train", "--config", f"{base}/config.json", "--workdir", tmp_path / "four", *flags,
+                   "--config.mesh.data=2", "--config.mesh.fsdp=2",
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'data': 2, 'fsdp': 2" in proc.stdout and "4 cpu device(s)" in proc.stdout, proc.stdout
+    first = lambda d: json.loads(open(tmp_path / d / "metrics.jsonl").readline())  # noqa: E731
+    assert first("four")["eval_kl"] == 0.0
+    assert first("four")["eval_reward"] == pytest.approx(first("one")["eval_reward"], abs=1e-6)
