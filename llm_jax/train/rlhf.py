@@ -5,10 +5,10 @@ with, checkpoint.restore_from = the policy to start from). Round r, in `workdir/
 
 1. `policy/`: PPO from the previous round's policy against the current reward model (the KL reference is the
    policy the round starts from).
-2. `prefs.jsonl`: the new policy samples `group` replies (train.rl_temperature) to each of `prompts` training
-   prompts (rows [(r-1) n, r n) of the training split, cycled); the labeller — the rule of train.rl_reward, standing in for the human raters
-   no dataset here has — scores them, and each prompt whose best and worst replies differ gives one preference
-   pair (best chosen). The record carries both scores.
+2. `prefs.jsonl`: the new policy samples `group` replies (train.rl_temperature) to each of n = `prompts` training
+   prompts (rows [(r-1) n, r n) of the training split, cycled); the labeller — the rule of train.rl_reward,
+   standing in for the human raters no dataset here has — scores them, and each prompt whose best and worst
+   replies differ gives one preference pair (best chosen). The record carries both scores.
 3. `reward/`: the reward model trained further (Bradley-Terry, `reward_steps` steps) on those pairs, from the
    current one; it scores the next round.
 
