@@ -1,4 +1,5 @@
-"""What the fine-tuning, alignment and pruning studies share: running `llm-jax` and their command line.
+"""What the fine-tuning, alignment, pruning and distillation studies share: running `llm-jax`, held-out perplexity
+on fixed windows, and their command line.
 
 A study is `run(workdir) -> results` (writes nothing else into the repository) and `report(results)` (writes
 results/README.md and the plots); `main` runs both, or with --report only the second from results/results.json.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,3 +53,27 @@ def main(doc: str, run, report, results_dir: str, default_workdir: str, extra_ar
         with open(path, "w") as f:
             json.dump(results, f, indent=2)
     report(results)
+
+
+def held_out_windows(base: str, count: int):
+    """(count, seq_len + 1) token windows of work directory `base`'s validation split (its data and tokenizer)."""
+    import numpy as np
+    from llm_jax.data.pipeline import training_data
+    from llm_jax.infer.load import read_config
+    val = training_data(read_config(base), log=lambda _: None).val
+    return np.stack([val[i]["tokens"] for i in range(min(count, len(val)))])
+
+
+def perplexity(workdir: str, windows) -> float:
+    """exp(mean next-token cross-entropy) of a work directory's model over `windows`, 8 at a time."""
+    import jax
+    import optax
+    from llm_jax.infer.load import load_workdir
+    loaded = load_workdir(workdir)
+    forward = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x))
+    losses = []
+    for start in range(0, len(windows), 8):
+        chunk = windows[start:start + 8]
+        logits = forward(loaded.params, chunk[:, :-1])
+        losses.append(float(optax.softmax_cross_entropy_with_integer_labels(logits, chunk[:, 1:]).mean()))
+    return math.exp(sum(losses) / len(losses))

@@ -14,7 +14,6 @@ Run: python experiments/prune/run.py [--workdir runs/prune] [--report]   (~25 mi
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from study import llm_jax, main  # noqa: E402  (experiments/study.py)
+from study import held_out_windows, llm_jax, main, perplexity  # noqa: E402  (experiments/study.py)
 
 VARIANTS = {"magnitude_30": ["--method", "magnitude", "--sparsity", "0.3"],
             "magnitude_50": ["--method", "magnitude", "--sparsity", "0.5"],
@@ -40,29 +39,6 @@ VARIANTS = {"magnitude_30": ["--method", "magnitude", "--sparsity", "0.3"],
             "layers_2": ["--method", "layers", "--count", "2"]}
 RECOVERY = {"train.steps": 100, "train.lr": 1e-3, "train.lr_min": 1e-4, "train.warmup_steps": 10,
             "train.eval_every": 0, "checkpoint.every": 0}
-WINDOWS = 64
-
-
-def held_out_windows(base: str):
-    import numpy as np
-    from llm_jax.data.pipeline import training_data
-    from llm_jax.infer.load import read_config
-    val = training_data(read_config(base), log=lambda _: None).val
-    return np.stack([val[i]["tokens"] for i in range(min(WINDOWS, len(val)))])
-
-
-def perplexity(workdir: str, windows) -> float:
-    import jax
-    import optax
-    from llm_jax.infer.load import load_workdir
-    loaded = load_workdir(workdir)
-    forward = jax.jit(lambda p, x: loaded.model.apply({"params": p}, x))
-    losses = []
-    for start in range(0, len(windows), 8):
-        chunk = windows[start:start + 8]
-        logits = forward(loaded.params, chunk[:, :-1])
-        losses.append(float(optax.softmax_cross_entropy_with_integer_labels(logits, chunk[:, 1:]).mean()))
-    return math.exp(sum(losses) / len(losses))
 
 
 def projection_weights(workdir: str) -> int:
@@ -80,7 +56,7 @@ def run(workdir: str) -> dict:
     base = os.path.join(REPO, "runs", "tiny")
     if not os.path.isdir(os.path.join(base, "checkpoints")):
         llm_jax("train", "--workdir", base)
-    windows = held_out_windows(base)
+    windows = held_out_windows(base, 64)
     dense_weights = projection_weights(base)
     results = {"date": time.strftime("%Y-%m-%d"), "base": "runs/tiny (configs/tiny.py, 700 steps)",
                "windows": len(windows), "base_perplexity": perplexity(base, windows), "variants": {}}
