@@ -37,7 +37,10 @@ def test_a_second_sigterm_changes_nothing(small_corpus, tmp_path, observe):
                    outcome="exit 75 at once, 'before the first training step'; no checkpoint, config or lock left")
 def test_sigterm_before_the_first_step(small_corpus, tmp_path, observe):
     workdir = tmp_path / "run"
-    proc = start(*train_args(small_corpus, workdir, "--config.data.dedup.near=true", steps=100))
+    # an empty data cache: the tokenizer and near-duplicate stages must run, so the signal lands during start-up
+    # even when an earlier test already prepared this corpus (a cached start-up can beat the signal to step 1)
+    proc = start(*train_args(small_corpus, workdir, "--config.data.dedup.near=true", steps=100),
+                 env={"LLM_JAX_CACHE": str(tmp_path / "cache")})
     while not proc.stdout.readline().startswith("run "):  # the work directory is claimed: now starting up
         assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)

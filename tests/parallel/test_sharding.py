@@ -6,11 +6,13 @@ fsdp, tensor and pipeline stages; causal and document masks); FSDP divides param
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from helpers import REPO, run_script
+from helpers import REPO
 
 SCRIPT = os.path.join(REPO, "tests", "parallel", "sharded_run.py")
 DATA_LAYOUTS = ["8,1,1", "1,8,1", "2,2,2", "1,2,4"]
@@ -26,19 +28,32 @@ LAYOUTS = (DATA_LAYOUTS + PIPELINE_LAYOUTS + [f"{p}/2" for p in PIPELINE_LAYOUTS
            + MULTI_SLICE + MOE_LAYOUTS + FAMILY_LAYOUTS + CONTEXT_LAYOUTS)
 
 
-def run_layouts(layouts, devices):
+def start_layouts(layouts, devices) -> subprocess.Popen:
     flags = f"--xla_force_host_platform_device_count={devices}"
     code = f"import sys, runpy; sys.argv = ['x'] + {list(layouts)!r}; runpy.run_path({SCRIPT!r}, run_name='__main__')"
-    proc = run_script(code, env={"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {r["layout"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu"))
+
+
+def collect(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err[-3000:]
+    return {r["layout"]: r for r in json.loads(out.strip().splitlines()[-1])}
 
 
 @pytest.fixture(scope="module")
 def results():
+    """(one-device runs, 8-device runs): three processes at once (compilation is mostly single-threaded, so the
+    two halves of the 8-device layouts share the 2 cores better than one process running them in turn)."""
     variants = sorted({layout.split(":")[0] + ":1,1,1,1" for layout in MOE_LAYOUTS + FAMILY_LAYOUTS + CONTEXT_LAYOUTS})
-    reference = run_layouts(["1,1,1", "1,1,1/2"] + variants, devices=1)
-    return reference, run_layouts(LAYOUTS, devices=8)
+    procs = [start_layouts(["1,1,1", "1,1,1/2"] + variants, devices=1),
+             start_layouts(LAYOUTS[0::2], devices=8), start_layouts(LAYOUTS[1::2], devices=8)]
+    try:
+        reference, *halves = [collect(p) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return reference, {**halves[0], **halves[1]}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
