@@ -3,6 +3,7 @@ its definition as a discounted sum, the rollout bookkeeping (prompts, replies, g
 from a trained work directory that start at the reference (KL 0), score their replies and resume bit for bit."""
 
 import json
+import re
 import shutil
 
 import jax
@@ -230,3 +231,20 @@ def test_grpo_shards_like_pretraining_and_its_greedy_rollouts_match_one_device(t
     first = lambda d: json.loads(open(tmp_path / d / "metrics.jsonl").readline())  # noqa: E731
     assert first("four")["eval_kl"] == 0.0
     assert first("four")["eval_reward"] == pytest.approx(first("one")["eval_reward"], abs=1e-6)
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"train.rl_group": "1"}, "train.rl_group=1 must be >= 2"),
+    ({"train.rl_group": "3"}, "divide train.batch_size=8"),
+    ({"data.pack": "true"}, "data.pack=false"),
+    ({"checkpoint.restore_from": ""}, "set checkpoint.restore_from"),
+    ({"train.rl_clip": "1.5"}, "rl_clip=1.5 in (0, 1)"),
+    ({"train.objective": "ppo"}, "set model.value_head=true"),
+    ({"train.objective": "sft", "train.reward_model": "rm"}, "scores the rollouts of grpo / ppo only"),
+])
+def test_policy_optimisation_settings_are_checked(sets, message):
+    base = {"train.objective": "grpo", "data.sft": "prompts.jsonl", "checkpoint.restore_from": "runs/sft",
+            "data.pack": "false", "train.batch_size": "8", "train.rl_group": "4"}
+    config_lib.load_config(None, base)  # the valid one
+    with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+        config_lib.load_config(None, {**base, **sets})
