@@ -65,8 +65,8 @@ class Teacher:
 
         def top_k(params, inputs_BL, segments_BL):
             logits_BLV = self.model.apply({"params": params}, inputs_BL, segments_BL=segments_BL)
-            values_BLK, ids_BLK = jax.lax.top_k(logits_BLV / temperature, k)
-            return ids_BLK.astype(jnp.int32), jax.nn.log_softmax(values_BLK, axis=-1)  # renormalised over the k
+            logps_BLK, ids_BLK = jax.lax.top_k(jax.nn.log_softmax(logits_BLV / temperature, axis=-1), k)
+            return ids_BLK.astype(jnp.int32), logps_BLK  # over the whole vocabulary: their sum leaves the rest
 
         self._top_k = jax.jit(top_k, out_shardings=(out, out))
         log(f"distill: teacher {workdir} (step {step}, {sum(x.size for x in jax.tree.leaves(self.params)):,} "
@@ -79,6 +79,7 @@ class Teacher:
 
 
 DUMP_MANIFEST = "teacher_dump.json"
+LOGPS = "float32 top-k of the whole vocabulary"  # earlier dumps held float16 renormalised over the k: refused
 
 
 def teacher_feed(cfg, trainable, data, log=print):
@@ -95,7 +96,7 @@ class OfflineTeacher:
         manifest = json.loads(read_bytes(os.path.join(directory, DUMP_MANIFEST), "teacher dump manifest"))
         t = cfg.train
         wanted = {"fingerprint": data.fingerprint, "batch_size": t.batch_size, "seq_len": cfg.model.seq_len,
-                  "top_k": t.distill_top_k, "temperature": t.distill_temperature}
+                  "top_k": t.distill_top_k, "temperature": t.distill_temperature, "logps": LOGPS}
         wrong = [f"{k} {manifest.get(k)!r} there, {v!r} here" for k, v in wanted.items() if manifest.get(k) != v]
         if wrong:
             raise TeacherError(f"train.teacher={directory!r} is a dump of other batches: {'; '.join(wrong)}")
@@ -135,7 +136,7 @@ def dump(cfg, out: str, log=print) -> dict:
     with trainable.activate():
         for split, (loader, n) in loaders.items():
             ids = np.lib.format.open_memmap(os.path.join(out, f"{split}_ids.npy"), "w+", np.int32, (n,) + shape)
-            logps = np.lib.format.open_memmap(os.path.join(out, f"{split}_logps.npy"), "w+", np.float16,
+            logps = np.lib.format.open_memmap(os.path.join(out, f"{split}_logps.npy"), "w+", np.float32,
                                               (n,) + shape)
             for i in range(n):
                 batch = teacher(trainable.to_device(loader.batch(i)))
@@ -146,6 +147,7 @@ def dump(cfg, out: str, log=print) -> dict:
             logps.flush()
     manifest = {"teacher": os.path.abspath(t.teacher), "fingerprint": data.fingerprint, "batch_size": t.batch_size,
                 "seq_len": cfg.model.seq_len, "top_k": t.distill_top_k, "temperature": t.distill_temperature,
+                "logps": LOGPS,
                 "train_steps": t.steps, "val_batches": t.eval_batches}
     atomic_write(os.path.join(out, DUMP_MANIFEST), json.dumps(manifest, indent=2))
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
