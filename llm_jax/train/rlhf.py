@@ -29,7 +29,7 @@ from llm_jax.data.sft import load_sft
 from llm_jax.errors import UserError
 from llm_jax.infer.load import load_workdir
 from llm_jax.train.loop import train
-from llm_jax.train.rollouts import REWARDS, sample_replies, split_row
+from llm_jax.train.rollouts import REWARDS, rollout_seed, sample_replies, split_row
 
 
 def label_pairs(cfg, policy_dir: str, out: str, prompts: int, group: int, offset: int, log=print) -> int:
@@ -46,7 +46,7 @@ def label_pairs(cfg, policy_dir: str, out: str, prompts: int, group: int, offset
     chosen = [split_row(rows[(offset + i) % len(rows)]) for i in range(prompts)]
     asked = [p for p, _ in chosen for _ in range(group)]
     replies = sample_replies(policy.model, policy.params, asked, cfg, tok.eos_id, cfg.train.rl_temperature,
-                             cfg.train.seed * 1_000_003 + offset)
+                             rollout_seed(cfg.train.seed, offset))
     text = lambda ids: tok.decode([i for i in ids if i != tok.eos_id])  # noqa: E731
     records = []
     for i, (prompt, reference) in enumerate(chosen):

@@ -101,7 +101,7 @@ class Rollouts:
         if split == "train":
             picked = [split_row(r) for r in rows[:len(rows) // self.group]]
             pairs = [p for p in picked for _ in range(self.group)]
-            temperature, seed = t.rl_temperature, t.seed * 1_000_003 + index * 7919
+            temperature, seed = t.rl_temperature, rollout_seed(t.seed, index)
         else:
             pairs, temperature, seed = [split_row(r) for r in rows], 0.0, None
         prompts = [p for p, _ in pairs]
@@ -127,6 +127,11 @@ class Rollouts:
         return self.trainable.to_device(batch)
 
 
+def rollout_seed(seed: int, index: int) -> int:
+    """The first sampling seed of rollout `index` (a step, or an RLHF round's labelling): rows add their number."""
+    return seed * 1_000_003 + index * 7919
+
+
 def sample_replies(model, params, prompts: list[list[int]], cfg, eos_id: int, temperature: float,
                    seed: int | None) -> list[list[int]]:
     """A reply to each prompt (greedy when temperature is 0; else row b samples with seed + b), at most
@@ -148,7 +153,7 @@ def ppo_targets(batch: dict, scores: np.ndarray, t) -> dict:
     on each reply's last token, GAE over the old values, advantages whitened over the reply tokens."""
     weights = batch["weights"]
     if t.rl_whiten_rewards and len(scores) > 1:
-        scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        scores = whiten(scores, np.ones_like(scores))
     rewards = -t.rl_kl * (batch["old_logp"] - batch["ref_logp"]) * weights
     last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
     rewards[np.arange(len(scores)), last] += scores
