@@ -165,10 +165,11 @@ def cmd_compile(args, extra) -> int:
 
 
 def cmd_convert(args, extra) -> int:
-    needed = {"from-hf": "--hf-dir", "from-gguf": "--gguf", "to-hf": "--workdir", "to-peft": "--workdir",
-              "truncate": "--workdir"}[args.direction]
-    if getattr(args, needed[2:].replace("-", "_")) is None:
-        args.parser.error(f"convert {args.direction} needs {needed}")
+    needed = {"from-hf": ["--hf-dir"], "from-gguf": ["--gguf"], "to-hf": ["--workdir"], "to-peft": ["--workdir"],
+              "from-peft": ["--workdir", "--peft-dir"], "truncate": ["--workdir"]}[args.direction]
+    for flag in needed:
+        if getattr(args, flag[2:].replace("-", "_")) is None:
+            args.parser.error(f"convert {args.direction} needs {' and '.join(needed)}")
     if args.direction == "truncate":
         if args.layers is None:
             args.parser.error("convert truncate needs --layers (how many of the model's first layers the draft keeps)")
@@ -188,6 +189,15 @@ def cmd_convert(args, extra) -> int:
         else:
             print(f"wrote the rank-{info['rank']} LoRA adapters of step {info['step']} ({', '.join(info['targets'])}) "
                   f"in the PEFT format -> {info['out']}")
+        return 0
+    if args.direction == "from-peft":
+        from llm_jax.interop.peft import from_peft
+        info = from_peft(args.workdir, args.peft_dir, args.out)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"read the rank-{info['rank']} PEFT LoRA adapters of {args.peft_dir} -> {info['out']} "
+                  f"(generate/serve --workdir {args.workdir} --adapter {info['out']})")
         return 0
     from llm_jax.interop import hf
     if args.direction == "from-hf":
@@ -439,17 +449,20 @@ def build_parser() -> ArgumentParser:
     k.add_argument("--json", action="store_true")
 
     c = _command(sub, "convert", cmd_convert, help="Hugging Face GPT-2 / Llama checkpoints <-> work directories; "
-                                                   "to-peft: a LoRA run's adapters in the PEFT format; "
+                                                   "to-peft / from-peft: LoRA adapters to / from the PEFT format; "
                                                    "truncate: a draft model of a work directory's first layers")
-    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf", "to-peft", "truncate"])
+    c.add_argument("direction", choices=["from-hf", "from-gguf", "to-hf", "to-peft", "from-peft", "truncate"])
     c.add_argument("--hf-dir", help="from-hf: a directory with config.json, *.safetensors, tokenizer.json; "
                                     "to-peft: the base model's name or path recorded in adapter_config.json")
     c.add_argument("--gguf", help="from-gguf: a Llama-family .gguf file (any quantization gguf can dequantize)")
     c.add_argument("--workdir", help="to-hf: the work directory to export (a LoRA run: adapters merged); to-peft: "
-                                     "a LoRA run (model.peft=lora); truncate: the model to cut")
+                                     "a LoRA run (model.peft=lora); from-peft: the base model the adapters are for; "
+                                     "truncate: the model to cut")
+    c.add_argument("--peft-dir", help="from-peft: a PEFT LoRA directory (adapter_config.json + "
+                                      "adapter_model.safetensors)")
     c.add_argument("--layers", type=argtypes.positive_int, help="truncate: the first layers the draft keeps")
     c.add_argument("--out", required=True, help="from-hf/from-gguf/truncate: the new work directory; to-hf: the "
-                                                "new HF directory")
+                                                "new HF directory; from-peft: the new adapters-only directory")
     c.add_argument("--json", action="store_true")
 
     x = _command(sub, "export", cmd_export, help="a parameters-only copy of a run (inference, fine-tuning elsewhere)")

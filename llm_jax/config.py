@@ -193,6 +193,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.reward_model = ""          # a reward model's work directory (train.objective=reward): scores replies instead
     t.rl_temperature = 1.0       # sampling temperature of the rollouts
     t.rl_max_new_tokens = 32     # the longest reply sampled
+    t.rl_epochs = 1              # updates per rollout: a rollout sampled at step s trains steps s .. s+rl_epochs-1
     t.rl_clip = 0.2              # the ratio's clip range epsilon (ppo: the value clip too)
     t.rl_kl = 0.04               # beta: grpo's per-token KL term in the loss; ppo's KL penalty in the reward
     t.rl_value_coef = 0.1        # ppo: weight of the clipped value loss
@@ -690,6 +691,7 @@ def _validate_rl(cfg) -> None:
     least = 2 if objective == "grpo" else 1  # a group of one has no relative advantage
     _require(t.rl_group >= least and t.batch_size % t.rl_group == 0,
              f"train.rl_group={t.rl_group} must be >= {least} and divide train.batch_size={t.batch_size}")
+    _require(t.rl_epochs >= 1, f"train.rl_epochs={t.rl_epochs} must be >= 1 (updates per rollout)")
     _require(t.rl_max_new_tokens >= 1 and t.rl_temperature > 0 and 0 < t.rl_clip < 1 and t.rl_kl >= 0
              and t.rl_value_coef >= 0 and 0 <= t.rl_gamma <= 1 and 0 <= t.rl_lambda <= 1,
              f"train.rl_*: rl_max_new_tokens={t.rl_max_new_tokens} >= 1, rl_temperature={t.rl_temperature} > 0, "

@@ -8,7 +8,9 @@ base model's conversion. Llama-architecture models (Llama, Mistral, SmolLM2) onl
 one Conv1D that PEFT adapts as a whole.
 
 `to_peft` (`llm-jax convert to-peft`) writes a LoRA work directory's adapters alone (the base stays where it
-is); `read_peft` reads such a directory back as our adapters tree for a base model's parameters.
+is); `read_peft` reads such a directory back as our adapters tree for a base model's parameters, and `from_peft`
+(`llm-jax convert from-peft`) writes it as an adapters-only directory that `generate/serve --adapter` put on the
+base work directory (what `llm-jax export --adapters-only` writes for a LoRA run trained here).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import os
 import jax
 import numpy as np
 
+from llm_jax import checkpoint
+from llm_jax import config as config_lib
 from llm_jax.errors import UserError
-from llm_jax.fileio import atomic_write_json, check_new_output, read_json
+from llm_jax.fileio import atomic_write, atomic_write_json, check_new_output, read_json
+from llm_jax.infer.export import save_tokenizer
 from llm_jax.infer.load import load_workdir
 from llm_jax.interop import hf, safetensors_io
 from llm_jax.models import peft as peft_params
@@ -117,3 +122,20 @@ def read_peft(directory: str, base_params: dict, m) -> tuple[dict, dict]:
     fields = {"peft": "lora", "lora_rank": r, "lora_alpha": float(config["lora_alpha"]),
               "lora_targets": rf"(attention|mlp)/({'|'.join(sorted(found))})$"}
     return adapters, fields
+
+
+def from_peft(workdir: str, directory: str, out: str) -> dict:
+    """Writes the PEFT LoRA `directory` (adapters for base work directory `workdir`) to `out` as an adapters-only
+    directory: config.json (the base's, with the adapters' model.peft / lora_* fields), the adapters' checkpoint
+    and the base's tokenizer."""
+    check_new_output(out, flag="--out", error=PeftError)
+    loaded = load_workdir(workdir)
+    adapters, fields = read_peft(directory, jax.device_get(loaded.params), dict(loaded.cfg.model))
+    cfg = config_lib.config_from_json(config_lib.to_json(loaded.cfg))
+    cfg.model.update(fields)
+    config_lib.validate(cfg)
+    os.makedirs(out, exist_ok=True)
+    checkpoint.save_params(out, adapters, 0)
+    save_tokenizer(loaded.tokenizer, out, workdir)
+    atomic_write(os.path.join(out, "config.json"), config_lib.to_json(cfg))
+    return {"out": out, "rank": fields["lora_rank"], "alpha": fields["lora_alpha"], "targets": fields["lora_targets"]}

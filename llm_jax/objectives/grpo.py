@@ -11,7 +11,8 @@ ratio_t = p_policy(token_t) / p_sampler(token_t) (the sampling policy's log-prob
 
 (eps = train.rl_clip, beta = train.rl_kl; KL_t is the non-negative "k3" estimator of KL(policy || reference),
 Schulman 2020), averaged over every reply token of the batch. The gradient of the clipped term at ratio 1 is the
-policy gradient A * grad log p; the clip matters once the same rollout is reused for more than one update.
+policy gradient A * grad log p; the clip matters once the same rollout is reused for more than one update
+(train.rl_epochs).
 
 Logged (stats/) and held out (eval_, greedy replies to held-out prompts): reward (the mean rule reward), kl (the
 mean KL_t per reply token), reply_tokens; in training also clip_fraction.

@@ -39,7 +39,7 @@ from llm_jax.train.teacher import teacher_feed
 from llm_jax.train.trainable import Trainable, build_trainable
 
 # Objectives whose batches are made during training, from the loader's rows: (cfg, trainable, data, log) ->
-# feed(host batch, (split, index), current params) -> the device batch.
+# FEEDS[objective](cfg, trainable, data, workdir, log) -> feed(host batch, (split, index), params) -> device batch.
 FEEDS = {"distill": teacher_feed, "grpo": Rollouts, "ppo": Rollouts}
 
 
@@ -279,7 +279,7 @@ def _train(cfg, workdir: str, log, run_id: str, preemption: PreemptionWatcher, w
                          process_count=nproc)
     val_loader = BatchLoader([data.val], t_cfg.batch_size, t_cfg.seed, shuffle=False, process_index=pid,
                              process_count=nproc)
-    feed = FEEDS[t_cfg.objective](cfg, trainable, data, log) if t_cfg.objective in FEEDS else None
+    feed = FEEDS[t_cfg.objective](cfg, trainable, data, workdir, log) if t_cfg.objective in FEEDS else None
     evaluate = Evaluator(val_loader, t_cfg.eval_batches, trainable, feed=feed)
     writer = MetricsWriter(workdir, enabled=pid == 0, run_id=run_id)
     profiler = StepProfiler(t_cfg.profile_steps, workdir, log)

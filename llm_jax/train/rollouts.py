@@ -10,6 +10,10 @@ of the sampling policy and of the reference (the model the run started from: che
 advantages: GRPO's group-normalised reward on every reply token, or PPO's GAE over the policy's own values
 (`ppo_targets`). Held-out batches reply greedily to every row's prompt (the held-out reward).
 
+With train.rl_epochs = E > 1 a rollout is sampled at every E-th step and trains that step and the next E - 1 (the
+ratio to the sampling policy moves away from 1 and the clip acts; the prompts of those later steps are not used).
+It is kept in <workdir>/rollouts/ while a checkpoint may resume into it, so a resumed run is bit-exact too.
+
 Rewards are rules, checkable without a judge: `exact` = 1 when the reply's tokens equal the reference reply's
 (EOS included: a reply must also stop), else 0; `overlap` = the share of the reference's positions the reply
 reproduces, over the longer of the two (partial credit; 1 only for an exact reply).
@@ -17,12 +21,16 @@ reproduces, over the longer of the two (partial credit; 1 only for an exact repl
 
 from __future__ import annotations
 
+import os
 import time
+import zipfile
 
 import jax
 import numpy as np
 
+from llm_jax.checkpoint import checkpoint_dir
 from llm_jax.errors import UserError
+from llm_jax.fileio import atomic_path
 from llm_jax.infer import decode
 from llm_jax.infer.load import load_workdir
 from llm_jax.objectives.grpo import token_logps
@@ -39,6 +47,8 @@ def _overlap(reply: list[int], reference: list[int]) -> float:
     same = sum(a == b for a, b in zip(reply, reference))
     return same / max(len(reply), len(reference), 1)
 
+
+ROLLOUTS = "rollouts"  # <workdir>/rollouts/step_<first step>.npz when train.rl_epochs > 1
 
 REWARDS = {"exact": _exact, "overlap": _overlap}  # config.CHOICES["train.rl_reward"] (a test: equal)
 
@@ -76,12 +86,13 @@ def reply_rows(prompts: list[list[int]], replies: list[list[int]], seq_len: int,
 class Rollouts:
     """feed(host batch, (split, index), policy params) -> the device batch of the policy's scored replies."""
 
-    def __init__(self, cfg, trainable, data, log=print):
+    def __init__(self, cfg, trainable, data, workdir: str, log=print):
         t = cfg.train
         if jax.process_count() > 1:
             raise UserError(f"train.objective={t.objective!r} samples its rollouts in one process for now; run it "
                             f"on the devices of one host")
-        self.cfg, self.trainable, self.ppo = cfg, trainable, t.objective == "ppo"
+        self.cfg, self.trainable, self.ppo, self.log = cfg, trainable, t.objective == "ppo", log
+        self.epochs, self.workdir, self.kept = t.rl_epochs, workdir, None
         self.group, self.rule = t.rl_group, REWARDS[t.rl_reward]
         self.eos_id, self.pad_id = data.tokenizer.eos_id, data.val.pad_id
         started = time.perf_counter()
@@ -95,6 +106,48 @@ class Rollouts:
             f"{'model ' + t.reward_model if t.reward_model else repr(t.rl_reward)}, temperature {t.rl_temperature}")
 
     def __call__(self, host: dict, where: tuple, params) -> dict:
+        split, step = where
+        if split == "train" and self.epochs > 1:
+            return self.trainable.to_device(self._reused(host, step, params))
+        return self.trainable.to_device(self._rollout(host, where, params))
+
+    def _reused(self, host: dict, step: int, params) -> dict:
+        """The rollout of step `step - step % rl_epochs`: sampled at that step and kept in memory and in
+        <workdir>/rollouts (a resumed run trains on what the interrupted one would have)."""
+        first = step - step % self.epochs
+        if self.kept is not None and self.kept[0] == first:
+            return self.kept[1]
+        path = os.path.join(self.workdir, ROLLOUTS, f"step_{first:09d}.npz")
+        batch = None
+        if first < step:
+            try:
+                with np.load(path) as saved:
+                    batch = {k: saved[k] for k in saved.files}
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                self.log(f"warning: the rollout of step {first} could not be read ({e}): sampling it again from "
+                         f"the current policy (the run no longer repeats the interrupted one exactly)")
+        if batch is None:
+            batch = self._rollout(host, ("train", first), params)
+            self._keep(path, batch, first)
+        self.kept = (first, batch)
+        return batch
+
+    def _keep(self, path: str, batch: dict, first: int) -> None:
+        """Writes the rollout atomically; removes older ones that no checkpoint resumes into (the previous one
+        stays: a checkpoint of its steps may still be committing)."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **batch)
+        steps = [int(n) for n in os.listdir(checkpoint_dir(self.workdir)) if n.isdigit()] \
+            if os.path.isdir(checkpoint_dir(self.workdir)) else []
+        needed = {s - s % self.epochs for s in steps} | {first, first - self.epochs}
+        for name in os.listdir(os.path.dirname(path)):
+            kept_step = name.removeprefix("step_").removesuffix(".npz")
+            if kept_step.isdigit() and int(kept_step) not in needed:
+                os.remove(os.path.join(os.path.dirname(path), name))
+
+    def _rollout(self, host: dict, where: tuple, params) -> dict:
+        """The host batch of replies to `host`'s prompts: sampled (train) or greedy (held-out), scored."""
         split, index = where
         t, seq_len = self.cfg.train, self.cfg.model.seq_len
         rows = [{k: v[b] for k, v in host.items()} for b in range(len(host["inputs"]))]
@@ -124,7 +177,7 @@ class Rollouts:
             batch["old_logp"] = np.asarray(jax.device_get(self._logps(params, device)), np.float32)
             per_reply = group_advantages(scores, self.group) if split == "train" else np.zeros_like(scores)
             batch["advantages"] = (per_reply[:, None] * weights).astype(np.float32)
-        return self.trainable.to_device(batch)
+        return batch
 
 
 def rollout_seed(seed: int, index: int) -> int:

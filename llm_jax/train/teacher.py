@@ -82,8 +82,9 @@ DUMP_MANIFEST = "teacher_dump.json"
 LOGPS = "float32 top-k of the whole vocabulary"  # earlier dumps held float16 renormalised over the k: refused
 
 
-def teacher_feed(cfg, trainable, data, log=print):
-    """(host batch, (split, index)) -> the device batch with the teacher's arrays: online or from a dump."""
+def teacher_feed(cfg, trainable, data, workdir=None, log=print):
+    """(host batch, (split, index)) -> the device batch with the teacher's arrays: online or from a dump (the
+    work directory is not needed)."""
     if os.path.isfile(os.path.join(cfg.train.teacher, DUMP_MANIFEST)):
         return OfflineTeacher(cfg, trainable, data, log)
     teacher = Teacher(cfg, trainable, data.tokenizer, log)

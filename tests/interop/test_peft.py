@@ -1,6 +1,6 @@
 """LoRA adapters in the Hugging Face PEFT format: a LoRA work directory on a converted tiny Llama is exported with
 `to_peft`, loaded by the `peft` library onto the transformers model, and gives our logits within 1e-4; reading it
-back gives the same adapters."""
+back gives the same adapters, and `from_peft` makes of it an adapters-only directory `--adapter` puts on the base."""
 
 import os
 import shutil
@@ -15,10 +15,10 @@ peft = pytest.importorskip("peft", reason="the `hf` extra (peft) is not installe
 
 from llm_jax import checkpoint  # noqa: E402
 from llm_jax import config as config_lib  # noqa: E402
-from llm_jax.infer.load import load_workdir  # noqa: E402
+from llm_jax.infer.load import load_workdir, with_adapter  # noqa: E402
 from llm_jax.infer.export import export_params  # noqa: E402
 from llm_jax.interop.hf import from_hf, to_hf  # noqa: E402
-from llm_jax.interop.peft import PeftError, read_peft, to_peft  # noqa: E402
+from llm_jax.interop.peft import PeftError, from_peft, read_peft, to_peft  # noqa: E402
 from llm_jax.models import build_model  # noqa: E402
 from llm_jax.models import peft as peft_params  # noqa: E402
 
@@ -72,6 +72,10 @@ def test_peft_export_matches_the_peft_library_and_reads_back(tmp_path):
     back, fields = read_peft(out, jax.device_get(loaded.params), dict(loaded.cfg.model))
     assert fields["lora_rank"] == 4 and fields["lora_alpha"] == 8.0
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-7), back, adapters)
+    read = from_peft(base, out, str(tmp_path / "from_peft"))  # `convert from-peft`: what --adapter reads
+    on_base = with_adapter(load_workdir(base), read["out"])
+    assert on_base.cfg.model.peft == "lora" and read["rank"] == 4
+    np.testing.assert_allclose(np.asarray(on_base.model.apply({"params": on_base.params}, ids)), theirs, atol=1e-4)
 
     merged = load_workdir(export_params(lora_dir, str(tmp_path / "merged"), merge_lora=True)["out"])
     assert merged.cfg.model.peft == "none" and not peft_params.split(jax.device_get(merged.params))[1]

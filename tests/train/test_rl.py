@@ -89,11 +89,13 @@ def test_grpo_loss_is_the_clipped_policy_gradient_plus_the_k3_kl(trained):
     assert float(sown.stats["reward"]) == pytest.approx(0.375)
 
 
-@pytest.mark.parametrize("objective", ["grpo", "ppo"])
-def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(trained, tmp_path, objective):
+@pytest.mark.parametrize("objective, epochs", [("grpo", 1), ("ppo", 1), ("grpo", 2)])
+def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(trained, tmp_path, objective, epochs):
     from llm_jax.train.loop import train
     _, base = trained
-    more = {"train.objective": objective} | ({"model.value_head": "true"} if objective == "ppo" else {})
+    more = {"train.objective": objective, "train.rl_epochs": epochs}
+    more |= {"model.value_head": "true"} if objective == "ppo" else {}
+    more |= {"train.rl_clip": "0.02"} if epochs > 1 else {}  # one update moves some ratios past 1.02
     cfg = grpo_cfg(base, comparison_sft_file(tmp_path / "c.jsonl"), **more)
     full, lines = tmp_path / "full", []
     train(cfg, str(full), log=lines.append)
@@ -104,6 +106,12 @@ def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(tr
     assert len(steps) == 6 and all(r["stats/reply_tokens"] >= 1 for r in steps)
     assert steps[-1]["stats/kl"] > 0  # the policy moved away from the reference
     assert objective == "grpo" or all(r["stats/value_loss"] > 0 for r in steps)
+    if epochs == 2:  # steps 0, 2, 4 sample (ratio 1: nothing clipped); 1, 3, 5 train on the same replies again
+        firsts, again = steps[0::2], steps[1::2]
+        assert all(a["stats/reward"] == b["stats/reward"] for a, b in zip(firsts, again))
+        assert all(r["stats/clip_fraction"] == 0 for r in firsts) and max(r["stats/clip_fraction"] for r in again) > 0
+        # the checkpoints are at steps 3 and 6: only the rollout of step 2 (resumed into at step 3) and the newest stay
+        assert sorted(p.name for p in (full / "rollouts").iterdir()) == ["step_000000002.npz", "step_000000004.npz"]
     resumed = tmp_path / "resumed"  # what an interruption after step 3's checkpoint leaves
     shutil.copytree(full, resumed)
     shutil.rmtree(resumed / "checkpoints" / "6")
