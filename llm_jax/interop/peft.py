@@ -94,14 +94,23 @@ def read_peft(directory: str, base_params: dict, m) -> tuple[dict, dict]:
     """(adapters tree, model fields: peft, lora_rank, lora_alpha, lora_targets) of a PEFT LoRA directory for the
     base model `base_params` of fields `m`; every mismatch is one PeftError naming the directory."""
     config = read_json(os.path.join(directory, CONFIG_FILE), "PEFT adapter config")
-    if config.get("peft_type") != "LORA" or config.get("use_rslora") or config.get("fan_in_fan_out"):
-        raise PeftError(f"{directory}: only plain LoRA adapters are read (peft_type LORA, no rsLoRA, "
-                        f"no fan_in_fan_out)")
+    unsupported = [key for key in ("use_rslora", "fan_in_fan_out", "use_dora", "alpha_pattern", "rank_pattern",
+                                   "modules_to_save") if config.get(key)]
+    if config.get("peft_type") != "LORA" or unsupported or config.get("bias", "none") != "none":
+        raise PeftError(f"{directory}: only plain LoRA adapters are read (peft_type LORA, bias 'none'; not "
+                        f"{', '.join(unsupported) or 'bias ' + repr(config.get('bias'))})")
+    if not isinstance(config.get("r"), int) or not isinstance(config.get("lora_alpha"), (int, float)):
+        raise PeftError(f"{directory}: {CONFIG_FILE} needs an integer 'r' and a number 'lora_alpha'")
+    if m["weight_quant"] != "none":
+        raise PeftError(f"{directory}: the base model stores quantized weights (model.weight_quant="
+                        f"{m['weight_quant']!r}); read the adapters onto the float base model")
     tensors = safetensors_io.read_file(os.path.join(directory, WEIGHTS_FILE))
-    r, adapters, found = int(config["r"]), {}, set()
+    r, adapters, found, used = config["r"], {}, set(), set()
     for path, name, n_in in _projections(hf.family_of(m)):
-        layers = [(tensors.get(f"{PREFIX}{name.format(i=i)}.lora_A.weight"),
-                   tensors.get(f"{PREFIX}{name.format(i=i)}.lora_B.weight")) for i in range(m["n_layers"])]
+        names = [(f"{PREFIX}{name.format(i=i)}.lora_A.weight", f"{PREFIX}{name.format(i=i)}.lora_B.weight")
+                 for i in range(m["n_layers"])]
+        used.update(n for pair in names for n in pair)
+        layers = [(tensors.get(a_name), tensors.get(b_name)) for a_name, b_name in names]
         if all(a is None for a, _ in layers):
             continue
         kernel = _node(base_params, path + "/kernel")
@@ -119,6 +128,10 @@ def read_peft(directory: str, base_params: dict, m) -> tuple[dict, dict]:
         node["lora_b"] = np.stack([b.T.reshape((r,) + features) for _, b in layers]).astype(np.float32)
     if not found:
         raise PeftError(f"{directory}: no adapter tensor names a module of this {hf.family_of(m)} model")
+    unread = sorted(set(tensors) - used)
+    if unread:
+        raise PeftError(f"{directory}: {len(unread)} tensor(s) adapt modules this reader does not (e.g. "
+                        f"{unread[0]}): only the layers' attention and MLP projections are read")
     fields = {"peft": "lora", "lora_rank": r, "lora_alpha": float(config["lora_alpha"]),
               "lora_targets": rf"(attention|mlp)/({'|'.join(sorted(found))})$"}
     return adapters, fields

@@ -21,6 +21,7 @@ reproduces, over the longer of the two (partial credit; 1 only for an exact repl
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zipfile
@@ -122,8 +123,12 @@ class Rollouts:
         if first < step:
             try:
                 with np.load(path) as saved:
-                    batch = {k: saved[k] for k in saved.files}
-            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                    batch = {k: saved[k] for k in saved.files if k != "settings"}
+                    if str(saved["settings"]) != self._settings():
+                        batch = None
+                        self.log(f"warning: the rollout of step {first} was sampled with other settings: sampling it "
+                                 f"again from the current policy (the run no longer repeats the interrupted one)")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 self.log(f"warning: the rollout of step {first} could not be read ({e}): sampling it again from "
                          f"the current policy (the run no longer repeats the interrupted one exactly)")
         if batch is None:
@@ -132,18 +137,27 @@ class Rollouts:
         self.kept = (first, batch)
         return batch
 
+    def _settings(self) -> str:
+        """What a kept rollout depends on besides the step: it is sampled again when any of it changed."""
+        t = self.cfg.train
+        return json.dumps([t.objective, t.seed, t.batch_size, t.rl_group, t.rl_reward, t.reward_model,
+                           t.rl_temperature, t.rl_max_new_tokens, t.rl_epochs, self.cfg.model.seq_len])
+
     def _keep(self, path: str, batch: dict, first: int) -> None:
-        """Writes the rollout atomically; removes older ones that no checkpoint resumes into (the previous one
-        stays: a checkpoint of its steps may still be committing)."""
+        """Writes the rollout atomically; removes those older than the rollout the newest committed checkpoint
+        resumes into (a save still in flight is newer than every committed one, so its rollout stays; an older
+        checkpoint used because a newer one is damaged samples its rollout again, with a warning)."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **batch)
-        steps = [int(n) for n in os.listdir(checkpoint_dir(self.workdir)) if n.isdigit()] \
-            if os.path.isdir(checkpoint_dir(self.workdir)) else []
-        needed = {s - s % self.epochs for s in steps} | {first, first - self.epochs}
+            np.savez(f, settings=np.asarray(self._settings()), **batch)
+        directory = checkpoint_dir(self.workdir)
+        committed = [int(n) for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
+        if not committed:
+            return
+        oldest_needed = max(committed) - max(committed) % self.epochs
         for name in os.listdir(os.path.dirname(path)):
             kept_step = name.removeprefix("step_").removesuffix(".npz")
-            if kept_step.isdigit() and int(kept_step) not in needed:
+            if kept_step.isdigit() and int(kept_step) < oldest_needed:
                 os.remove(os.path.join(os.path.dirname(path), name))
 
     def _rollout(self, host: dict, where: tuple, params) -> dict:

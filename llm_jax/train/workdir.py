@@ -32,7 +32,7 @@ from llm_jax.errors import UserError
 LOCK_FILE = "llm_jax.lock"
 # What `--restart` moves aside (everything a run writes at the top of its work directory).
 RUN_FILES = ("checkpoints", "checkpoints_bad", "metrics.jsonl", "tensorboard", "config.json", "tokenizer.model",
-             "tokenizer.json", "tokenizer.llm_jax.json")
+             "tokenizer.json", "tokenizer.llm_jax.json", "rollouts")
 
 # model.* keys that change how the model computes but not what its parameters mean: free to change on resume.
 COMPUTE_ONLY_MODEL_KEYS = ("dtype", "remat", "scan_unroll", "attention_impl", "attention_block", "dropout",

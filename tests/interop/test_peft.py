@@ -2,6 +2,7 @@
 `to_peft`, loaded by the `peft` library onto the transformers model, and gives our logits within 1e-4; reading it
 back gives the same adapters, and `from_peft` makes of it an adapters-only directory `--adapter` puts on the base."""
 
+import json
 import os
 import shutil
 
@@ -76,6 +77,12 @@ def test_peft_export_matches_the_peft_library_and_reads_back(tmp_path):
     on_base = with_adapter(load_workdir(base), read["out"])
     assert on_base.cfg.model.peft == "lora" and read["rank"] == 4
     np.testing.assert_allclose(np.asarray(on_base.model.apply({"params": on_base.params}, ids)), theirs, atol=1e-4)
+    dora = tmp_path / "dora"  # what this reader cannot represent is refused, never dropped
+    shutil.copytree(out, dora)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(PeftError, match="use_dora"):
+        read_peft(str(dora), jax.device_get(loaded.params), dict(loaded.cfg.model))
 
     merged = load_workdir(export_params(lora_dir, str(tmp_path / "merged"), merge_lora=True)["out"])
     assert merged.cfg.model.peft == "none" and not peft_params.split(jax.device_get(merged.params))[1]

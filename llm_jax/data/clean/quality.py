@@ -39,6 +39,8 @@ import subprocess
 import numpy as np
 
 from llm_jax.data.clean import junk
+from llm_jax.data.corpus import shakespeare_scenes
+from llm_jax.fileio import atomic_path
 from llm_jax.data.clean.substring import mix
 
 _P = 0x100000001B3
@@ -46,7 +48,6 @@ _M = 1 << 64
 _SPACES = re.compile(r"[^\S\n]+")
 _NEWLINES = re.compile(r" ?\n[\s]*")
 NEGATIVE_KINDS = junk.KINDS
-
 
 
 class Featurizer:
@@ -173,7 +174,6 @@ class QualityClassifier:
         return float(_sigmoid(np.float64(self.logit(text))))
 
     def save(self, path: str) -> None:
-        from llm_jax.fileio import atomic_path
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, weights=self.weights, bias=np.float64(self.bias), **self.featurizer.params())
@@ -215,7 +215,6 @@ def kjv_chapters(command: str = "bible") -> list[str]:
 
 def reference_documents(bible_command: str = "bible") -> dict[str, list[str]]:
     """The offline reference sources: {"shakespeare": scenes, "kjv": chapters (absent when `bible` is missing)}."""
-    from llm_jax.data.corpus import shakespeare_scenes
     sources = {"shakespeare": shakespeare_scenes()}
     kjv = kjv_chapters(bible_command)
     if kjv:
@@ -233,6 +232,8 @@ def make_training_set(seed: int = 0, documents=None, split: str = "train", held_
                       min_words: int = 40) -> tuple[list[str], list[str]]:
     """(positives, negatives) of one split ("train", "test" or "all") of the recipe in the module docstring:
     every paragraph of the split's documents, and one synthetic negative made from each."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split={split!r}: must be 'train', 'test' or 'all'")
     if documents is None:
         documents = [d for docs in reference_documents().values() for d in docs]
     positives, negatives = [], []

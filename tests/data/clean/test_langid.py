@@ -1,8 +1,4 @@
-import pytest
-
-pytest.importorskip("langdetect")
-
-from llm_jax.data.clean.langid import LanguageReport, identify  # noqa: E402
+from llm_jax.data.clean.langid import LanguageReport, identify
 
 SENTENCES = {
     "de": "Der Zug nach München hatte heute Morgen fast eine Stunde Verspätung, weil ein Baum auf den Gleisen lag.",
