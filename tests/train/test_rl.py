@@ -96,7 +96,8 @@ def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(tr
     more = {"train.objective": objective, "train.rl_epochs": epochs}
     more |= {"model.value_head": "true"} if objective == "ppo" else {}
     more |= {"train.rl_clip": "0.02"} if epochs > 1 else {}  # one update moves some ratios past 1.02
-    cfg = grpo_cfg(base, comparison_sft_file(tmp_path / "c.jsonl"), **more)
+    data = comparison_sft_file(tmp_path / "c.jsonl")
+    cfg = grpo_cfg(base, data, **more)
     full, lines = tmp_path / "full", []
     train(cfg, str(full), log=lines.append)
     assert any(line.startswith(f"{objective}: reference") for line in lines), lines
@@ -124,6 +125,13 @@ def test_a_run_starts_at_the_reference_scores_replies_and_resumes_bit_for_bit(tr
     later = lambda path: [{k: v for k, v in json.loads(line).items() if k not in ("tokens_per_sec", "mfu", "run_id")}  # noqa: E731
                           for line in open(path / "metrics.jsonl") if json.loads(line)["step"] > 3]
     assert later(resumed) == later(full) and len(later(full)) == 3
+    if epochs == 2:  # a kept rollout sampled with other settings is sampled again, with a warning
+        changed = tmp_path / "changed"
+        shutil.copytree(full, changed)
+        shutil.rmtree(changed / "checkpoints" / "6")
+        lines = []
+        train(grpo_cfg(base, data, **more, **{"train.rl_temperature": 0.5}), str(changed), log=lines.append)
+        assert sum("the rollout of step 2 was sampled with other settings" in line for line in lines) == 1
 
 
 def test_gae_is_the_discounted_sum_of_td_errors_over_each_reply():
