@@ -297,6 +297,15 @@ def default_config() -> ml_collections.ConfigDict:
     d.filter.max_perplexity = 0.0
     d.filter.perplexity_quantile = 0.0          # drop the worst fraction by perplexity
 
+    d.clean = ml_collections.ConfigDict()        # llm_jax/data/clean/ (docs/data_filters.md); every stage off by default
+    d.clean.languages = ""                       # comma-separated ISO 639-1 codes to keep ("en"); "" keeps every language
+    d.clean.min_language_prob = 0.0              # below this the language counts as "unknown"
+    d.clean.quality_model = ""                   # a quality classifier .npz (experiments/quality/run.py --save); "" off
+    d.clean.min_quality = 0.5                    # documents scoring below it are dropped
+    d.clean.max_toxicity = 0.0                   # drop documents whose share of lexicon words exceeds it; 0 off
+    d.clean.redact_pii = False                   # e-mails, phones, cards, IBANs, public IPs -> placeholders
+    d.clean.substring_ngram = 0                  # cut spans of >= N words seen in an earlier document; 0 off
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 200     # steps between saves; 0 = only at the end (and on preemption)
     c.checkpoint.every_minutes = 0.0  # also save when this much wall time passed since the last save; 0 = off
@@ -966,6 +975,12 @@ def _validate_data(d) -> None:
     _require(f.max_perplexity >= 0, f"data.filter.max_perplexity={f.max_perplexity}: must be >= 0")
     _require(not (f.max_perplexity or f.perplexity_quantile) or f.perplexity_model,
              "data.filter.max_perplexity / perplexity_quantile need data.filter.perplexity_model ('ngram' or a work directory)")
+    c = d.clean
+    _require(0 <= c.min_language_prob <= 1 and 0 <= c.min_quality <= 1 and 0 <= c.max_toxicity <= 1,
+             f"data.clean: min_language_prob={c.min_language_prob}, min_quality={c.min_quality} and "
+             f"max_toxicity={c.max_toxicity} must be in [0, 1]")
+    _require(isinstance(c.substring_ngram, int) and c.substring_ngram >= 0,
+             f"data.clean.substring_ngram={c.substring_ngram}: must be 0 (off) or a number of words")
     for entry in d.mixture:
         _require(isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
                  and isinstance(entry[1], (int, float)) and entry[1] > 0,

@@ -32,7 +32,7 @@ from llm_jax.parallel import distributed
 
 # The data settings that change what `prepare` writes (prefetch, workers and cache_dir do not).
 PREPARE_KEYS = ("tokenizer", "tokenizer_kind", "text_field", "text_unit", "val_fraction", "shards", "tfds_dir",
-                "dedup", "filter")
+                "dedup", "filter", "clean")
 
 
 @dataclasses.dataclass
@@ -76,6 +76,9 @@ def cache_key(inputs: list[str], data_cfg, vocab_size: int) -> str:
     settings = _settings(data_cfg)
     if data_cfg.tokenizer and os.path.isfile(data_cfg.tokenizer):
         settings["tokenizer_sha256"] = hashlib.sha256(read_bytes(data_cfg.tokenizer, "tokenizer file")).hexdigest()
+    if data_cfg.clean.quality_model:  # another model file at the same path is another preparation
+        settings["quality_model_sha256"] = hashlib.sha256(
+            read_bytes(data_cfg.clean.quality_model, "data.clean.quality_model file")).hexdigest()
     blob = {"version": MANIFEST_VERSION, "content": _content_key(inputs), "settings": settings,
             "vocab_size": vocab_size}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,7 +1,8 @@
 """`llm-jax data prepare`: raw inputs -> deduplicated, filtered, tokenized, shuffled shards + manifest.
 
 Steps (each switchable under `data.*` in the config): read (sources.py) -> exact dedup -> near dedup
-(MinHash + LSH) -> heuristic filters -> perplexity filter -> train/validation split by document hash ->
+(MinHash + LSH) -> heuristic filters -> perplexity filter -> `data.clean` (language, quality classifier, toxicity,
+PII redaction, repeated substrings: llm_jax/data/clean/) -> train/validation split by document hash ->
 tokenizer (given, or trained on the train split) -> tokenization in worker processes -> a seeded shuffle of
 documents -> shards. Everything is written to a temporary directory and renamed into place at the end, so an
 existing output is never touched and an interrupted run leaves nothing half-written behind.
@@ -22,6 +23,7 @@ import numpy as np
 from llm_jax import fileio
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup, filters
+from llm_jax.data.clean.apply import clean_documents
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype, write_shards
 from llm_jax.data.sources import InputStats, SourceError, read_documents
 from llm_jax.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
@@ -150,6 +152,7 @@ def select_documents(docs: list[str], data_cfg, counts: dict, log, workdir_score
         docs = _remove(docs, drop)
     docs, reasons = quality_filter(docs, data_cfg.filter, log, workdir_scorer)
     counts["filtered"], counts["filtered_by_reason"] = sum(reasons.values()), reasons
+    docs, counts["clean"] = clean_documents(docs, data_cfg.clean, log)
     if not docs:
         removed = {k: v for k, v in counts.items() if k != "input"}
         raise SourceError(f"every document was removed ({json.dumps(removed)}); relax data.dedup / data.filter")

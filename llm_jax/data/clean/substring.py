@@ -28,12 +28,14 @@ github.com/google-research/deduplicate-text-datasets; Broder 1997 (shingling); S
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Callable, Sequence
 
 import numpy as np
 
 _P = np.uint64(0x100000001B3)  # an odd multiplier (FNV-64's prime): invertible mod 2**64
 _P_INV = np.uint64(pow(int(_P), -1, 1 << 64))
+_WORD = re.compile(r"\S+")
 SeenLookup = Callable[[np.ndarray], np.ndarray]
 
 
@@ -125,10 +127,12 @@ class SubstringDedup:
     def process(self, tokens: Sequence[str]) -> tuple[list[str], int]:
         hashes = window_hashes(tokens, self.n)
         self.documents += 1
+        self._last_mask = np.zeros(len(tokens), bool)
         if not len(hashes):
             return list(tokens), 0
         found = _lookup(self.seen, hashes)  # earlier documents only: this one's windows are added after
         mask = repeat_mask(len(tokens), found, self.n)
+        self._last_mask = mask
         self.seen.update(hashes.tolist())
         kept = [t for t, drop in zip(tokens, mask.tolist()) if not drop]
         self.removed_tokens += len(tokens) - len(kept)
@@ -136,9 +140,20 @@ class SubstringDedup:
         return kept, len(tokens) - len(kept)
 
     def process_text(self, text: str) -> tuple[str, int]:
-        """`process` on whitespace-separated words; the kept words joined by single spaces."""
-        kept, removed = self.process(text.split())
-        return " ".join(kept), removed
+        """`process` on the whitespace-separated words of `text`: each removed run of words is cut from its first
+        word's start to its last word's end, so the whitespace around it (line breaks included) stays."""
+        words = list(_WORD.finditer(text))
+        kept, removed = self.process([w.group(0) for w in words])
+        if not removed:
+            return text, 0
+        kept_mask = np.ones(len(words), bool)
+        kept_mask[self._last_mask] = False
+        pieces, cursor = [], 0
+        for start, end in spans(~kept_mask):
+            pieces.append(text[cursor:words[start].start()])
+            cursor = words[end - 1].end()
+        pieces.append(text[cursor:])
+        return "".join(pieces), removed
 
     def stats(self) -> dict:
         return {"documents": self.documents, "removed_tokens": self.removed_tokens,
