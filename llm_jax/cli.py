@@ -164,41 +164,25 @@ def cmd_compile(args, extra) -> int:
     return 0
 
 
-def cmd_convert(args, extra) -> int:
-    needed = {"from-hf": ["--hf-dir"], "from-gguf": ["--gguf"], "to-hf": ["--workdir"], "to-peft": ["--workdir"],
-              "from-peft": ["--workdir", "--peft-dir"], "truncate": ["--workdir"]}[args.direction]
-    for flag in needed:
-        if getattr(args, flag[2:].replace("-", "_")) is None:
-            args.parser.error(f"convert {args.direction} needs {' and '.join(needed)}")
+def _convert(args) -> tuple[dict, str]:
+    """(the report, its one-line summary) of `llm-jax convert DIRECTION`."""
     if args.direction == "truncate":
         if args.layers is None:
             args.parser.error("convert truncate needs --layers (how many of the model's first layers the draft keeps)")
         from llm_jax.infer.draft import truncate_workdir
         info = truncate_workdir(args.workdir, args.layers, args.out)
-        if args.json:
-            _print_json(info)
-        else:
-            print(f"kept the first {info['layers']} of {info['of_layers']} layers ({info['params']:,} of "
-                  f"{info['source_params']:,} parameters) -> {info['out']}")
-        return 0
+        return info, (f"kept the first {info['layers']} of {info['of_layers']} layers ({info['params']:,} of "
+                      f"{info['source_params']:,} parameters) -> {info['out']}")
     if args.direction == "to-peft":
         from llm_jax.interop.peft import to_peft
         info = to_peft(args.workdir, args.out, base=args.hf_dir or "")
-        if args.json:
-            _print_json(info)
-        else:
-            print(f"wrote the rank-{info['rank']} LoRA adapters of step {info['step']} ({', '.join(info['targets'])}) "
-                  f"in the PEFT format -> {info['out']}")
-        return 0
+        return info, (f"wrote the rank-{info['rank']} LoRA adapters of step {info['step']} "
+                      f"({', '.join(info['targets'])}) in the PEFT format -> {info['out']}")
     if args.direction == "from-peft":
         from llm_jax.interop.peft import from_peft
         info = from_peft(args.workdir, args.peft_dir, args.out)
-        if args.json:
-            _print_json(info)
-        else:
-            print(f"read the rank-{info['rank']} PEFT LoRA adapters of {args.peft_dir} -> {info['out']} "
-                  f"(generate/serve --workdir {args.workdir} --adapter {info['out']})")
-        return 0
+        return info, (f"read the rank-{info['rank']} PEFT LoRA adapters of {args.peft_dir} -> {info['out']} "
+                      f"(generate/serve --workdir {args.workdir} --adapter {info['out']})")
     from llm_jax.interop import hf
     if args.direction == "from-hf":
         info = hf.from_hf(args.hf_dir, args.out)
@@ -207,10 +191,20 @@ def cmd_convert(args, extra) -> int:
         info = from_gguf(args.gguf, args.out)
     else:
         info = hf.to_hf(args.workdir, args.out)
+    return info, f"converted {info['family']} ({info['params']:,} parameters) -> {info['out']}"
+
+
+def cmd_convert(args, extra) -> int:
+    needed = {"from-hf": ["--hf-dir"], "from-gguf": ["--gguf"], "to-hf": ["--workdir"], "to-peft": ["--workdir"],
+              "from-peft": ["--workdir", "--peft-dir"], "truncate": ["--workdir"]}[args.direction]
+    for flag in needed:
+        if getattr(args, flag[2:].replace("-", "_")) is None:
+            args.parser.error(f"convert {args.direction} needs {' and '.join(needed)}")
+    info, line = _convert(args)
     if args.json:
         _print_json(info)
     else:
-        print(f"converted {info['family']} ({info['params']:,} parameters) -> {info['out']}")
+        print(line)
     return 0
 
 
