@@ -139,7 +139,8 @@ def _tokenizer_file(tokenizer_dir: str) -> str:
 
 
 def select_documents(docs: list[str], data_cfg, counts: dict, log, workdir_scorer=None) -> list[str]:
-    """Exact dedup, near dedup, then quality filters; records what each step removed in `counts`."""
+    """Exact dedup, near dedup, quality filters, then the `data.clean` stage; records what each step removed in
+    `counts`."""
     counts["exact_duplicates_removed"] = counts["near_duplicates_removed"] = 0
     if data_cfg.dedup.exact:
         drop = dedup.exact_duplicates(docs)

@@ -38,7 +38,7 @@ from llm_jax.train.rollouts import Rollouts
 from llm_jax.train.teacher import teacher_feed
 from llm_jax.train.trainable import Trainable, build_trainable
 
-# Objectives whose batches are made during training, from the loader's rows: (cfg, trainable, data, log) ->
+# Objectives whose batches are made during training, from the loader's rows:
 # FEEDS[objective](cfg, trainable, data, workdir, log) -> feed(host batch, (split, index), params) -> device batch.
 FEEDS = {"distill": teacher_feed, "grpo": Rollouts, "ppo": Rollouts}
 

@@ -10,10 +10,12 @@ counts what it did; the counts go into the prepared data's manifest under "clean
 from __future__ import annotations
 
 import collections
+import zipfile
 
 from llm_jax.data.clean import langid, pii, toxicity
 from llm_jax.data.clean.quality import QualityClassifier
 from llm_jax.data.clean.substring import SubstringDedup
+from llm_jax.errors import UserError
 
 
 def clean_documents(docs: list[str], c, log=print) -> tuple[list[str], dict]:
@@ -32,7 +34,11 @@ def clean_documents(docs: list[str], c, log=print) -> tuple[list[str], dict]:
         docs = kept
         log(f"data: languages {dict(report.most_common(5))}; kept {', '.join(languages)}: {len(docs):,} documents")
     if c.quality_model:
-        model = QualityClassifier.load(c.quality_model)
+        try:
+            model = QualityClassifier.load(c.quality_model)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"data.clean.quality_model={c.quality_model!r} is not a quality classifier "
+                            f"(experiments/quality/run.py --save writes one): {e}") from e
         kept = [doc for doc in docs if model.score(doc) >= c.min_quality]
         counts["removed_quality"], docs = len(docs) - len(kept), kept
     if c.max_toxicity:

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from llm_jax import config as config_lib
 from llm_jax.data.clean.apply import clean_documents
 from llm_jax.data.prepare import prepare
+from llm_jax.errors import UserError
 
 ENGLISH = ("The old ferryman rowed the travellers across the river every morning, and in the evening he mended "
            "his nets by the fire while his daughter read aloud from a book of sea stories.")
@@ -48,3 +51,10 @@ def test_off_by_default_and_counted_in_the_manifest(tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["clean"]["removed_language"] == 1
     assert manifest["counts"]["clean"]["pii_redacted"]["email"] == 20
+
+
+def test_a_file_that_is_not_a_quality_model_is_one_clear_error(tmp_path):
+    bogus = tmp_path / "model.npz"
+    bogus.write_text("not a model")
+    with pytest.raises(UserError, match="is not a quality classifier"):
+        clean_documents(DOCS, clean_cfg(quality_model=bogus).clean, log=lambda _: None)
