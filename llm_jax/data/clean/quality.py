@@ -41,7 +41,7 @@ import numpy as np
 from llm_jax.data.clean import junk
 from llm_jax.data.corpus import shakespeare_scenes
 from llm_jax.fileio import atomic_path
-from llm_jax.data.clean.substring import mix
+from llm_jax.data.clean.substring import mix, polynomial_prefix
 
 _P = 0x100000001B3
 _M = 1 << 64
@@ -69,15 +69,7 @@ class Featurizer:
     @staticmethod
     def _spans(text: str):
         """(prefix sums of code point * P**k, inverse powers) for hashing any span of `text` in O(1)."""
-        cp = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.uint64) + np.uint64(1)
-        with np.errstate(over="ignore"):
-            powers = np.ones(len(cp) + 1, np.uint64)
-            powers[1:] = np.cumprod(np.full(len(cp), _P, np.uint64), dtype=np.uint64)
-            inverse = np.ones(len(cp) + 1, np.uint64)
-            inverse[1:] = np.cumprod(np.full(len(cp), pow(_P, -1, _M), np.uint64), dtype=np.uint64)
-            prefix = np.zeros(len(cp) + 1, np.uint64)
-            prefix[1:] = np.cumsum(cp * powers[:-1], dtype=np.uint64)
-        return prefix, inverse
+        return polynomial_prefix(np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.uint64) + np.uint64(1))
 
     @staticmethod
     def _hash(prefix: np.ndarray, inverse: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

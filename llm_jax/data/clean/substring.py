@@ -59,16 +59,24 @@ def window_hashes(tokens: Sequence[str], n: int = 50) -> np.ndarray:
     count = len(tokens) - n + 1
     if count <= 0:
         return np.zeros(0, np.uint64)
-    t = token_hashes(tokens)
+    prefix, inverse = polynomial_prefix(token_hashes(tokens))
     with np.errstate(over="ignore"):
-        powers = np.ones(len(t), np.uint64)  # P**0 .. P**(len-1), wrapping mod 2**64
-        powers[1:] = np.cumprod(np.full(len(t) - 1, _P, np.uint64), dtype=np.uint64)
-        inverse = np.ones(count, np.uint64)
-        inverse[1:] = np.cumprod(np.full(count - 1, _P_INV, np.uint64), dtype=np.uint64)
-        prefix = np.zeros(len(t) + 1, np.uint64)
-        prefix[1:] = np.cumsum(t * powers, dtype=np.uint64)
-        windows = (prefix[n:] - prefix[:count]) * inverse  # sum_k t[i+k] * P**k
-        return mix(windows)
+        windows = (prefix[n:] - prefix[:count]) * inverse[:count]  # sum_k t[i+k] * P**k
+    return mix(windows)
+
+
+def polynomial_prefix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(prefix, inverse), each len(values) + 1 long: prefix[i] = sum_{k<i} values[k] P**k and inverse[i] = P**-i,
+    mod 2**64, so (prefix[j] - prefix[i]) * inverse[i] hashes values[i:j] in O(1) (the quality classifier's n-grams
+    use it too)."""
+    with np.errstate(over="ignore"):
+        powers = np.ones(len(values) + 1, np.uint64)
+        powers[1:] = np.cumprod(np.full(len(values), _P, np.uint64), dtype=np.uint64)
+        inverse = np.ones(len(values) + 1, np.uint64)
+        inverse[1:] = np.cumprod(np.full(len(values), _P_INV, np.uint64), dtype=np.uint64)
+        prefix = np.zeros(len(values) + 1, np.uint64)
+        prefix[1:] = np.cumsum(values * powers[:-1], dtype=np.uint64)
+    return prefix, inverse
 
 
 def shard_of(hashes: np.ndarray, shards: int) -> np.ndarray:
