@@ -361,16 +361,30 @@ def cmd_data(args, extra) -> int:
         if args.json:
             _print_json(result)
         return 0
-    from llm_jax.data.prepare import prepare
-    if not args.input or not args.output:
+    if not args.input or (not args.output and not args.dry_run):
         args.parser.error("data prepare needs --input PATH [PATH ...] and --output DIR")
-    from llm_jax.eval.perplexity import workdir_scorer
-    manifest = prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, cfg.model.seq_len,
-                       workdir_scorer=workdir_scorer,
-                       tokenizer=args.tokenizer or cfg.data.tokenizer, log=(lambda _: None) if args.json else print)
-    counts = dict(manifest["counts"])
-    counts["tokens_per_sec_per_core"] = counts["tokens_out"] / manifest["seconds"]["tokenize_and_pack"] / (
-        os.cpu_count() or 1)
+    log = (lambda _: None) if args.json else print
+    tokenizer = args.tokenizer or cfg.data.tokenizer
+    if args.engine == "beam":
+        from llm_jax.data.beam.pipeline import BeamSettings, plan, prepare as beam_prepare
+        settings = BeamSettings(runner=args.runner, workers=args.workers or os.cpu_count() or 1,
+                                options=tuple(args.beam_option or ()), unit_mb=args.unit_mb)
+        if args.dry_run:
+            _print_json(plan(args.input, cfg.data, settings))
+            return 0
+        manifest = beam_prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, settings, cfg.model.seq_len,
+                                tokenizer=tokenizer, log=log)
+        counts = dict(manifest["counts"], seconds=sum(manifest["seconds"].values()))
+    else:
+        if args.dry_run:
+            args.parser.error("--dry-run prints the plan of the Beam pipeline: add --engine beam")
+        from llm_jax.data.prepare import prepare
+        from llm_jax.eval.perplexity import workdir_scorer
+        manifest = prepare(args.input, args.output, cfg.data, cfg.model.vocab_size, cfg.model.seq_len,
+                           workdir_scorer=workdir_scorer, tokenizer=tokenizer, log=log)
+        counts = dict(manifest["counts"])
+        counts["tokens_per_sec_per_core"] = counts["tokens_out"] / manifest["seconds"]["tokenize_and_pack"] / (
+            os.cpu_count() or 1)
     if args.json:
         _print_json(counts)
     else:
@@ -476,6 +490,17 @@ def build_parser() -> ArgumentParser:
     dp.add_argument("--output", help="the new prepared-data directory")
     dp.add_argument("--tokenizer", help="an existing tokenizer (default: train data.tokenizer_kind)")
     dp.add_argument("--config", help="a config file whose data.* and model.vocab_size/seq_len apply")
+    dp.add_argument("--engine", choices=["memory", "beam"], default="memory",
+                    help="prepare: one process holding the corpus (memory), or the Apache Beam pipelines (beam: "
+                         "bounded memory, resumable, any runner; docs/data.md)")
+    dp.add_argument("--runner", default="DirectRunner", help="--engine beam: DirectRunner, DataflowRunner, FlinkRunner...")
+    dp.add_argument("--workers", type=argtypes.nonneg_int, default=0,
+                    help="--engine beam: DirectRunner worker processes (0 = one per CPU)")
+    dp.add_argument("--beam-option", action="append", metavar="--OPT=VALUE",
+                    help="--engine beam: a further pipeline option (repeatable), e.g. --beam-option=--project=P")
+    dp.add_argument("--unit-mb", type=argtypes.positive_number, default=64, help="--engine beam: input MB per work unit")
+    dp.add_argument("--dry-run", action="store_true", help="--engine beam: print the plan (units, partitions, "
+                                                           "pipeline options) and exit")
     dp.add_argument("--n", type=argtypes.positive_int, default=3000, help="make-sft: training records per kind")
     dp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="make-sft: the draw")
     dp.add_argument("--json", action="store_true")

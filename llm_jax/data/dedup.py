@@ -44,14 +44,19 @@ def normalise(text: str) -> str:
     return "".join(_normalised_parts(text))
 
 
+def exact_key(doc: str) -> bytes:
+    """16-byte blake2b of the normalised text: equal for copies that differ only in case or spacing."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in _normalised_parts(doc):
+        h.update(part.encode("utf-8"))
+    return h.digest()
+
+
 def exact_duplicates(docs: Sequence[str]) -> np.ndarray:
     """Boolean mask: True for every document whose normalised text appeared earlier."""
     seen, mask = set(), np.zeros(len(docs), bool)
     for i, doc in enumerate(docs):
-        h = hashlib.blake2b(digest_size=16)
-        for part in _normalised_parts(doc):
-            h.update(part.encode("utf-8"))
-        key = h.digest()
+        key = exact_key(doc)
         mask[i] = key in seen
         seen.add(key)
     return mask

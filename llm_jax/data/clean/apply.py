@@ -18,39 +18,71 @@ from llm_jax.data.clean.substring import SubstringDedup
 from llm_jax.errors import UserError
 
 
+class DocumentCleaner:
+    """The per-document decisions of `data.clean` (one code path for `llm-jax data prepare` and its Beam pipeline):
+    `verdict(doc)` -> (why it is dropped: "language" | "quality" | "toxicity" | None, its language code or "");
+    `redact(doc)` -> (text, PII counts)."""
+
+    REASONS = ("language", "quality", "toxicity")
+
+    def __init__(self, c):
+        self.c = c
+        self.languages = [code.strip() for code in c.languages.split(",") if code.strip()]
+        self.model = None
+        if c.quality_model:
+            try:
+                self.model = QualityClassifier.load(c.quality_model)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                raise UserError(f"data.clean.quality_model={c.quality_model!r} is not a quality classifier "
+                                f"(experiments/quality/run.py --save writes one): {e}") from e
+
+    def verdict(self, doc: str) -> tuple[str | None, str]:
+        code = ""
+        if self.languages:
+            code, prob = langid.identify(doc)
+            code = code if prob >= self.c.min_language_prob else langid.UNKNOWN
+            if code not in self.languages:
+                return "language", code
+        if self.model is not None and self.model.score(doc) < self.c.min_quality:
+            return "quality", code
+        if self.c.max_toxicity and toxicity.toxicity(doc) > self.c.max_toxicity:
+            return "toxicity", code
+        return None, code
+
+    def redact(self, doc: str) -> tuple[str, dict[str, int]]:
+        return pii.redact(doc) if self.c.redact_pii else (doc, {})
+
+    def counts(self, reasons: list, codes: list, pii_found: collections.Counter) -> dict:
+        """The manifest's `clean` counts from the verdicts of the documents that reached this stage and the PII
+        found in those kept."""
+        counts: dict = {}
+        if self.languages:
+            counts["languages"] = dict(sorted(collections.Counter(codes).items()))
+            counts["removed_language"] = reasons.count("language")
+        if self.model is not None:
+            counts["removed_quality"] = reasons.count("quality")
+        if self.c.max_toxicity:
+            counts["removed_toxicity"] = reasons.count("toxicity")
+        if self.c.redact_pii:
+            counts["pii_redacted"] = {kind: pii_found[kind] for kind in pii.KINDS}
+        return counts
+
+
 def clean_documents(docs: list[str], c, log=print) -> tuple[list[str], dict]:
     """(kept and rewritten documents, counts) under the `data.clean` section `c`."""
-    counts: dict = {}
-    languages = [code.strip() for code in c.languages.split(",") if code.strip()]
-    if languages:
-        report, kept = collections.Counter(), []
-        for doc in docs:
-            code, prob = langid.identify(doc)
-            code = code if prob >= c.min_language_prob else langid.UNKNOWN
-            report[code] += 1
-            if code in languages:
-                kept.append(doc)
-        counts["languages"], counts["removed_language"] = dict(sorted(report.items())), len(docs) - len(kept)
-        docs = kept
-        log(f"data: languages {dict(report.most_common(5))}; kept {', '.join(languages)}: {len(docs):,} documents")
-    if c.quality_model:
-        try:
-            model = QualityClassifier.load(c.quality_model)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise UserError(f"data.clean.quality_model={c.quality_model!r} is not a quality classifier "
-                            f"(experiments/quality/run.py --save writes one): {e}") from e
-        kept = [doc for doc in docs if model.score(doc) >= c.min_quality]
-        counts["removed_quality"], docs = len(docs) - len(kept), kept
-    if c.max_toxicity:
-        kept = [doc for doc in docs if toxicity.toxicity(doc) <= c.max_toxicity]
-        counts["removed_toxicity"], docs = len(docs) - len(kept), kept
-    if c.redact_pii:
-        found, redacted = collections.Counter(), []
-        for doc in docs:
-            text, per_kind = pii.redact(doc)
+    cleaner = DocumentCleaner(c)
+    verdicts = [cleaner.verdict(doc) for doc in docs]
+    found, kept = collections.Counter(), []
+    for doc, (reason, _) in zip(docs, verdicts):
+        if reason is None:
+            text, per_kind = cleaner.redact(doc)
             found.update(per_kind)
-            redacted.append(text)
-        counts["pii_redacted"], docs = {kind: found[kind] for kind in pii.KINDS}, redacted
+            kept.append(text)
+    counts = cleaner.counts([r for r, _ in verdicts], [code for _, code in verdicts], found)
+    if cleaner.languages:
+        log(f"data: languages {dict(collections.Counter(code for _, code in verdicts).most_common(5))}; kept "
+            f"{', '.join(cleaner.languages)}: {len(docs) - counts['removed_language']:,} documents")
+    docs = kept
     if c.substring_ngram:
         dedup, kept = SubstringDedup(c.substring_ngram), []
         for doc in docs:
@@ -58,7 +90,10 @@ def clean_documents(docs: list[str], c, log=print) -> tuple[list[str], dict]:
             if text.strip():
                 kept.append(text)
         stats = dedup.stats()
-        counts["substring_removed_words"], counts["substring_removed_spans"] = (stats["removed_tokens"],
-                                                                                stats["removed_spans"])
-        counts["substring_emptied_documents"], docs = len(docs) - len(kept), kept
+        counts.update(substring_counts(stats["removed_tokens"], stats["removed_spans"], len(docs) - len(kept)))
+        docs = kept
     return docs, counts
+
+
+def substring_counts(words: int, spans: int, emptied: int) -> dict:
+    return {"substring_removed_words": words, "substring_removed_spans": spans, "substring_emptied_documents": emptied}

@@ -118,6 +118,22 @@ def remove_repeats(tokens: Sequence[str], seen: set | SeenLookup, n: int = 50,
     return kept, len(tokens) - len(kept)
 
 
+def text_words(text: str) -> list[re.Match]:
+    """The whitespace-separated words of `text`, with their positions."""
+    return list(_WORD.finditer(text))
+
+
+def cut_words(text: str, words: list[re.Match], drop: np.ndarray) -> str:
+    """`text` less each run of dropped words, cut from its first word's start to its last word's end (the
+    whitespace around a cut, line breaks included, stays)."""
+    pieces, cursor = [], 0
+    for start, end in spans(drop):
+        pieces.append(text[cursor:words[start].start()])
+        cursor = words[end - 1].end()
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
 class SubstringDedup:
     """One-process streaming dedup: `process(tokens)` per document in order returns (kept tokens, removed count).
 
@@ -150,18 +166,9 @@ class SubstringDedup:
     def process_text(self, text: str) -> tuple[str, int]:
         """`process` on the whitespace-separated words of `text`: each removed run of words is cut from its first
         word's start to its last word's end, so the whitespace around it (line breaks included) stays."""
-        words = list(_WORD.finditer(text))
+        words = text_words(text)
         kept, removed = self.process([w.group(0) for w in words])
-        if not removed:
-            return text, 0
-        kept_mask = np.ones(len(words), bool)
-        kept_mask[self._last_mask] = False
-        pieces, cursor = [], 0
-        for start, end in spans(~kept_mask):
-            pieces.append(text[cursor:words[start].start()])
-            cursor = words[end - 1].end()
-        pieces.append(text[cursor:])
-        return "".join(pieces), removed
+        return (cut_words(text, words, self._last_mask), removed) if removed else (text, 0)
 
     def stats(self) -> dict:
         return {"documents": self.documents, "removed_tokens": self.removed_tokens,

@@ -1,0 +1,397 @@
+"""`llm-jax data prepare --engine beam`: the preparation as Apache Beam pipelines (DirectRunner on one machine; the
+same code on Dataflow, Flink or Spark).
+
+Three pipelines run in turn over the units of llm_jax/data/beam/units.py (docs/data.md "At scale" has the picture):
+  1. map + dedup: every unit is read and decided per document (keys, MinHash signature, heuristic filters,
+     language / quality / toxicity verdicts, PII redaction); exact keys and LSH band hashes are shuffled by hash
+     partition; a partition drops later copies of an exact key and verifies bucket-mates' signatures; the verified
+     pairs go through connected components (min-label propagation, `cc_rounds` rounds in the graph, the rare
+     rest finished by union-find over the still-unequal labels); every unit gets its dedup verdicts.
+  2. substring (when data.clean.substring_ngram > 0): window hashes of the kept documents are shuffled by
+     partition; a partition marks windows whose first document is an earlier one; units get their marks.
+  3. finalize: a tokenizer (given, or trained here on a deterministic sample), then per unit the final texts,
+     train/validation split and tokens grouped by output shard; per output shard a writer streams its documents
+     from every unit in unit order into numpy and ArrayRecord shards.
+The driver writes the manifest from the units' and shards' files. Nothing depends on how many workers ran or in
+which order they finished, so the shards and the manifest are byte-identical for any worker count; every stage
+skips a unit / shard whose output exists, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+
+from llm_jax import fileio
+from llm_jax.data import corpus as corpus_lib
+from llm_jax.data import dedup
+from llm_jax.data.beam import keys, stages
+from llm_jax.data.beam.units import Unit, plan_units
+from llm_jax.data.clean import pii
+from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, unigram_entropy
+from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype
+from llm_jax.data.sources import SourceError, input_files
+from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
+from llm_jax.errors import UserError
+from llm_jax.fileio import atomic_write_json, check_new_output
+
+try:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+except ImportError:  # the `beam` extra
+    beam = None
+
+TOKENIZER_SAMPLE_CHARS = 50_000_000  # a trained tokenizer learns from the first this many characters of train text
+
+
+@dataclasses.dataclass
+class BeamSettings:
+    runner: str = "DirectRunner"
+    workers: int = 1               # DirectRunner worker processes
+    options: tuple[str, ...] = ()  # further Beam pipeline options (--project=..., --region=...)
+    unit_mb: float = 64            # input megabytes per unit
+    partitions: int = 0            # shuffle partitions; 0 = one per 64 MB of input (at least 4)
+    cc_rounds: int = 4             # label-propagation rounds in the graph before the union-find finish
+
+    def pipeline_options(self) -> "PipelineOptions":
+        flags = [f"--runner={self.runner}", *self.options]
+        if self.runner == "DirectRunner":
+            flags += [f"--direct_num_workers={self.workers}",
+                      f"--direct_running_mode={'multi_processing' if self.workers > 1 else 'in_memory'}"]
+        return PipelineOptions(flags)
+
+
+def _require_beam() -> None:
+    if beam is None:
+        raise SourceError("the Beam pipeline needs apache-beam: pip install 'llm_jax[beam]'")
+
+
+def _check_config(data_cfg) -> None:
+    if data_cfg.filter.perplexity_model:
+        raise UserError("data.filter.perplexity_model scores the whole corpus with one model (cross-fitted n-grams "
+                        "or a work directory): the Beam pipeline does not run it; use the one-process "
+                        "`llm-jax data prepare` or drop the perplexity filter")
+
+
+# ----------------------------------------------------------------------------------------- the three graphs
+
+
+def _components(pairs, rounds: int):
+    """Near-duplicate ids: every node of a connected component of `pairs` except its smallest id."""
+    adjacency = (pairs | "both ways" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
+                 | "adjacency" >> beam.GroupByKey() | "sorted" >> beam.MapTuple(lambda n, ns: (n, sorted(ns))))
+    labels = adjacency | "labels 0" >> beam.MapTuple(lambda n, ns: (n, min(n, ns[0])))
+    for r in range(1, rounds):
+        labels = ({"adj": adjacency, "label": labels} | f"join {r}" >> beam.CoGroupByKey()
+                  | f"send {r}" >> beam.FlatMap(lambda kv: [(kv[0], kv[1]["label"][0])]
+                                                + [(n, kv[1]["label"][0]) for n in kv[1]["adj"][0]])
+                  | f"labels {r}" >> beam.CombinePerKey(min))
+    # edges whose ends still disagree: their labels are merged by union-find (usually none after a few rounds)
+    with_a = ({"e": pairs, "l": labels} | "edge a" >> beam.CoGroupByKey()
+              | "label a" >> beam.FlatMap(lambda kv: [(b, kv[1]["l"][0]) for b in kv[1]["e"]]))
+    unequal = ({"e": with_a, "l": labels} | "edge b" >> beam.CoGroupByKey()
+               | "label b" >> beam.FlatMap(lambda kv: [(la, kv[1]["l"][0]) for la in kv[1]["e"]
+                                                       if la != kv[1]["l"][0]]))
+    merges = unequal | "finish" >> beam.combiners.ToList()
+
+    def final(node_label, merges):
+        uf = keys.UnionFind()
+        for a, b in merges:
+            uf.union(a, b)
+        node, label = node_label
+        return [node] if uf.find(label) != node else []
+
+    return labels | "duplicates" >> beam.FlatMap(final, beam.pvalue.AsSingleton(merges))
+
+
+def _unit_key(ids):
+    return int(np.asarray(ids, np.uint64)[0] >> np.uint64(keys.ORDINAL_BITS))
+
+
+def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions: int, rounds: int):
+    lsh = dedup.MinHashLSH(data_cfg.dedup.bands, data_cfg.dedup.rows, data_cfg.dedup.shingle,
+                           data_cfg.dedup.threshold)
+    mapped = (p | "units" >> beam.Create(units) | "spread" >> beam.Reshuffle()
+              | "map" >> beam.Map(stages.map_unit, data_cfg, work, lsh))
+    todo = mapped | "todo" >> beam.Filter(lambda u: not os.path.exists(work.unit(u, ".dedup.npy")))
+    grouped = (todo | "keys" >> beam.FlatMap(stages.dedup_keys, work, data_cfg, partitions)
+               | "shuffle keys" >> beam.GroupByKey())
+    exact = (grouped | "exact" >> beam.Filter(lambda kv: kv[0][0] == "exact")
+             | "later copies" >> beam.FlatMap(lambda kv: keys.later_copies(np.concatenate(list(kv[1]))).tolist()))
+    pairs = (grouped | "bands" >> beam.Filter(lambda kv: kv[0][0] == "band")
+             | "verify" >> beam.FlatMap(lambda kv: stages.verified_pairs(np.concatenate(list(kv[1])), work,
+                                                                         data_cfg.dedup.threshold).tolist()))
+    near = _components(pairs, rounds)
+    by_unit = {"unit": todo | "unit key" >> beam.Map(lambda u: (u, None)),
+               "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_key([i]), i)),
+               "near": near | "near by unit" >> beam.Map(lambda i: (_unit_key([i]), i))}
+    return (by_unit | "per unit" >> beam.CoGroupByKey()
+            | "write dedup" >> beam.MapTuple(lambda u, g: stages.write_dedup(u, sorted(g["exact"]),
+                                                                             sorted(g["near"]), work)))
+
+
+def substring(p, units: list[Unit], work: stages.Work, n: int, partitions: int):
+    todo = (p | "units" >> beam.Create([u.index for u in units])
+            | "todo" >> beam.Filter(lambda u: not os.path.exists(work.unit(u, ".marks.npy")))
+            | "spread" >> beam.Reshuffle())
+    marks = (todo | "windows" >> beam.FlatMap(stages.substring_windows, work, n, partitions)
+             | "shuffle windows" >> beam.GroupByKey()
+             | "repeats" >> beam.FlatMapTuple(lambda _, rows: _by_unit(keys.first_windows(np.concatenate(list(rows))))))
+    return ({"unit": todo | "unit key" >> beam.Map(lambda u: (u, None)), "marks": marks}
+            | "per unit" >> beam.CoGroupByKey()
+            | "write marks" >> beam.MapTuple(lambda u, g: stages.write_marks(u, list(g["marks"]), work)))
+
+
+def _by_unit(rows: np.ndarray):
+    units, _ = keys.split_ids(rows[:, 0]) if len(rows) else (np.zeros(0, np.int64), None)
+    for u in np.unique(units).tolist():
+        yield u, rows[units == u]
+
+
+class _Finalize(beam.DoFn if beam else object):
+    def __init__(self, work, data_cfg, tokenizer_path, shards):
+        self.work, self.data_cfg, self.tokenizer_path, self.shards = work, data_cfg, tokenizer_path, shards
+
+    def setup(self):
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+
+    def process(self, u):
+        if not os.path.exists(self.work.unit(u, ".final.json")):
+            texts, info = stages.final_texts(u, self.work, self.data_cfg)
+            stages.write_unit_tokens(u, texts, info, self.work, self.tokenizer, _encode, self.data_cfg.val_fraction,
+                                     self.shards)
+        yield u
+
+
+def finalize(p, units: list[Unit], work: stages.Work, data_cfg, tokenizer_path: str, out_dir: str, shards: int,
+             dtype, formats):
+    done = (p | "units" >> beam.Create([u.index for u in units]) | "spread" >> beam.Reshuffle()
+            | "finalize" >> beam.ParDo(_Finalize(work, data_cfg, tokenizer_path, shards)))
+    order = sorted(u.index for u in units)
+
+    def write(key, _):
+        split, s = key
+        marker = work.shard(split, s)
+        if not os.path.exists(marker):
+            entry = stages.write_output_shard(out_dir, split, s, order, work, dtype, formats)
+            atomic_write_json(marker, entry)
+        return key
+
+    return (done | "all units" >> beam.combiners.Count.Globally()
+            | "shards" >> beam.FlatMap(lambda _: [((split, s), None) for split in ("train", "val")
+                                                  for s in range(shards)])
+            | "spread shards" >> beam.Reshuffle()
+            | "write shards" >> beam.MapTuple(write))
+
+
+# ------------------------------------------------------------------------------------------------- driver
+
+
+def _settings_fingerprint(inputs, data_cfg, tokenizer: str, settings: BeamSettings) -> dict:
+    files = {}
+    for unit_input in inputs:
+        paths = [unit_input] if unit_input in corpus_lib.EMBEDDED or unit_input.startswith("tfds:") else None
+        for path in paths or input_files([unit_input]):
+            try:
+                st = os.stat(path)
+                files[path] = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                files[path] = None
+    return {"inputs": files, "data": data_cfg.to_dict(), "tokenizer": tokenizer, "unit_mb": settings.unit_mb,
+            "partitions": settings.partitions, "cc_rounds": settings.cc_rounds}
+
+
+def _open_work(root: str, fingerprint: dict, log) -> stages.Work:
+    path = os.path.join(root, "settings.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if json.load(f) != json.loads(json.dumps(fingerprint)):
+                raise UserError(f"{root} holds an interrupted preparation of other inputs or settings: remove it to "
+                                f"start over, or run with the same inputs and settings to resume it")
+    work = stages.Work(root)
+    atomic_write_json(path, fingerprint)
+    return work
+
+
+def _run(graph, settings: BeamSettings, log, name: str, *args) -> float:
+    started = time.perf_counter()
+    with beam.Pipeline(options=settings.pipeline_options()) as p:
+        graph(p, *args)
+    seconds = time.perf_counter() - started
+    log(f"data: {name} done in {seconds:.1f} s")
+    return seconds
+
+
+def _sample_for_tokenizer(order: list[int], work: stages.Work, data_cfg, limit: int) -> list[str]:
+    """The final train documents of the first units (reading order) up to `limit` characters."""
+    docs, chars = [], 0
+    for u in order:
+        texts, _ = stages.final_texts(u, work, data_cfg)
+        for text in texts:
+            if stages.split_of(text, data_cfg.val_fraction)[0] == "train":
+                docs.append(text)
+                chars += len(text)
+                if chars >= limit:
+                    return docs
+    return docs
+
+
+def _merge_counts(order: list[int], work: stages.Work, data_cfg, cleaner_cfg) -> dict:
+    counts = collections.Counter()
+    inputs, filtered, clean, languages = collections.Counter(), collections.Counter(), collections.Counter(), \
+        collections.Counter()
+    pii_found = collections.Counter()
+    for u in order:
+        info = stages._read_json(work.unit(u, ".json"))
+        inputs.update(info["input"])
+        final = stages._read_json(work.unit(u, ".final.json"))
+        counts.update(final["counts"])
+        filtered.update(final["filtered_by_reason"])
+        for k, v in final["clean"].items():
+            if k == "languages":
+                languages.update(v)
+            elif k == "pii_redacted":
+                pii_found.update(v)
+            else:
+                clean[k] += v
+    c = cleaner_cfg
+    out_clean: dict = {}
+    if [code for code in c.languages.split(",") if code.strip()]:
+        out_clean["languages"] = dict(sorted(languages.items()))
+        out_clean["removed_language"] = clean["removed_language"]
+    if c.quality_model:
+        out_clean["removed_quality"] = clean["removed_quality"]
+    if c.max_toxicity:
+        out_clean["removed_toxicity"] = clean["removed_toxicity"]
+    if c.redact_pii:
+        out_clean["pii_redacted"] = {k: pii_found[k] for k in pii.KINDS}
+    if c.substring_ngram:
+        for k in ("substring_removed_words", "substring_removed_spans", "substring_emptied_documents"):
+            out_clean[k] = clean[k]
+    return {"documents_in": counts["documents_in"], "input": dict(sorted(inputs.items())),
+            "exact_duplicates_removed": counts["exact_duplicates_removed"],
+            "near_duplicates_removed": counts["near_duplicates_removed"],
+            "filtered": sum(filtered.values()), "filtered_by_reason": dict(sorted(filtered.items())),
+            "clean": out_clean}
+
+
+def plan(inputs: list[str], data_cfg, settings: BeamSettings) -> dict:
+    """What a run would do (`--dry-run`): the units, partitions and the Beam options."""
+    units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
+    total = sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
+    return {"units": len(units), "input_bytes": total, "partitions": _partitions(settings, total),
+            "pipeline_options": settings.pipeline_options().get_all_options(drop_default=True)}
+
+
+def _partitions(settings: BeamSettings, total_bytes: int) -> int:
+    return settings.partitions or max(4, -(-total_bytes // (64 << 20)))
+
+
+def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings: BeamSettings,
+            seq_len: int | None = None, tokenizer: str = "", log=print,
+            formats: tuple[str, ...] = ("numpy", "array_record")) -> dict:
+    """Prepares `inputs` into `output` with the Beam pipelines; the work directory `output + ".work"` keeps what
+    finished until the output is published, so running the same command again after a kill resumes."""
+    _require_beam()
+    _check_config(data_cfg)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)  # its workers' start-up chatter
+    check_new_output(output, flag="--output")
+    given = load_tokenizer(tokenizer) if tokenizer else None
+    root = os.path.abspath(output) + ".work"
+    work = _open_work(root, _settings_fingerprint(inputs, data_cfg, tokenizer, settings), log)
+    units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
+    if not units:
+        raise SourceError("the inputs hold no file to read")
+    order = [u.index for u in units]
+    done = [u for u in order if os.path.exists(work.unit(u, ".json"))]
+    if done:
+        log(f"data: resuming: {len(done)} of {len(units)} units already read"
+            + (", deduplicated" if os.path.exists(os.path.join(root, "dedup.done")) else "") + f" ({root})")
+    total = sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
+    partitions = _partitions(settings, total)
+    log(f"data: {len(units)} units, {partitions} partitions, {settings.runner} with {settings.workers} worker(s)")
+    seconds = {}
+    if not os.path.exists(os.path.join(root, "dedup.done")):
+        seconds["map_dedup"] = _run(map_and_dedup, settings, log, "map + dedup", units, data_cfg, work, partitions,
+                                    settings.cc_rounds)
+        fileio.atomic_write(os.path.join(root, "dedup.done"), "")
+    if data_cfg.clean.substring_ngram and not os.path.exists(os.path.join(root, "substring.done")):
+        seconds["substring"] = _run(substring, settings, log, "substring", units, work, data_cfg.clean.substring_ngram,
+                                    partitions)
+        fileio.atomic_write(os.path.join(root, "substring.done"), "")
+    tok_dir = os.path.join(root, "tokenizer")
+    if given:
+        os.makedirs(tok_dir, exist_ok=True)
+        tokenizer_path = given.save(tok_dir)
+    elif os.path.isdir(tok_dir) and any(f.startswith("tokenizer.") for f in os.listdir(tok_dir)):
+        tokenizer_path = os.path.join(tok_dir, _tokenizer_file(tok_dir))
+    else:
+        sample = _sample_for_tokenizer(order, work, data_cfg, TOKENIZER_SAMPLE_CHARS)
+        if not sample:
+            raise SourceError("every document was removed; relax data.dedup / data.filter / data.clean")
+        log(f"data: training a {vocab_size}-token {data_cfg.tokenizer_kind} tokenizer on {len(sample):,} documents")
+        tmp_tok = tok_dir + ".tmp"
+        shutil.rmtree(tmp_tok, ignore_errors=True)
+        os.makedirs(tmp_tok)
+        train_tokenizer(data_cfg.tokenizer_kind, sample, vocab_size, tmp_tok)
+        os.replace(tmp_tok, tok_dir)
+        tokenizer_path = os.path.join(tok_dir, _tokenizer_file(tok_dir))
+    tok = load_tokenizer(tokenizer_path)
+    if tok.vocab_size > vocab_size:
+        raise UserError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size={vocab_size}; set "
+                        f"model.vocab_size >= {tok.vocab_size}")
+    out_dir = os.path.join(root, "out")
+    os.makedirs(out_dir, exist_ok=True)
+    seconds["finalize"] = _run(finalize, settings, log, "tokenize + write shards", units, work, data_cfg,
+                               tokenizer_path, out_dir, data_cfg.shards, token_dtype(tok.vocab_size), formats)
+    manifest = _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions)
+    shutil.copy(tokenizer_path, os.path.join(out_dir, os.path.basename(tokenizer_path)))
+    atomic_write_json(os.path.join(out_dir, MANIFEST), manifest, indent=2, sort_keys=True)
+    _publish(out_dir, output)
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"data: {manifest['counts']['documents_out']:,} documents, {manifest['counts']['tokens_out']:,} tokens "
+        f"-> {output}")
+    manifest["seconds"] = seconds  # for the caller: not in the file (which must not depend on the run)
+    return manifest
+
+
+def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions) -> dict:
+    counts = _merge_counts(order, work, data_cfg, data_cfg.clean)
+    splits = {}
+    for split in ("train", "val"):
+        shards = [stages._read_json(work.shard(split, s)) for s in range(data_cfg.shards)]
+        finals = [stages._read_json(work.unit(u, ".final.json"))[split] for u in order]
+        splits[split] = {"documents": sum(f["documents"] for f in finals), "tokens": sum(f["tokens"] for f in finals),
+                         "characters": sum(f["characters"] for f in finals), "shards": shards}
+        if seq_len:
+            lengths = [np.load(work.unit(u, f".{split}.lengths.npy")) for u in order]
+            splits[split]["long_documents"] = int(sum((x > seq_len + 1).sum() for x in lengths))
+    if not splits["val"]["documents"] or not splits["train"]["documents"]:
+        raise SourceError(f"the prepared data has {splits['train']['documents']} train and {splits['val']['documents']}"
+                          f" validation documents: raise or lower data.val_fraction, or give more input")
+    counts["documents_out"] = splits["train"]["documents"] + splits["val"]["documents"]
+    counts["tokens_out"] = splits["train"]["tokens"] + splits["val"]["tokens"]
+    counts["long_documents"] = sum(s.get("long_documents", 0) for s in splits.values())
+    hashes = {}
+    for u in order:
+        hashes.update(stages._read_json(work.unit(u, ".json"))["hashes"])
+    train_tokens = [np.load(os.path.join(out_dir, "train", s["file"] + ".tokens.npy"), mmap_mode="r")
+                    for s in splits["train"]["shards"] if "numpy" in s.get("formats", ["numpy"])]
+    with open(tokenizer_path, "rb") as f:
+        tok_sha = hashlib.sha256(f.read()).hexdigest()
+    return {"version": MANIFEST_VERSION, "counts": counts, "splits": splits,
+            "tokenizer": {"file": os.path.basename(tokenizer_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
+                          "eos_id": tok.eos_id, "sha256": tok_sha},
+            "sources": dict(sorted(hashes.items())),
+            "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
+            "data_config": data_cfg.to_dict(),
+            "pipeline": {"engine": "apache_beam", "units": len(order), "partitions": partitions},
+            "unigram_entropy": unigram_entropy(train_tokens, tok.vocab_size) if train_tokens else 0.0}

@@ -1,0 +1,283 @@
+"""What the workers of the Beam pipeline do to one unit or one partition, as plain functions over files in the work
+directory (llm_jax/data/beam/pipeline.py wires them into Beam transforms).
+
+Per unit (`Work.unit(u)` prefix):
+    .json          statistics of reading and the per-document verdicts; written last: the unit's "done" mark
+    .exact.npy     (n, 2) uint64 exact-dedup keys          .sig.npy  (n, bands*rows) uint32 MinHash signatures
+    .reason.npy    (n,) int8 index into REASONS            .lang.npy (n,) int16 index into the json's `languages`
+    .pii.npy       (n, len(pii.KINDS)) int32               .texts.jsonl  [ordinal, text] of documents kept so far
+    .dedup.npy     (n,) int8 0 kept / 1 exact / 2 near duplicate (after the dedup shuffles)
+    .marks.npy     (m, 2) uint64 (id, word position) of windows repeated from an earlier document (substring)
+    .{split}.tokens.npy / .lengths.npy / .shards.npy   tokens of the unit's final documents, grouped by output shard
+    .final.json    counts of the unit's final documents (the finalize stage's done mark)
+Every file is written atomically, so a killed worker leaves a unit either done or to be redone.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from llm_jax.data import dedup, filters
+from llm_jax.data.beam import keys
+from llm_jax.data.beam.units import Unit, read_unit
+from llm_jax.data.clean import pii
+from llm_jax.data.clean.apply import DocumentCleaner
+from llm_jax.data.clean.substring import repeat_mask, spans, text_words, cut_words, window_hashes
+from llm_jax.data.shards import save_array, write_array_record_shard
+from llm_jax.data.sources import InputStats
+from llm_jax.fileio import atomic_path, atomic_write_json
+
+HEURISTIC = ("too_short", "too_long", "too_few_words", "low_alpha_fraction", "repeated_lines")
+REASONS = ("",) + HEURISTIC + DocumentCleaner.REASONS
+KEPT, EXACT, NEAR = 0, 1, 2
+
+
+class Work:
+    """Paths of the work directory."""
+
+    def __init__(self, root: str):
+        self.root = root
+        os.makedirs(os.path.join(root, "units"), exist_ok=True)
+        os.makedirs(os.path.join(root, "shards"), exist_ok=True)
+
+    def unit(self, u: int, suffix: str) -> str:
+        return os.path.join(self.root, "units", f"u-{u:06d}{suffix}")
+
+    def shard(self, split: str, s: int) -> str:
+        return os.path.join(self.root, "shards", f"{split}-{s:05d}.json")
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _texts(path: str) -> dict[int, str]:
+    with open(path, encoding="utf-8") as f:
+        return {o: t for o, t in map(json.loads, f)}
+
+
+def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH) -> int:
+    """Reads a unit and decides everything that needs only the document: keys, signatures, verdicts, PII
+    redaction. Skipped when the unit is done already (resume). Returns the unit's index."""
+    done = work.unit(unit.index, ".json")
+    if os.path.exists(done):
+        return unit.index
+    stats = InputStats()
+    docs = list(read_unit(unit, data_cfg, stats))
+    cleaner = DocumentCleaner(data_cfg.clean)
+    n = len(docs)
+    exact = np.zeros((n, 2), np.uint64)
+    for i, doc in enumerate(docs):
+        exact[i] = np.frombuffer(dedup.exact_key(doc), np.uint64)
+    sig = lsh.signatures(docs) if data_cfg.dedup.near else np.zeros((n, 0), np.uint32)
+    reason, lang = np.zeros(n, np.int8), np.zeros(n, np.int16)
+    found = np.zeros((n, len(pii.KINDS)), np.int32)
+    languages: list[str] = [""]
+    with atomic_path(work.unit(unit.index, ".texts.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for i, doc in enumerate(docs):
+            why = filters.heuristic_reason(doc, data_cfg.filter)
+            code = ""
+            if why is None:
+                why, code = cleaner.verdict(doc)
+            if code not in languages:
+                languages.append(code)
+            reason[i], lang[i] = REASONS.index(why or ""), languages.index(code)
+            if why is None:
+                text, per_kind = cleaner.redact(doc)
+                found[i] = [per_kind.get(k, 0) for k in pii.KINDS]
+                out.write(json.dumps([i, text]) + "\n")
+    for suffix, array in ((".exact.npy", exact), (".sig.npy", sig), (".reason.npy", reason), (".lang.npy", lang),
+                          (".pii.npy", found)):
+        save_array(work.unit(unit.index, suffix), array)
+    atomic_write_json(done, {"documents": n, "input": dict(stats), "hashes": stats.hashes, "languages": languages})
+    return unit.index
+
+
+def dedup_keys(u: int, work: Work, data_cfg, partitions: int):
+    """((kind, partition), rows) batches of the unit's exact keys and LSH band hashes."""
+    ids = keys.doc_ids(u, len(np.load(work.unit(u, ".reason.npy"))))
+    if data_cfg.dedup.exact:
+        exact = np.load(work.unit(u, ".exact.npy"))
+        rows = np.concatenate([exact, ids[:, None]], axis=1)
+        for p, part in keys.by_partition(rows, exact[:, 1], partitions):
+            yield ("exact", p), part
+    if data_cfg.dedup.near:
+        d = data_cfg.dedup
+        bands = keys.band_hashes(np.load(work.unit(u, ".sig.npy")), d.bands, d.rows)  # (n, bands)
+        rows = np.stack([bands.ravel(), np.repeat(ids, d.bands)], axis=1)
+        for p, part in keys.by_partition(rows, rows[:, 0], partitions):
+            yield ("band", p), part
+
+
+def verified_pairs(rows: np.ndarray, work: Work, threshold: float) -> np.ndarray:
+    """The LSH candidate pairs of one partition whose signatures agree on at least `threshold` of their values."""
+    pairs = keys.bucket_pairs(rows)
+    if not len(pairs):
+        return pairs
+    units, ordinals = keys.split_ids(pairs.ravel())
+    sigs = {u: np.load(work.unit(int(u), ".sig.npy"), mmap_mode="r") for u in np.unique(units)}
+    flat = np.stack([sigs[u][o] for u, o in zip(units.tolist(), ordinals.tolist())])
+    flat = flat.reshape(len(pairs), 2, -1)
+    return pairs[keys.similar(flat[:, 0], flat[:, 1], threshold)]
+
+
+def write_dedup(u: int, exact_ids, near_ids, work: Work) -> int:
+    n = len(np.load(work.unit(u, ".reason.npy")))
+    out = np.zeros(n, np.int8)
+    for ids, code in ((near_ids, NEAR), (exact_ids, EXACT)):  # exact wins: the one-process path removes it first
+        if len(ids):
+            out[keys.split_ids(np.asarray(ids, np.uint64))[1]] = code
+    save_array(work.unit(u, ".dedup.npy"), out)
+    return u
+
+
+def _kept_texts(u: int, work: Work) -> tuple[list[int], list[str]]:
+    """Ordinals and texts of the unit's documents that survive dedup and the per-document filters."""
+    drop = np.load(work.unit(u, ".dedup.npy"))
+    texts = _texts(work.unit(u, ".texts.jsonl"))
+    ordinals = [o for o in sorted(texts) if drop[o] == KEPT]
+    return ordinals, [texts[o] for o in ordinals]
+
+
+def substring_windows(u: int, work: Work, n: int, partitions: int):
+    """(partition, rows (window hash, id, word position)) batches of the unit's kept documents."""
+    ordinals, texts = _kept_texts(u, work)
+    ids = keys.doc_ids(u, 0)  # noqa: F841 (documents' ids below)
+    parts = []
+    for o, text in zip(ordinals, texts):
+        hashes = window_hashes([w.group(0) for w in text_words(text)], n)
+        if len(hashes):
+            doc = (np.uint64(u) << np.uint64(keys.ORDINAL_BITS)) | np.uint64(o)
+            parts.append(np.stack([hashes, np.full(len(hashes), doc, np.uint64),
+                                   np.arange(len(hashes), dtype=np.uint64)], axis=1))
+    if parts:
+        rows = np.concatenate(parts)
+        yield from keys.by_partition(rows, rows[:, 0], partitions)
+
+
+def write_marks(u: int, marks: list[np.ndarray], work: Work) -> int:
+    rows = np.concatenate(marks) if marks else np.zeros((0, 2), np.uint64)
+    save_array(work.unit(u, ".marks.npy"), rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows)
+    return u
+
+
+def final_texts(u: int, work: Work, data_cfg) -> tuple[list[str], dict]:
+    """The unit's final documents (dedup drops applied, repeated substrings cut) and the counts they add to the
+    manifest, in the one-process path's terms."""
+    info = _read_json(work.unit(u, ".json"))
+    reason, lang, drop = (np.load(work.unit(u, s)) for s in (".reason.npy", ".lang.npy", ".dedup.npy"))
+    ordinals, texts = _kept_texts(u, work)
+    counts = collections.Counter(documents_in=info["input"].get("documents_in", 0))
+    counts["exact_duplicates_removed"] = int((drop == EXACT).sum())
+    counts["near_duplicates_removed"] = int((drop == NEAR).sum())
+    undeduped = drop == KEPT
+    by_reason = collections.Counter(REASONS[r] for r in reason[undeduped].tolist() if r)
+    filtered = {k: v for k, v in by_reason.items() if k in HEURISTIC}
+    reached = undeduped & ~np.isin(reason, [REASONS.index(h) for h in HEURISTIC])  # reached data.clean
+    clean = {"languages": collections.Counter(info["languages"][i] for i in lang[reached].tolist()),
+             **{f"removed_{k}": by_reason.get(k, 0) for k in DocumentCleaner.REASONS}}
+    pii_found = np.load(work.unit(u, ".pii.npy"))[ordinals].sum(axis=0) if ordinals else np.zeros(len(pii.KINDS))
+    clean["pii_redacted"] = {k: int(v) for k, v in zip(pii.KINDS, pii_found)}
+    n = data_cfg.clean.substring_ngram
+    if n:
+        marks = np.load(work.unit(u, ".marks.npy"))
+        _, mark_ordinals = keys.split_ids(marks[:, 0]) if len(marks) else (None, np.zeros(0, np.int64))
+        words_removed = spans_removed = emptied = 0
+        out = []
+        for o, text in zip(ordinals, texts):
+            rows = marks[mark_ordinals == o]
+            if len(rows):
+                words = text_words(text)
+                flags = np.zeros(len(words) - n + 1, bool)
+                flags[rows[:, 1].astype(np.int64)] = True
+                mask = repeat_mask(len(words), flags, n)
+                words_removed += int(mask.sum())
+                spans_removed += len(spans(mask))
+                text = cut_words(text, words, mask)
+            if text.strip():
+                out.append(text)
+            else:
+                emptied += 1
+        texts = out
+        clean.update(substring_removed_words=words_removed, substring_removed_spans=spans_removed,
+                     substring_emptied_documents=emptied)
+    return texts, {"counts": dict(counts), "filtered_by_reason": filtered, "clean": clean}
+
+
+def split_of(text: str, val_fraction: float) -> tuple[str, int]:
+    """("train" | "val", a 64-bit hash) by the document's sha256, as corpus.split_documents decides."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return ("val" if bucket < val_fraction else "train"), int.from_bytes(digest[8:16], "big")
+
+
+def write_unit_tokens(u: int, texts: list[str], info: dict, work: Work, tokenizer, encode, val_fraction: float,
+                      shards: int) -> int:
+    """Tokenizes the unit's final documents and writes them per split, grouped by output shard (a hash of the
+    document), so that each shard writer reads one contiguous slice of every unit."""
+    by_split: dict[str, list[tuple[int, str]]] = {"train": [], "val": []}
+    for text in texts:
+        split, h = split_of(text, val_fraction)
+        by_split[split].append((h % shards, text))
+    for split, items in by_split.items():
+        items.sort(key=lambda item: item[0])  # stable: documents keep their order inside a shard
+        ids = encode(tokenizer, [t for _, t in items]) if items else []
+        lengths = np.array([len(x) for x in ids], np.int64)
+        per_shard = np.bincount(np.array([s for s, _ in items], np.int64), minlength=shards)
+        save_array(work.unit(u, f".{split}.tokens.npy"),
+                   np.concatenate(ids) if ids else np.zeros(0, np.uint32))
+        save_array(work.unit(u, f".{split}.lengths.npy"), lengths)
+        save_array(work.unit(u, f".{split}.shards.npy"), per_shard.astype(np.int64))
+        info[split] = {"documents": len(items), "tokens": int(lengths.sum()),
+                       "characters": sum(len(t) for _, t in items)}
+    atomic_write_json(work.unit(u, ".final.json"), info)
+    return u
+
+
+def shard_pieces(units: list[int], split: str, s: int, work: Work):
+    """The documents of output shard `s` of `split`: (tokens of one document) in unit order, streamed."""
+    for u in units:
+        per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
+        lengths = np.load(work.unit(u, f".{split}.lengths.npy"))
+        first_doc = int(per_shard[:s].sum())
+        count = int(per_shard[s])
+        if not count:
+            continue
+        tokens = np.load(work.unit(u, f".{split}.tokens.npy"), mmap_mode="r")
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        for d in range(first_doc, first_doc + count):
+            yield np.asarray(tokens[starts[d]:starts[d + 1]])
+
+
+def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work: Work, dtype, formats) -> dict:
+    """Output shard `s` of `split` in each of `formats`, streamed from the units' pieces (the numpy stream is filled
+    in place through a memory map: a writer holds one document at a time)."""
+    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    base = os.path.join(out_dir, split, f"shard-{s:05d}")
+    lengths = []
+    for u in units:
+        per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
+        first = int(per_shard[:s].sum())
+        lengths.append(np.load(work.unit(u, f".{split}.lengths.npy"))[first:first + int(per_shard[s])])
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    total = int(lengths.sum())
+    if "numpy" in formats:
+        with atomic_path(base + ".tokens.npy") as tmp:
+            stream = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total,))
+            cursor = 0
+            for doc in shard_pieces(units, split, s, work):
+                stream[cursor:cursor + len(doc)] = doc
+                cursor += len(doc)
+            stream.flush()
+            del stream
+    save_array(base + ".docs.npy", starts)
+    if "array_record" in formats:
+        write_array_record_shard(base, shard_pieces(units, split, s, work), dtype)
+    return {"file": os.path.basename(base), "documents": int(len(lengths)), "tokens": total, "formats": list(formats)}

@@ -1,0 +1,218 @@
+"""`llm-jax data prepare --engine beam`: the Apache Beam pipelines against the one-process path they must agree with,
+byte-identical output for 1, 2 and 4 workers, resume after a kill, bad input counted, each shuffle's decision on
+hand-made partitions, and the ArrayRecord shards read by the training loader."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import REPO, write_hostile_inputs
+from llm_jax import config as config_lib
+from llm_jax.data.beam import keys
+from llm_jax.data.beam.units import Unit, plan_units, read_unit
+from llm_jax.data.prepare import prepare
+from llm_jax.data.shards import PreparedSplit
+from llm_jax.data.sources import InputStats, read_documents
+
+pytest.importorskip("apache_beam", reason="the `beam` extra (apache-beam) is not installed")
+from llm_jax.data.beam.pipeline import BeamSettings, plan, prepare as beam_prepare  # noqa: E402
+
+QUIET = dict(log=lambda _: None)
+SEQ_LEN = config_lib.load_config(None, {}).model.seq_len  # what the command line passes
+PII = "Write to jane.doe@example.com or call (202) 555-0143 about the tickets. "
+GERMAN = "Der alte Fährmann ruderte jeden Morgen die Reisenden über den Fluss, und am Abend flickte er seine Netze."
+
+
+def data_cfg(**sets):
+    overrides = {"data.shards": "3", "data.val_fraction": "0.2", "data.filter.min_words": "5",
+                 "data.clean.languages": "en", "data.clean.redact_pii": "true", "data.clean.substring_ngram": "12"}
+    overrides.update({k: str(v) for k, v in sets.items()})
+    return config_lib.load_config(None, overrides).data
+
+
+@pytest.fixture(scope="module")
+def corpus(small_corpus, tmp_path_factory):
+    """Scenes as JSONL (planted: exact copies, near copies, a German document, PII, a repeated paragraph, junk
+    too short to keep) plus every kind of hostile input."""
+    d = tmp_path_factory.mktemp("beam_corpus")
+    scenes = [open(os.path.join(small_corpus, f), encoding="utf-8").read() for f in sorted(os.listdir(small_corpus))]
+    paragraph = " ".join(scenes[3].split()[:40])
+    docs = list(scenes[:24])
+    docs += [scenes[2], scenes[5].upper()]                                   # exact copies (case differs)
+    docs += [scenes[7].replace("the", "thy", 3), scenes[9] + " Exeunt."]     # near copies
+    docs += [GERMAN, PII + scenes[11][:300], "too short", "Later, again: " + paragraph + " and then more words."]
+    rows = "".join(json.dumps({"text": t}) + "\n" for t in docs)
+    (d / "scenes.jsonl").write_text(rows, encoding="utf-8")
+    hostile = d / "hostile"
+    hostile.mkdir()
+    write_hostile_inputs(hostile)
+    return [str(d / "scenes.jsonl"), str(hostile)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(small_corpus, tmp_path_factory):
+    from llm_jax.data.corpus import load_documents
+    from llm_jax.data.tokenizers import train_tokenizer
+    out = tmp_path_factory.mktemp("beam_tok")
+    train_tokenizer("bytelevel_bpe", load_documents(small_corpus), 400, str(out))
+    return str(out)
+
+
+def tree_digest(path) -> dict:
+    return {os.path.relpath(os.path.join(root, f), path): hashlib.sha256(open(os.path.join(root, f), "rb").read())
+            .hexdigest() for root, _, files in os.walk(path) for f in files}
+
+
+def documents(out) -> list[tuple]:
+    """Every document of both splits as a tuple of token ids (sorted: the two paths order shards differently)."""
+    docs = []
+    for split in ("train", "val"):
+        s = PreparedSplit(str(out), split)
+        for tokens, starts in zip(s.tokens, s.doc_starts):
+            bounds = list(starts) + [tokens.size]
+            docs += [tuple(np.asarray(tokens[a:b]).tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+    return sorted(docs)
+
+
+@pytest.fixture(scope="module")
+def beam_outputs(corpus, tokenizer, tmp_path_factory):
+    """The same preparation with 1, 2 and 4 DirectRunner workers (small units: the JSONL file is cut in pieces)."""
+    base = tmp_path_factory.mktemp("beam_out")
+    outs = {}
+    for workers in (1, 2, 4):
+        outs[workers] = base / f"w{workers}"
+        beam_prepare(corpus, str(outs[workers]), data_cfg(), 400, BeamSettings(workers=workers, unit_mb=0.05),
+                     SEQ_LEN, tokenizer=tokenizer, **QUIET)
+    return outs
+
+
+def test_the_same_documents_survive_as_in_the_one_process_path(beam_outputs, corpus, tokenizer, tmp_path):
+    memory = tmp_path / "memory"
+    expected = prepare(corpus, str(memory), data_cfg(), 400, SEQ_LEN, tokenizer=tokenizer, **QUIET)
+    manifest = json.loads((beam_outputs[1] / "manifest.json").read_text())
+    assert documents(beam_outputs[1]) == documents(memory)
+    got, want = manifest["counts"], expected["counts"]
+    for key in ("documents_in", "input", "exact_duplicates_removed", "near_duplicates_removed", "filtered",
+                "filtered_by_reason", "clean", "documents_out", "tokens_out", "long_documents"):
+        assert got[key] == want[key], key
+    assert want["exact_duplicates_removed"] == 2 and want["near_duplicates_removed"] == 2
+    assert want["clean"]["languages"]["de"] == 1 and want["clean"]["pii_redacted"]["email"] == 1
+    assert want["clean"]["substring_removed_spans"] >= 1 and want["filtered_by_reason"]["too_few_words"] >= 1
+    assert manifest["sources"] == expected["sources"]
+    assert manifest["pipeline"]["units"] > 3  # the JSONL file was read as several units
+
+
+def test_outputs_are_byte_identical_for_1_2_and_4_workers(beam_outputs):
+    one = tree_digest(beam_outputs[1])
+    assert any(f.endswith(".array_record") for f in one) and any(f.endswith(".tokens.npy") for f in one)
+    assert tree_digest(beam_outputs[2]) == one
+    assert tree_digest(beam_outputs[4]) == one
+
+
+def test_the_loader_reads_the_array_record_shards_as_it_reads_the_numpy_ones(beam_outputs):
+    from llm_jax.data.loader import PackedWindows
+    a = PackedWindows.from_split(PreparedSplit(str(beam_outputs[1]), "train", read_format="array_record"), 16)
+    b = PackedWindows.from_split(PreparedSplit(str(beam_outputs[1]), "train", read_format="numpy"), 16)
+    assert len(a) == len(b) > 100
+    for i in range(0, len(a), 7):
+        np.testing.assert_array_equal(a[i]["tokens"], b[i]["tokens"])
+        np.testing.assert_array_equal(a[i]["segments"], b[i]["segments"])
+
+
+def test_a_killed_run_resumes_without_redoing_finished_units(corpus, tokenizer, beam_outputs, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "llm_jax", "data", "prepare", "--engine", "beam", "--workers", "1",
+           "--unit-mb", "0.05", "--input", *corpus, "--output", str(out), "--tokenizer", tokenizer,
+           *[f"--config.{k}={v}" for k, v in {"data.shards": 3, "data.val_fraction": 0.2, "data.filter.min_words": 5,
+                                               "data.clean.languages": "en", "data.clean.redact_pii": "true",
+                                               "data.clean.substring_ngram": 12}.items()]]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    units = tmp_path / "out.work" / "units"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(units.glob("*.dedup.npy"))) < 1:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and list(units.glob("*.dedup.npy")), "the run was not killed mid-way"
+    done = len(list(units.glob("*.json")))
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming: {done} of " in resumed.stdout  # the units read before the kill are not read again
+    assert tree_digest(out) == tree_digest(beam_outputs[1])
+    assert not (tmp_path / "out.work").exists()
+
+
+def test_other_settings_do_not_reuse_an_interrupted_work_directory(corpus, tokenizer, tmp_path):
+    from llm_jax.errors import UserError
+    from llm_jax.data.beam.pipeline import _open_work, _settings_fingerprint
+    settings = BeamSettings(unit_mb=0.05)
+    _open_work(str(tmp_path / "w"), _settings_fingerprint(corpus, data_cfg(), tokenizer, settings), print)
+    with pytest.raises(UserError, match="other inputs or settings"):
+        _open_work(str(tmp_path / "w"), _settings_fingerprint(corpus, data_cfg(**{"data.shards": 5}), tokenizer,
+                                                              settings), print)
+
+
+def test_units_cut_a_jsonl_file_into_ranges_that_read_every_line_once(tmp_path):
+    rows = [json.dumps({"text": f"document number {i} " + "x" * (i % 37)}) for i in range(500)]
+    rows[100] = "{not json"
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    cfg = data_cfg()
+    whole_stats = InputStats()
+    whole = list(read_documents([str(path)], whole_stats))
+    for unit_bytes in (1000, 4096, 10**9):
+        units = plan_units([str(path)], cfg, unit_bytes)
+        stats, docs = InputStats(), []
+        for unit in units:
+            docs += list(read_unit(unit, cfg, stats))
+        assert docs == whole and stats == whole_stats
+        assert len(units) == (1 if unit_bytes == 10**9 else -(-path.stat().st_size // unit_bytes))
+
+
+def test_the_plan_is_printed_without_running(corpus):
+    info = plan(corpus, data_cfg(), BeamSettings(runner="DataflowRunner", unit_mb=0.05,
+                                                 options=("--project=p", "--region=us-central1")))
+    assert info["units"] > 3 and info["partitions"] >= 4
+    assert info["pipeline_options"]["runner"] == "DataflowRunner" and info["pipeline_options"]["project"] == "p"
+
+
+# ---------------------------------------------------------------------------- each shuffle's decision by hand
+
+
+def test_exact_keys_keep_the_earliest_copy_of_each_key():
+    rows = np.array([[1, 2, 30], [1, 2, 10], [5, 5, 11], [1, 2, 20], [1, 3, 12]], np.uint64)
+    assert sorted(keys.later_copies(rows).tolist()) == [20, 30]
+
+
+def test_bucket_pairs_and_signature_check():
+    rows = np.array([[7, 3], [7, 1], [9, 4], [7, 2], [8, 5], [8, 6]], np.uint64)
+    assert keys.bucket_pairs(rows).tolist() == [[1, 2], [1, 3], [2, 3], [5, 6]]
+    a = np.array([[1, 2, 3, 4], [1, 2, 3, 4]], np.uint32)
+    b = np.array([[1, 2, 3, 9], [1, 9, 9, 9]], np.uint32)
+    assert keys.similar(a, b, 0.75).tolist() == [True, False]
+
+
+def test_repeated_windows_are_marked_in_every_document_but_the_earliest():
+    rows = np.array([[5, 2, 0], [5, 1, 3], [5, 1, 7], [6, 2, 1], [5, 3, 4]], np.uint64)  # (hash, doc, position)
+    assert sorted(map(tuple, keys.first_windows(rows).tolist())) == [(2, 0), (3, 4)]
+
+
+def test_union_find_roots_components_at_their_smallest_id():
+    uf = keys.UnionFind()
+    for a, b in ((5, 9), (9, 2), (7, 8)):
+        uf.union(a, b)
+    assert [uf.find(x) for x in (2, 5, 9, 7, 8)] == [2, 2, 2, 7, 7]
+
+
+def test_doc_ids_split_back_into_unit_and_ordinal():
+    units, ordinals = keys.split_ids(keys.doc_ids(7, 3))
+    assert units.tolist() == [7, 7, 7] and ordinals.tolist() == [0, 1, 2]
+    assert Unit(3, "x", "text").name == "u-000003"
