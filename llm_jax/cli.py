@@ -355,6 +355,14 @@ def cmd_data(args, extra) -> int:
                   f"their preference pairs: {', '.join(info['paths'].values())}")
         return 0
     cfg = _load_cfg(args, extra)
+    if args.action == "bench" and args.scale:
+        from llm_jax.data.beam.bench import bench_scale, format_report
+        result = bench_scale(cfg, args.scale, args.bench_dir, log=(lambda _: None) if args.json else print)
+        if args.json:
+            _print_json(result)
+        else:
+            print(format_report(result))
+        return 0
     if args.action == "bench":
         from llm_jax.train.bench_data import bench_data
         result = bench_data(cfg, log=(lambda _: None) if args.json else print)
@@ -501,6 +509,10 @@ def build_parser() -> ArgumentParser:
     dp.add_argument("--unit-mb", type=argtypes.positive_number, default=64, help="--engine beam: input MB per work unit")
     dp.add_argument("--dry-run", action="store_true", help="--engine beam: print the plan (units, partitions, "
                                                            "pipeline options) and exit")
+    dp.add_argument("--scale", type=argtypes.positive_number, metavar="GB",
+                    help="bench: build a synthetic corpus of GB gigabytes and prepare it with --engine beam on 1 and 2 "
+                         "workers (tokens/s and peak memory per worker, speed-up)")
+    dp.add_argument("--bench-dir", default="runs/data_bench", help="bench --scale: where the corpus and outputs go")
     dp.add_argument("--n", type=argtypes.positive_int, default=3000, help="make-sft: training records per kind")
     dp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="make-sft: the draw")
     dp.add_argument("--json", action="store_true")

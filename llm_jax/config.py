@@ -65,6 +65,7 @@ CHOICES = {
     "train.rl_reward": ("exact", "overlap"),  # llm_jax.train.rollouts.REWARDS (a test: equal)
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
+    "data.read_format": ("auto", "numpy", "array_record"),
     "data.loss_mask": ("completion", "all"),
     "train.nonfinite": ("stop", "skip"),
     "checkpoint.restore_mode": ("params", "full"),
@@ -264,6 +265,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.text_unit = "file"         # a text file is one document ("file") or one per blank-line block ("paragraph")
     d.val_fraction = 0.05        # share of documents held out (chosen by a hash of the document)
     d.shards = 4                 # output shards per split
+    d.read_format = "auto"       # shards the loader reads: auto (numpy where present) | numpy | array_record
     d.workers = 0                # tokenizer processes; 0 = one per CPU
     d.prefetch = 4               # batches prepared ahead of the step by a background thread; 0 = off
     d.cache_dir = ""             # "" = $LLM_JAX_CACHE or ~/.cache/llm_jax

@@ -150,8 +150,8 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
                    f"id(s)" if tokenizer_vocab_size(cfg) < cfg.model.vocab_size else ""
         raise PreparedDataError(f"{dirs[0]}: the tokenizer has {tokenizer.vocab_size} tokens but "
                                 f"model.vocab_size={cfg.model.vocab_size}{reserved}")
-    train = [PackedWindows.from_split(PreparedSplit(p, "train"), seq_len) for p in dirs]
-    val = PackedWindows.from_split(PreparedSplit(dirs[0], "val"), seq_len)
+    train = [PackedWindows.from_split(PreparedSplit(p, "train", d.read_format), seq_len) for p in dirs]
+    val = PackedWindows.from_split(PreparedSplit(dirs[0], "val", d.read_format), seq_len)
     for p, windows in zip(dirs, train):
         if len(windows) < cfg.train.batch_size and not d.mixture:
             raise corpus_lib.CorpusError(f"{p}: the train split has {len(windows)} sequences of {seq_len} tokens, "

@@ -126,6 +126,21 @@ def test_the_loader_reads_the_array_record_shards_as_it_reads_the_numpy_ones(bea
         np.testing.assert_array_equal(a[i]["segments"], b[i]["segments"])
 
 
+def test_training_reads_the_array_record_shards_as_it_reads_the_numpy_ones(beam_outputs, tmp_path):
+    from helpers import small_config
+    from llm_jax.train.loop import train
+    losses = {}
+    for fmt in ("numpy", "array_record"):
+        cfg = small_config(vocab_size=400)
+        cfg.data.prepared, cfg.data.read_format = str(beam_outputs[1]), fmt
+        cfg.train.update(steps=6, eval_every=0, log_every=1)
+        cfg.checkpoint.every = 0
+        train(cfg, str(tmp_path / fmt), **QUIET)
+        rows = [json.loads(line) for line in (tmp_path / fmt / "metrics.jsonl").read_text().splitlines()]
+        losses[fmt] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses["numpy"]) == 6 and losses["numpy"] == losses["array_record"]
+
+
 def test_a_killed_run_resumes_without_redoing_finished_units(corpus, tokenizer, beam_outputs, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "llm_jax", "data", "prepare", "--engine", "beam", "--workers", "1",
@@ -216,3 +231,16 @@ def test_doc_ids_split_back_into_unit_and_ordinal():
     units, ordinals = keys.split_ids(keys.doc_ids(7, 3))
     assert units.tolist() == [7, 7, 7] and ordinals.tolist() == [0, 1, 2]
     assert Unit(3, "x", "text").name == "u-000003"
+
+
+def test_the_scale_benchmark_reports_its_figures_on_a_small_corpus(tmp_path):
+    from llm_jax.data.beam.bench import bench_scale, format_report
+    cfg = config_lib.load_config(None, {"model.vocab_size": "300", "data.tokenizer_kind": "bytelevel_bpe"})
+    r = bench_scale(cfg, 0.002, str(tmp_path), **QUIET)
+    assert r["identical_outputs"] and set(r["runs"]) == {1, 2} and r["corpus_bytes"] >= 2_000_000
+    planted = r["planted"]["exact_copies"] + r["planted"]["near_copies"]
+    for run in r["runs"].values():
+        found = run["exact_duplicates_removed"] + run["near_duplicates_removed"]
+        assert 0.9 * planted <= found <= 1.1 * planted
+        assert run["worker_peak_bytes"] > 10 * 2**20 and run["tokens_out"] > 100_000
+    assert "speed-up 1 -> 2 workers" in format_report(r)

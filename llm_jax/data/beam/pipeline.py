@@ -60,12 +60,13 @@ class BeamSettings:
     unit_mb: float = 64            # input megabytes per unit
     partitions: int = 0            # shuffle partitions; 0 = one per 64 MB of input (at least 4)
     cc_rounds: int = 4             # label-propagation rounds in the graph before the union-find finish
+    running_mode: str = ""         # DirectRunner: "" = in this process for 1 worker, else multi_processing
 
     def pipeline_options(self) -> "PipelineOptions":
         flags = [f"--runner={self.runner}", *self.options]
         if self.runner == "DirectRunner":
             flags += [f"--direct_num_workers={self.workers}",
-                      f"--direct_running_mode={'multi_processing' if self.workers > 1 else 'in_memory'}"]
+                      f"--direct_running_mode={self.running_mode or ('multi_processing' if self.workers > 1 else 'in_memory')}"]
         return PipelineOptions(flags)
 
 
