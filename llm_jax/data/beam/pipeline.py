@@ -122,8 +122,9 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
                            data_cfg.dedup.threshold)
     mapped = (p | "units" >> beam.Create(units) | "spread" >> beam.Reshuffle()
               | "map" >> beam.Map(stages.map_unit, data_cfg, work, lsh))
-    todo = mapped | "todo" >> beam.Filter(lambda u: not os.path.exists(work.unit(u, ".dedup.npy")))
-    grouped = (todo | "keys" >> beam.FlatMap(stages.dedup_keys, work, data_cfg, partitions)
+    # every unit's keys take part, even when a resumed run finds some verdicts written: a unit's copies are decided
+    # against all the others (rewriting a verdict file gives the same bytes)
+    grouped = (mapped | "keys" >> beam.FlatMap(stages.dedup_keys, work, data_cfg, partitions)
                | "shuffle keys" >> beam.GroupByKey())
     exact = (grouped | "exact" >> beam.Filter(lambda kv: kv[0][0] == "exact")
              | "later copies" >> beam.FlatMap(lambda kv: keys.later_copies(np.concatenate(list(kv[1]))).tolist()))
@@ -131,7 +132,7 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
              | "verify" >> beam.FlatMap(lambda kv: stages.verified_pairs(np.concatenate(list(kv[1])), work,
                                                                          data_cfg.dedup.threshold).tolist()))
     near = _components(pairs, rounds)
-    by_unit = {"unit": todo | "unit key" >> beam.Map(lambda u: (u, None)),
+    by_unit = {"unit": mapped | "unit key" >> beam.Map(lambda u: (u, None)),
                "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_key([i]), i)),
                "near": near | "near by unit" >> beam.Map(lambda i: (_unit_key([i]), i))}
     return (by_unit | "per unit" >> beam.CoGroupByKey()
@@ -140,13 +141,11 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
 
 
 def substring(p, units: list[Unit], work: stages.Work, n: int, partitions: int):
-    todo = (p | "units" >> beam.Create([u.index for u in units])
-            | "todo" >> beam.Filter(lambda u: not os.path.exists(work.unit(u, ".marks.npy")))
-            | "spread" >> beam.Reshuffle())
-    marks = (todo | "windows" >> beam.FlatMap(stages.substring_windows, work, n, partitions)
+    every = p | "units" >> beam.Create([u.index for u in units]) | "spread" >> beam.Reshuffle()  # all: as above
+    marks = (every | "windows" >> beam.FlatMap(stages.substring_windows, work, n, partitions)
              | "shuffle windows" >> beam.GroupByKey()
              | "repeats" >> beam.FlatMapTuple(lambda _, rows: _by_unit(keys.first_windows(np.concatenate(list(rows))))))
-    return ({"unit": todo | "unit key" >> beam.Map(lambda u: (u, None)), "marks": marks}
+    return ({"unit": every | "unit key" >> beam.Map(lambda u: (u, None)), "marks": marks}
             | "per unit" >> beam.CoGroupByKey()
             | "write marks" >> beam.MapTuple(lambda u, g: stages.write_marks(u, list(g["marks"]), work)))
 
