@@ -244,3 +244,29 @@ def test_the_scale_benchmark_reports_its_figures_on_a_small_corpus(tmp_path):
         assert 0.9 * planted <= found <= 1.1 * planted
         assert run["worker_peak_bytes"] > 10 * 2**20 and run["tokens_out"] > 100_000
     assert "speed-up 1 -> 2 workers" in format_report(r)
+
+
+def test_parquet_row_groups_and_array_record_ranges_are_units(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from array_record.python.array_record_module import ArrayRecordWriter
+    texts = [f"row {i} of the table" for i in range(50)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "t.parquet", row_group_size=7)
+    writer = ArrayRecordWriter(str(tmp_path / "r.array_record"), "group_size:1")
+    records = [json.dumps({"text": t}).encode() for t in texts[:20]] + [b"plain text record", b"\xff\xfe bad",
+                                                                         json.dumps({"other": 1}).encode()]
+    for r in records:
+        writer.write(r)
+    writer.close()
+    cfg = data_cfg()
+    units = plan_units([str(tmp_path / "t.parquet")], cfg, 1 << 20)
+    stats, docs = InputStats(), []
+    for unit in units:
+        docs += list(read_unit(unit, cfg, stats))
+    assert len(units) == 8 and docs == texts == list(read_documents([str(tmp_path / "t.parquet")], InputStats()))
+    units = plan_units([str(tmp_path / "r.array_record")], cfg, 1 << 20, unit_records=6)
+    stats, docs = InputStats(), []
+    for unit in units:
+        docs += list(read_unit(unit, cfg, stats))
+    assert len(units) == 4 and docs == texts[:20] + ["plain text record", "\ufffd\ufffd bad"]
+    assert stats["missing_field"] == 1 and stats["non_utf8_documents"] == 1 and stats["files"] == 1
