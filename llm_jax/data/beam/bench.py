@@ -147,8 +147,9 @@ def bench_scale(cfg, gigabytes: float, directory: str, workers=(1, 2), log=print
         log(f"bench: preparing with {n} worker(s)")
         started = time.perf_counter()
         with PeakMemory() as memory:
-            manifest = prepare(inputs, out, cfg.data, cfg.model.vocab_size, BeamSettings(workers=n, running_mode="multi_processing"),
-                               cfg.model.seq_len, tokenizer=tok_dir, log=log)
+            settings = BeamSettings(workers=n, running_mode="multi_processing")  # worker processes for 1 too
+            manifest = prepare(inputs, out, cfg.data, cfg.model.vocab_size, settings, cfg.model.seq_len,
+                               tokenizer=tok_dir, log=log)
         seconds = time.perf_counter() - started
         tokens = manifest["counts"]["tokens_out"]
         result["runs"][n] = {"seconds": seconds, "stage_seconds": manifest["seconds"], "tokens_out": tokens,
@@ -173,8 +174,9 @@ def format_report(r: dict) -> str:
              f"{r['planted']['exact_copies']:,} exact / {r['planted']['near_copies']:,} near copies; synthetic)"]
     for n, run in r["runs"].items():
         lines.append(f"{n} worker(s): {run['seconds']:.0f} s, {run['tokens_per_sec']:,.0f} tokens/s "
-                     f"({run['tokens_per_sec_per_worker']:,.0f} per worker, {run['mb_per_sec_per_worker']:.2f} MB/s per "
-                     f"worker), peak memory driver {run['driver_peak_bytes'] / 2**20:,.0f} MiB / worker "
+                     f"({run['tokens_per_sec_per_worker']:,.0f} per worker, "
+                     f"{run['mb_per_sec_per_worker']:.2f} MB/s per worker), peak memory driver "
+                     f"{run['driver_peak_bytes'] / 2**20:,.0f} MiB / worker "
                      f"{run['worker_peak_bytes'] / 2**20:,.0f} MiB; removed {run['exact_duplicates_removed']:,} exact "
                      f"+ {run['near_duplicates_removed']:,} near duplicates")
     if "speedup_1_to_2" in r:

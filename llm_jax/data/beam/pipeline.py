@@ -65,8 +65,8 @@ class BeamSettings:
     def pipeline_options(self) -> "PipelineOptions":
         flags = [f"--runner={self.runner}", *self.options]
         if self.runner == "DirectRunner":
-            flags += [f"--direct_num_workers={self.workers}",
-                      f"--direct_running_mode={self.running_mode or ('multi_processing' if self.workers > 1 else 'in_memory')}"]
+            mode = self.running_mode or ("multi_processing" if self.workers > 1 else "in_memory")
+            flags += [f"--direct_num_workers={self.workers}", f"--direct_running_mode={mode}"]
         return PipelineOptions(flags)
 
 
