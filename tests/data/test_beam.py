@@ -270,3 +270,14 @@ def test_parquet_row_groups_and_array_record_ranges_are_units(tmp_path):
         docs += list(read_unit(unit, cfg, stats))
     assert len(units) == 4 and docs == texts[:20] + ["plain text record", "\ufffd\ufffd bad"]
     assert stats["missing_field"] == 1 and stats["non_utf8_documents"] == 1 and stats["files"] == 1
+
+
+def test_connected_components_finish_a_chain_longer_than_the_rounds():
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from llm_jax.data.beam.pipeline import _components
+    chain = [[i, i + 1] for i in range(10, 22)]  # 13 nodes in a path: 4 rounds of propagation do not reach the end
+    pairs = chain + [[3, 7], [7, 5], [40, 41]]
+    with beam.Pipeline() as p:
+        duplicates = _components(p | beam.Create(pairs), rounds=4)
+        assert_that(duplicates, equal_to(list(range(11, 23)) + [5, 7, 41]))
