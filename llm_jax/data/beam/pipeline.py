@@ -87,7 +87,7 @@ def _check_config(data_cfg) -> None:
 
 def _components(pairs, rounds: int):
     """Near-duplicate ids: every node of a connected component of `pairs` except its smallest id."""
-    pairs = pairs | "pairs" >> beam.Map(lambda e: (int(e[0]), int(e[1])))
+    pairs = pairs | "pairs" >> beam.Map(lambda e: (int(e[0]), int(e[1]))) | "once" >> beam.Distinct()  # per band
     adjacency = (pairs | "both ways" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
                  | "adjacency" >> beam.GroupByKey() | "sorted" >> beam.MapTuple(lambda n, ns: (n, sorted(ns))))
     labels = adjacency | "labels 0" >> beam.MapTuple(lambda n, ns: (n, min(n, ns[0])))
