@@ -15,8 +15,7 @@ import json
 import sys
 
 from llm_jax import argtypes
-from llm_jax.rag.index import KINDS
-from llm_jax.rag.embed import POOLINGS
+from llm_jax.rag.index import KINDS, POOLINGS
 
 
 def _log(line: str) -> None:

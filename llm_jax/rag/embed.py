@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.errors import UserError
+from llm_jax.rag.index import POOLINGS
 
-POOLINGS = ("mean", "last")
 PAD_ROUND = 32
 DEFAULT_MAX_TOKENS = 256
 FAMILIES = ("decoder", "encoder")

@@ -25,6 +25,7 @@ from llm_jax.fileio import atomic_path, atomic_write_json, check_new_output, rea
 from llm_jax.rag.chunk import Chunk
 
 KINDS = ("flat", "hnsw")
+POOLINGS = ("mean", "last")  # how embed.py pools hidden states (part of the identity an index records)
 FORMAT = 1
 VECTORS_FILE, META_FILE = "vectors.faiss", "index.json"
 SAME_MODEL_KEYS = ("family", "params_sha256", "pooling", "dim", "max_tokens")  # the workdir's path may change
