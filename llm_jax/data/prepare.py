@@ -241,8 +241,7 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
                         for s in splits["train"]["shards"]]
         manifest = {
             "version": MANIFEST_VERSION, "counts": counts, "splits": splits,
-            "tokenizer": {"file": os.path.basename(tokenizer_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
-                          "eos_id": tok.eos_id, "sha256": hashlib.sha256(read_bytes(tokenizer_path)).hexdigest()},
+            "tokenizer": tokenizer_entry(tok, tokenizer_path),
             "sources": stats.hashes,  # computed while reading: the bytes that were actually used
             "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
             "data_config": data_cfg.to_dict() if hasattr(data_cfg, "to_dict") else dict(data_cfg),
@@ -256,6 +255,12 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, seq_len: 
         raise
     log(f"data: {counts['documents_out']:,} documents, {counts['tokens_out']:,} tokens -> {output}")
     return manifest
+
+
+def tokenizer_entry(tok: Tokenizer, tokenizer_path: str) -> dict:
+    """The manifest's `tokenizer` entry: its file, kind, size, EOS id and the sha256 of its bytes."""
+    return {"file": os.path.basename(tokenizer_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id, "sha256": hashlib.sha256(read_bytes(tokenizer_path)).hexdigest()}
 
 
 def unigram_entropy(token_arrays, vocab_size: int, block: int = 1 << 24) -> float:

@@ -16,6 +16,10 @@ ORDINAL_BITS = 32
 MAX_BUCKET_NEIGHBOURS = 32  # a member of a big LSH bucket is compared with at most this many earlier members
 
 
+def doc_id(unit: int, ordinal: int) -> np.uint64:
+    return (np.uint64(unit) << np.uint64(ORDINAL_BITS)) | np.uint64(ordinal)
+
+
 def doc_ids(unit: int, n: int) -> np.ndarray:
     return (np.uint64(unit) << np.uint64(ORDINAL_BITS)) | np.arange(n, dtype=np.uint64)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from llm_jax.data import dedup
 from llm_jax.data.beam import keys, stages
 from llm_jax.data.beam.units import Unit, plan_units
 from llm_jax.data.clean import pii
-from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, unigram_entropy
+from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, tokenizer_entry, unigram_entropy
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype
 from llm_jax.data.sources import SourceError, input_files
 from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
@@ -114,8 +113,8 @@ def _components(pairs, rounds: int):
     return labels | "duplicates" >> beam.FlatMap(final, beam.pvalue.AsSingleton(merges))
 
 
-def _unit_key(ids):
-    return int(np.asarray(ids, np.uint64)[0] >> np.uint64(keys.ORDINAL_BITS))
+def _unit_of(doc_id: int) -> int:
+    return doc_id >> keys.ORDINAL_BITS
 
 
 def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions: int, rounds: int):
@@ -134,8 +133,8 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
                                                                          data_cfg.dedup.threshold).tolist()))
     near = _components(pairs, rounds)
     by_unit = {"unit": mapped | "unit key" >> beam.Map(lambda u: (u, None)),
-               "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_key([i]), i)),
-               "near": near | "near by unit" >> beam.Map(lambda i: (_unit_key([i]), i))}
+               "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_of(i), i)),
+               "near": near | "near by unit" >> beam.Map(lambda i: (_unit_of(i), i))}
     return (by_unit | "per unit" >> beam.CoGroupByKey()
             | "write dedup" >> beam.MapTuple(lambda u, g: stages.write_dedup(u, sorted(g["exact"]),
                                                                              sorted(g["near"]), work)))
@@ -286,10 +285,15 @@ def _merge_counts(order: list[int], work: stages.Work, data_cfg, cleaner_cfg) ->
 
 def plan(inputs: list[str], data_cfg, settings: BeamSettings) -> dict:
     """What a run would do (`--dry-run`): the units, partitions and the Beam options."""
-    units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
-    total = sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
+    units, total = _units(inputs, data_cfg, settings)
     return {"units": len(units), "input_bytes": total, "partitions": _partitions(settings, total),
             "pipeline_options": settings.pipeline_options().get_all_options(drop_default=True)}
+
+
+def _units(inputs: list[str], data_cfg, settings: BeamSettings) -> tuple[list[Unit], int]:
+    """The units of `inputs` and the bytes of their files."""
+    units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
+    return units, sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
 
 
 def _partitions(settings: BeamSettings, total_bytes: int) -> int:
@@ -308,7 +312,7 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     given = load_tokenizer(tokenizer) if tokenizer else None
     root = os.path.abspath(output) + ".work"
     work = _open_work(root, _settings_fingerprint(inputs, data_cfg, tokenizer, settings), log)
-    units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
+    units, total = _units(inputs, data_cfg, settings)
     if not units:
         raise SourceError("the inputs hold no file to read")
     order = [u.index for u in units]
@@ -316,7 +320,6 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     if done:
         log(f"data: resuming: {len(done)} of {len(units)} units already read"
             + (", deduplicated" if os.path.exists(os.path.join(root, "dedup.done")) else "") + f" ({root})")
-    total = sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
     partitions = _partitions(settings, total)
     log(f"data: {len(units)} units, {partitions} partitions, {settings.runner} with {settings.workers} worker(s)")
     seconds = {}
@@ -386,11 +389,8 @@ def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_l
         hashes.update(stages._read_json(work.unit(u, ".json"))["hashes"])
     train_tokens = [np.load(os.path.join(out_dir, "train", s["file"] + ".tokens.npy"), mmap_mode="r")
                     for s in splits["train"]["shards"] if "numpy" in s.get("formats", ["numpy"])]
-    with open(tokenizer_path, "rb") as f:
-        tok_sha = hashlib.sha256(f.read()).hexdigest()
     return {"version": MANIFEST_VERSION, "counts": counts, "splits": splits,
-            "tokenizer": {"file": os.path.basename(tokenizer_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
-                          "eos_id": tok.eos_id, "sha256": tok_sha},
+            "tokenizer": tokenizer_entry(tok, tokenizer_path),
             "sources": dict(sorted(hashes.items())),
             "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
             "data_config": data_cfg.to_dict(),

@@ -148,12 +148,11 @@ def _kept_texts(u: int, work: Work) -> tuple[list[int], list[str]]:
 def substring_windows(u: int, work: Work, n: int, partitions: int):
     """(partition, rows (window hash, id, word position)) batches of the unit's kept documents."""
     ordinals, texts = _kept_texts(u, work)
-    ids = keys.doc_ids(u, 0)  # noqa: F841 (documents' ids below)
     parts = []
     for o, text in zip(ordinals, texts):
         hashes = window_hashes([w.group(0) for w in text_words(text)], n)
         if len(hashes):
-            doc = (np.uint64(u) << np.uint64(keys.ORDINAL_BITS)) | np.uint64(o)
+            doc = keys.doc_id(u, o)
             parts.append(np.stack([hashes, np.full(len(hashes), doc, np.uint64),
                                    np.arange(len(hashes), dtype=np.uint64)], axis=1))
     if parts:
@@ -243,16 +242,21 @@ def write_unit_tokens(u: int, texts: list[str], info: dict, work: Work, tokenize
 def shard_pieces(units: list[int], split: str, s: int, work: Work):
     """The documents of output shard `s` of `split`: (tokens of one document) in unit order, streamed."""
     for u in units:
-        per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
-        lengths = np.load(work.unit(u, f".{split}.lengths.npy"))
-        first_doc = int(per_shard[:s].sum())
-        count = int(per_shard[s])
-        if not count:
+        lengths, before = _shard_lengths(u, split, s, work)
+        if not len(lengths):
             continue
         tokens = np.load(work.unit(u, f".{split}.tokens.npy"), mmap_mode="r")
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        for d in range(first_doc, first_doc + count):
-            yield np.asarray(tokens[starts[d]:starts[d + 1]])
+        starts = before + np.concatenate([[0], np.cumsum(lengths)])
+        for a, b in zip(starts[:-1], starts[1:]):
+            yield np.asarray(tokens[a:b])
+
+
+def _shard_lengths(u: int, split: str, s: int, work: Work) -> tuple[np.ndarray, int]:
+    """Token counts of unit u's documents that go to shard s of `split`, and the tokens of the unit before them."""
+    per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
+    lengths = np.load(work.unit(u, f".{split}.lengths.npy"))
+    first = int(per_shard[:s].sum())
+    return lengths[first:first + int(per_shard[s])], int(lengths[:first].sum())
 
 
 def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work: Work, dtype, formats) -> dict:
@@ -260,11 +264,7 @@ def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work:
     in place through a memory map: a writer holds one document at a time)."""
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     base = os.path.join(out_dir, split, f"shard-{s:05d}")
-    lengths = []
-    for u in units:
-        per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
-        first = int(per_shard[:s].sum())
-        lengths.append(np.load(work.unit(u, f".{split}.lengths.npy"))[first:first + int(per_shard[s])])
+    lengths = [_shard_lengths(u, split, s, work)[0] for u in units]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
     total = int(lengths.sum())
