@@ -23,6 +23,7 @@ ALLOWED = {  # package -> the packages it may import
     "interop": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer"},
     "scaling": BASE | {"fileio", "config", "parallel", "models", "hardware", "train", "argtypes"},
     "sweep": BASE | {"fileio", "config", "models", "data", "train", "scaling", "argtypes"},
+    "rag": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer", "interop", "argtypes"},
 }
 
 
