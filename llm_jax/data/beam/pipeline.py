@@ -163,11 +163,17 @@ class _Finalize(beam.DoFn if beam else object):
     def setup(self):
         self.tokenizer = load_tokenizer(self.tokenizer_path)
 
+    @staticmethod
+    def _encode(tokenizer, docs):
+        # one thread: a worker is one core, and the runner's workers are the parallelism (the tokenizer libraries
+        # would otherwise spread a batch over every core of the machine, under every worker at once)
+        return _encode(tokenizer, docs, threads=1)
+
     def process(self, u):
         if not os.path.exists(self.work.unit(u, ".final.json")):
             texts, info = stages.final_texts(u, self.work, self.data_cfg)
-            stages.write_unit_tokens(u, texts, info, self.work, self.tokenizer, _encode, self.data_cfg.val_fraction,
-                                     self.shards)
+            stages.write_unit_tokens(u, texts, info, self.work, self.tokenizer, self._encode,
+                                     self.data_cfg.val_fraction, self.shards)
         yield u
 
 

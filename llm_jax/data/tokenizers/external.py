@@ -121,6 +121,8 @@ class HFTokenizer(Tokenizer):
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], threads: int = 0) -> list[list[int]]:
+        if threads == 1:  # the library's batch call spreads over every core (Rayon) and takes no thread count
+            return [self.encode(t) for t in texts]
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -54,3 +54,11 @@ def test_hf_tokenizer_json(tmp_path):
     assert hf.eos_id == hf.bos_id == 0 and hf.vocab_size == 400
     text = "To be, or not to be: that is the question.\n"
     assert hf.decode(hf.encode(text)) == text
+    texts = shakespeare_scenes()[5:9] + ["", "naïve café 😀"]
+    assert hf.encode_batch(texts, threads=1) == hf.encode_batch(texts) == [hf.encode(t) for t in texts]
+
+
+def test_one_thread_encodes_like_all_threads(sp):
+    """The Beam workers encode on one thread (each worker is a core): the ids must not depend on it."""
+    texts = shakespeare_scenes()[30:40] + ["", "  x  "]
+    assert sp.encode_batch(texts, threads=1) == sp.encode_batch(texts) == [sp.encode(t) for t in texts]
