@@ -24,6 +24,7 @@ ALLOWED = {  # package -> the packages it may import
     "scaling": BASE | {"fileio", "config", "parallel", "models", "hardware", "train", "argtypes"},
     "sweep": BASE | {"fileio", "config", "models", "data", "train", "scaling", "argtypes"},
     "rag": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer", "interop", "argtypes"},
+    "tools": BASE | {"fileio", "data", "infer", "rag", "argtypes"},
 }
 
 

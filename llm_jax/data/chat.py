@@ -18,7 +18,10 @@ from llm_jax.errors import UserError
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+PLAIN_TEMPLATE = ("{% if tools %}tools:{% for t in tools %} {{ t.function.name }}("
+                  "{% for k, v in (t.function.parameters.properties or {}).items() %}{{ k }}: {{ v.type }}"
+                  "{% if not loop.last %}, {% endif %}{% endfor %}){% endfor %}{{ '\\n' }}{% endif %}"
+                  "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                   "{% if add_generation_prompt %}assistant:{% endif %}")
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -53,9 +56,11 @@ def _raise(message):
 
 
 def render(template: str | None, messages: list[dict], bos_token: str = "", eos_token: str = "",
-           add_generation_prompt: bool = True) -> str:
+           add_generation_prompt: bool = True, tools: list[dict] | None = None) -> str:
     """The prompt text for `messages` ([{"role", "content"}]), ending where the assistant's reply begins (or, with
-    add_generation_prompt=False, where the last message ends: what fine-tuning renders)."""
+    add_generation_prompt=False, where the last message ends: what fine-tuning renders). `tools` (OpenAI function
+    specs) reach the template as `tools`, as in transformers; the plain template lists them on one line, compactly
+    for small contexts: "tools: calculator(expression: string)"."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     for i, m in enumerate(messages):
@@ -65,6 +70,17 @@ def render(template: str | None, messages: list[dict], bos_token: str = "", eos_
     try:
         compiled = env.from_string(template or PLAIN_TEMPLATE)
         return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos_token,
-                               eos_token=eos_token, raise_exception=_raise)
+                               eos_token=eos_token, raise_exception=_raise, tools=tools or None)
     except jinja2.TemplateError as e:
         raise UserError(f"the model's chat template cannot render these messages: {e}") from e
+
+
+def reply_lead(template: str | None, bos_token: str = "", eos_token: str = "") -> str:
+    """What the template writes between the generation prompt and a reply's text (the plain template: one space)."""
+    probe = [{"role": "user", "content": "?"}]
+    prompt = render(template, probe, bos_token, eos_token)
+    full = render(template, probe + [{"role": "assistant", "content": "\x00"}], bos_token, eos_token,
+                  add_generation_prompt=False)
+    if not full.startswith(prompt) or "\x00" not in full[len(prompt):]:
+        return ""
+    return full[len(prompt):full.index("\x00", len(prompt))]

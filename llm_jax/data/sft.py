@@ -100,21 +100,23 @@ def read_records(raw: bytes, path: str, what: str) -> tuple[list[dict], dict]:
 # ------------------------------------------------------------------------------------------ rendering
 
 
-def chat_segments(template: str | None, messages: list[dict], bos: str = "", eos: str = "") -> list[tuple[str, bool]]:
-    """[(text, is_assistant_turn)] whose concatenation is the whole rendered conversation."""
+def chat_segments(template: str | None, messages: list[dict], bos: str = "", eos: str = "",
+                  tools: list[dict] | None = None) -> list[tuple[str, bool]]:
+    """[(text, is_assistant_turn)] whose concatenation is the whole rendered conversation (`tools`: the record's
+    OpenAI function specs, shown to the template as at inference)."""
     out, done = [], ""
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prefix = chat.render(template, messages[:i], bos, eos, add_generation_prompt=True)
-        full = chat.render(template, messages[:i + 1], bos, eos, add_generation_prompt=False)
+        prefix = chat.render(template, messages[:i], bos, eos, add_generation_prompt=True, tools=tools)
+        full = chat.render(template, messages[:i + 1], bos, eos, add_generation_prompt=False, tools=tools)
         if not prefix.startswith(done) or not full.startswith(prefix):
             raise SFTDataError("the chat template does not render conversations prefix by prefix (messages[:i] "
                                "with the generation prompt must begin messages[:i+1]); the assistant's turns "
                                "cannot be found. Use data.chat_template=plain or a template that does")
         out += [(prefix[len(done):], False), (full[len(prefix):], True)]
         done = full
-    rest = chat.render(template, messages, bos, eos, add_generation_prompt=False)[len(done):]
+    rest = chat.render(template, messages, bos, eos, add_generation_prompt=False, tools=tools)[len(done):]
     return [(t, a) for t, a in out + [(rest, False)] if t]
 
 
@@ -137,7 +139,8 @@ def example_segments(record, layout: str, template: str | None, tok) -> list[tup
     messages = to_messages(record, layout)
     if messages is None:
         return None
-    return chat_segments(template, messages, special_text(tok, "bos"), special_text(tok, "eos"))
+    tools = record.get("tools") if layout == "messages" and isinstance(record.get("tools"), list) else None
+    return chat_segments(template, messages, special_text(tok, "bos"), special_text(tok, "eos"), tools)
 
 
 # -------------------------------------------------------------------------------------------- rows

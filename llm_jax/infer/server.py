@@ -3,7 +3,11 @@
 Routes: `POST /v1/completions`, `POST /v1/chat/completions` (the model's chat template, `data/chat.py`),
 `stream: true` as server-sent events (`data: {...}` chunks, then `data: [DONE]`), `GET /v1/models`,
 `GET /health`. Every request becomes engine requests (one per prompt and per `n`); the engine runs on its own
-thread and hands tokens to the event loop. Errors are OpenAI's shape, `{"error": {"message", "type", "param",
+thread and hands tokens to the event loop. A chat request with `tools` (OpenAI function specs; `tool_choice`
+auto / required / none / a named function) is decoded by `toolcall.decode_turn` instead, one at a time on a worker
+thread, the call constrained to the tools' schemas: the reply carries `tool_calls` in OpenAI's shape
+(`finish_reason: "tool_calls"`); assistant messages with `tool_calls` and `tool` messages are shown to the model in
+the protocol of `toolcall.py`. Errors are OpenAI's shape, `{"error": {"message", "type", "param",
 "code"}}`, with a 4xx status for the client's mistakes (malformed JSON, a field of the wrong type, a prompt longer
 than the context, `max_tokens` <= 0, an unknown model, too many requests at once: 429) and never stop the server.
 The server binds to 127.0.0.1 unless told otherwise.
@@ -25,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from llm_jax.errors import UserError
 from llm_jax.data import chat
+from llm_jax.infer import toolcall
 from llm_jax.infer.engine import MAX_STOP_IDS, Engine, Request
 from llm_jax.infer.stops import StopText
 
@@ -65,12 +70,32 @@ class CompletionBody(_Body):
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: str | None = None
+    tool_calls: list[dict] | None = None   # an assistant's earlier calls
+    tool_call_id: str | None = None        # a tool message: the call it answers
 
 
 class ChatBody(_Body):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+
+
+def _as_text(m: Message, i: int) -> dict:
+    """A message as {"role", "content"} text: an assistant's tool_calls written in the call protocol."""
+    content = m.content or ""
+    for j, call in enumerate(m.tool_calls or []):
+        fn = call.get("function") if isinstance(call, dict) else None
+        try:
+            arguments = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
+            content += toolcall.format_call(fn["name"], arguments)
+        except (TypeError, KeyError, ValueError):
+            raise ApiError(400, f"messages[{i}].tool_calls[{j}] must be {{'type': 'function', 'function': "
+                                f"{{'name', 'arguments': a JSON string}}}}", param="messages") from None
+    if m.content is None and not m.tool_calls:
+        raise ApiError(400, f"messages[{i}].content is missing", param="messages")
+    return {"role": m.role, "content": content}
 
 
 class Server:
@@ -82,6 +107,7 @@ class Server:
         self.chat_template, self.max_pending = chat_template, max_pending
         self.created = int(time.time())
         self.stop_ids = () if tokenizer.eos_id is None else (int(tokenizer.eos_id),)
+        self.tool_lock = asyncio.Lock()  # tool-call turns decode one at a time, beside the engine
 
     def special_text(self, role: str) -> str:
         i = self.tokenizer.special.get(role)
@@ -227,13 +253,52 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatBody):
+        tools = None
+        if body.tools is not None:
+            try:
+                tools = toolcall.check_tools(body.tools)
+                toolcall.choose(tools, body.tool_choice)
+            except toolcall.ToolSpecError as e:
+                raise ApiError(400, str(e), param="tools") from None
+        messages = [_as_text(m, i) for i, m in enumerate(body.messages)]
         try:
-            prompt = chat.render(server.chat_template, [m.model_dump() for m in body.messages],
-                                 server.special_text("bos"), server.special_text("eos"))
+            prompt = chat.render(server.chat_template, messages, server.special_text("bos"),
+                                 server.special_text("eos"), tools=body.tools)
         except UserError as e:
             raise ApiError(400, str(e), param="messages") from None
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        if tools is not None:
+            return await respond_with_tools(body, tools, prompt, max_tokens)
         return await respond(body, [prompt], max_tokens, "chat")
+
+    async def respond_with_tools(body: ChatBody, tools: list[dict], prompt: str, max_tokens):
+        if body.stream or body.n != 1 or body.stop:
+            raise ApiError(400, "a request with tools takes no stream, n > 1 or stop (not supported with tools)",
+                           param="tools")
+        pairs = server.requests(body, [prompt], max_tokens, "messages")  # the same checks as any request
+        request = pairs[0][0]
+        engine = server.engine
+        async with server.tool_lock:
+            try:
+                turn = await asyncio.get_running_loop().run_in_executor(None, lambda: toolcall.decode_turn(
+                    engine.model, engine.params, engine.max_len, server.tokenizer, request.prompt_ids, tools,
+                    tool_choice=body.tool_choice, max_tokens=request.max_tokens, temperature=request.temperature,
+                    seed=request.seed, lead=chat.reply_lead(server.chat_template, server.special_text("bos"),
+                                                            server.special_text("eos"))))
+            except Exception as e:
+                raise ApiError(500, f"tool-call decoding failed: {type(e).__name__}: {e}", kind="server_error") \
+                    from None
+        message = {"role": "assistant", "content": turn.content if turn.content or turn.call is None else None}
+        if turn.call is not None:
+            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                                      "function": {"name": turn.call["name"],
+                                                   "arguments": json.dumps(turn.call["arguments"])}}]
+        prompt_tokens = len(request.prompt_ids)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+                "model": server.name, "choices": [{"index": 0, "message": message, "finish_reason": turn.finish,
+                                                   "logprobs": None}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": turn.tokens,
+                          "total_tokens": prompt_tokens + turn.tokens}}
 
     return app
 

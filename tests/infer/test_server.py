@@ -3,6 +3,7 @@ strings, n > 1, a bounded concurrent load whose greedy outputs equal `generate`,
 4xx in OpenAI's error shape (the server keeps serving), and `llm-jax serve` end to end on loopback."""
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -150,6 +151,49 @@ def test_bad_requests_get_a_4xx_in_openais_shape_and_the_server_keeps_serving(se
     assert httpx.get(url + "/v1/nowhere", timeout=10).json()["error"]["type"] == "not_found_error"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tiny", messages=[{"role": "wizard", "content": "x"}])
+
+
+CALC = {"type": "function", "function": {"name": "calc", "description": "arithmetic", "parameters": {
+    "type": "object", "properties": {"x": {"type": "string", "maxLength": 4}}, "required": ["x"]}}}
+
+
+def test_tools_give_tool_calls_in_openais_shape_and_the_conversation_goes_on(served):
+    """A 128-token model (a call costs ~40 tokens of this small vocabulary) behind the official client; tool turns
+    are decoded beside the engine, so the engine need not run."""
+    from starlette.testclient import TestClient
+    _, _, (_, _, tokenizer), _ = served
+    cfg = small_config(seq_len=128, positions="rope", vocab_size=tokenizer.vocab_size).model
+    model = build_model(cfg)
+    params = model.init(jax.random.key(1), jnp.zeros((1, 128), jnp.int32))["params"]
+    params = jax.tree.map(lambda x: x * 20 if x.ndim > 1 else x, params)
+    app = create_app(Server(Engine(model, params, 128, rows=1), tokenizer, "tiny", chat_template=TEMPLATE))
+    with TestClient(app) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+        messages = [{"role": "user", "content": "What is 2+3?"}]
+        reply = client.chat.completions.create(model="tiny", messages=messages, tools=[CALC],
+                                               tool_choice="required", max_tokens=80, temperature=1.0, seed=0)
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice
+        call = choice.message.tool_calls[0]
+        assert call.type == "function" and call.function.name == "calc" and call.id.startswith("call_")
+        arguments = json.loads(call.function.arguments)
+        assert set(arguments) == {"x"} and isinstance(arguments["x"], str) and len(arguments["x"]) <= 4
+        assert reply.usage.completion_tokens > 0
+        # the client runs the tool and sends the result back; the call is shown to the model as protocol text
+        follow = messages + [choice.message.model_dump(exclude_none=True),
+                             {"role": "tool", "tool_call_id": call.id, "content": "5"}]
+        again = client.chat.completions.create(model="tiny", messages=follow, tools=[CALC], tool_choice="none",
+                                               max_tokens=6, temperature=0)
+        assert again.choices[0].finish_reason in ("stop", "length") and again.choices[0].message.tool_calls is None
+        for body, said in [({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, "letters, digits"),
+                           ({"tools": [CALC], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+                            "not among the tools"),
+                           ({"tools": [CALC], "stream": True}, "no stream"),
+                           ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}]},
+                            "tool_calls[0] must be")]:
+            response = http.post("/v1/chat/completions",
+                                 json={"model": "tiny", "messages": messages, "max_tokens": 4, **body})
+            assert response.status_code == 400 and said in response.json()["error"]["message"], response.text
 
 
 def test_too_many_requests_in_flight_is_a_429(trained, served):
