@@ -187,6 +187,15 @@ def test_rag_ask_end_to_end(generator, small_corpus, tmp_path):
     truncate_workdir(generator, 1, str(tmp_path / "other"))
     with pytest.raises(index_lib.RagIndexError, match="built with the embeddings of another model"):
         ask_index(generator, str(index), ["Who?"], embedder_dir=str(tmp_path / "other"))
+    # the same index as a tool (llm_jax/tools): the first 300 characters of a chunk (the query's limit) find it
+    from llm_jax.tools.builtin import corpus_search
+    from llm_jax.tools.loop import execute
+    search = corpus_search(str(index))
+    chunk = meta["chunks"][5]
+    text, ok = execute({"corpus_search": search}, "corpus_search", {"query": chunk["text"][:300]})
+    assert ok and text.startswith("[1] ") and "\n[3] " in text and f"{chunk['title']}: {chunk['text'][:100]}" in text
+    assert "is too long" in execute({"corpus_search": search}, "corpus_search", {"query": "x" * 301})[0]
+    assert execute({"corpus_search": search}, "corpus_search", {"query": " "}) == ("error: the query is empty", False)
 
 
 def test_the_shipped_question_set_is_regenerated_identically_and_answered_by_its_scene():
