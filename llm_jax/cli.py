@@ -343,11 +343,19 @@ def cmd_tokenizer(args, extra) -> int:
 
 
 def cmd_data(args, extra) -> int:
+    if args.action == "make-scenes":
+        if not args.output:
+            args.parser.error("data make-scenes needs --output DIR")
+        from llm_jax.data.scenes import write_scenes
+        info = write_scenes(args.output, n=args.n or 20, seed=args.seed, size=args.size)
+        print(json.dumps(info, sort_keys=True) if args.json else f"{info['scenes']} held-out scenes ({args.size}x"
+              f"{args.size} PNG) and {info['questions']} questions: {info['path']}")
+        return 0
     if args.action == "make-sft":
         if not args.output:
             args.parser.error("data make-sft needs --output DIR")
         from llm_jax.data.instruct import write_sft_tasks
-        info = write_sft_tasks(args.output, n_train=args.n, seed=args.seed)
+        info = write_sft_tasks(args.output, n_train=args.n or 3000, seed=args.seed)
         if args.json:
             _print_json(info)
         else:
@@ -492,8 +500,9 @@ def build_parser() -> ArgumentParser:
     x.add_argument("--json", action="store_true")
 
     dp = _command(sub, "data", cmd_data, overrides=True, help="prepare corpora into shards; benchmark the data path; "
-                                                              "make-sft: synthetic instruction tasks")
-    dp.add_argument("action", choices=["prepare", "bench", "make-sft"])
+                                                              "make-sft: synthetic instruction tasks; "
+                                                              "make-scenes: synthetic images with questions")
+    dp.add_argument("action", choices=["prepare", "bench", "make-sft", "make-scenes"])
     dp.add_argument("--input", nargs="+", help="files, directories, tfds:NAME[:SPLIT], or 'shakespeare'")
     dp.add_argument("--output", help="the new prepared-data directory")
     dp.add_argument("--tokenizer", help="an existing tokenizer (default: train data.tokenizer_kind)")
@@ -513,8 +522,12 @@ def build_parser() -> ArgumentParser:
                     help="bench: build a synthetic corpus of GB gigabytes and prepare it with --engine beam on 1 and 2 "
                          "workers (tokens/s and peak memory per worker, speed-up)")
     dp.add_argument("--bench-dir", default="runs/data_bench", help="bench --scale: where the corpus and outputs go")
-    dp.add_argument("--n", type=argtypes.positive_int, default=3000, help="make-sft: training records per kind")
-    dp.add_argument("--seed", type=argtypes.nonneg_int, default=0, help="make-sft: the draw")
+    dp.add_argument("--n", type=argtypes.positive_int,
+                    help="make-sft: training records per kind (default 3000); make-scenes: held-out scenes (20)")
+    dp.add_argument("--seed", type=argtypes.nonneg_int, default=0,
+                    help="make-sft, make-scenes: the draw (make-scenes: a vlm run's train.seed gives its held-out scenes)")
+    dp.add_argument("--size", type=argtypes.positive_int, default=32, help="make-scenes: pixels a side "
+                                                                           "(model.image_size)")
     dp.add_argument("--json", action="store_true")
 
     dd = _command(sub, "distill", cmd_distill, overrides=True,

@@ -43,7 +43,7 @@ DEFAULT_RULES = (
 MESH_AXES = ("stage", "data", "fsdp", "expert", "context", "tensor")
 
 CHOICES = {
-    "model.family": ("decoder", "encoder", "encdec"),  # llm_jax.models.FAMILIES (a test keeps the two equal)
+    "model.family": ("decoder", "encoder", "encdec", "vlm"),  # llm_jax.models.FAMILIES (a test keeps the two equal)
     "model.positions": ("learned", "sinusoidal", "rope", "relative", "none"),
     "model.rope_scaling": ("none", "linear", "ntk", "dynamic", "yarn", "llama3"),  # rope_scaling.ROPE_SCALINGS
     "model.norm": ("layernorm", "rmsnorm"),
@@ -55,11 +55,12 @@ CHOICES = {
     "model.attention_impl": ("auto", "xla", "blockwise", "cudnn", "splash"),
     "model.moe_router": ("softmax", "sigmoid"),
     "model.kv_cache_dtype": ("compute", "int8"),
+    "model.projector": ("linear", "mlp"),  # vlm: image features -> decoder tokens (llm_jax/models/vlm.py)
     "model.peft": ("none", "lora", "prefix", "adapter"),  # llm_jax.models.peft.KEYS + none (a test: equal)
     "model.weight_quant": ("none", "int8", "int4", "nf4"),  # llm_jax.models.quant_formats.METHODS + none (a test: equal)
     "train.schedule": ("cosine", "inverse_sqrt", "wsd", "constant"),
     "train.objective": ("causal_lm", "mlm", "span_corruption", "seq2seq", "sft", "reward", "dpo", "distill", "grpo",
-                        "ppo"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
+                        "ppo", "vlm"),  # llm_jax.objectives.OBJECTIVES (a test: equal)
     "train.loss_scaling": ("auto", "dynamic", "none"),
     "train.dpo_loss": ("sigmoid", "ipo", "hinge"),  # llm_jax.objectives.dpo.LOSSES
     "train.rl_reward": ("exact", "overlap"),  # llm_jax.train.rollouts.REWARDS (a test: equal)
@@ -67,6 +68,7 @@ CHOICES = {
     "data.text_unit": ("file", "paragraph"),
     "data.read_format": ("auto", "numpy", "array_record"),
     "data.loss_mask": ("completion", "all"),
+    "data.scene_images": ("pixels", "blank"),
     "train.nonfinite": ("stop", "skip"),
     "checkpoint.restore_mode": ("params", "full"),
 }
@@ -172,6 +174,12 @@ def default_config() -> ml_collections.ConfigDict:
     m.value_head = False         # a scalar head on the final hidden state (reward models, PPO's value model)
     m.prefix_len = 16            # prefix: trainable key/value positions every query attends to, per layer
     m.adapter_dim = 64           # adapter: bottleneck width of x + W_up(ReLU(W_down x))
+    # Vision-language models (family "vlm", llm_jax/models/vlm.py, docs/vlm.md): a ViT's patch features, projected,
+    # are the first (image_size / patch_size)^2 positions of the decoder's input; model.seq_len counts text only
+    m.image_size = 0             # square RGB images of this many pixels a side (vlm only; 0 = no vision tower)
+    m.patch_size = 8             # the ViT's patches: patch_size x patch_size pixels, one token each
+    m.vision_layers = 2          # the ViT's bidirectional blocks (the encoder family's, at the decoder's width)
+    m.projector = "mlp"          # image features -> decoder tokens: linear, or mlp (two layers, GELU; LLaVA-1.5)
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -278,6 +286,8 @@ def default_config() -> ml_collections.ConfigDict:
     d.chat_template = ""         # "" = the tokenizer directory's chat template, else the plain one; "plain"; a file
     d.pack = True                # several examples per row (needs model.document_mask: none sees another)
     d.preferences = ""           # JSONL of (prompt, chosen, rejected) records: reward models and DPO
+    d.scenes = 0                 # vlm: synthetic training scenes (llm_jax/data/scenes.py); 0 = none
+    d.scene_images = "pixels"    # vlm: "blank" withholds every image (the text-only baseline)
 
     d.dedup = ml_collections.ConfigDict()
     d.dedup.exact = True         # drop documents whose normalised text (case, whitespace) was seen before
@@ -666,7 +676,7 @@ def validate(cfg: ml_collections.ConfigDict, n_devices: int | None = None) -> No
 # tokens after a [MASK]).
 OBJECTIVE_FAMILIES = {"causal_lm": ("decoder",), "mlm": ("encoder",), "span_corruption": ("encdec",),
                       "seq2seq": ("encdec",), "sft": ("decoder",), "reward": ("decoder",), "dpo": ("decoder",),
-                      "distill": ("decoder",), "grpo": ("decoder",), "ppo": ("decoder",)}
+                      "distill": ("decoder",), "grpo": ("decoder",), "ppo": ("decoder",), "vlm": ("vlm",)}
 
 # T5 span corruption (llm_jax/objectives/span_corruption.py): the share of a window's tokens dropped, in spans of
 # this mean length; each span becomes one sentinel id counted down from the top of the vocabulary.
@@ -712,6 +722,33 @@ def _validate_rl(cfg) -> None:
              "train.objective='ppo' learns a value per token on the policy's trunk: set model.value_head=true")
 
 
+def _validate_vlm(cfg) -> None:
+    m, objective = cfg.model, cfg.train.objective
+    _require((objective == "vlm") == bool(cfg.data.scenes),
+             f"train.objective={objective!r} with data.scenes={cfg.data.scenes!r}: the vlm objective trains on the "
+             f"synthetic scenes of data.scenes and only it reads them; set both or neither")
+    _require(isinstance(cfg.data.scenes, int) and cfg.data.scenes >= 0,
+             f"data.scenes={cfg.data.scenes!r}: must be an integer >= 0 (0 = none)")
+    _require((m.family == "vlm") == (m.image_size > 0),
+             f"model.image_size={m.image_size} with model.family={m.family!r}: the vlm family needs an image size "
+             f"(> 0) and only it has a vision tower; set both or neither")
+    if m.family != "vlm":
+        return
+    _require(isinstance(m.patch_size, int) and m.patch_size >= 1 and m.image_size % m.patch_size == 0,
+             f"model.patch_size={m.patch_size} must divide model.image_size={m.image_size}")
+    _require(isinstance(m.vision_layers, int) and m.vision_layers >= 1 and m.vision_layers % m.scan_unroll == 0,
+             f"model.vision_layers={m.vision_layers}: must be a positive integer that model.scan_unroll divides")
+    _require(m.positions in ("rope", "none"),
+             f"model.positions={m.positions!r}: the vlm family puts the image tokens before the text, past a "
+             f"learned or sinusoidal table sized for the text; use model.positions='rope'")
+    _require(not (m.document_mask or m.moe_experts or m.attention_window or m.attention_stride
+                  or m.attention_global_tokens or m.value_head or m.prune_masks or m.weight_quant != "none"
+                  or m.peft not in ("none", "lora") or m.loss_chunk or cfg.mesh.stage > 1),
+             "the vlm family is a dense decoder behind a ViT: no document masks, MoE, attention patterns, value "
+             "head, pruning masks, quantized weights, prefix/adapter PEFT, chunked loss or pipeline stages (LoRA "
+             "works)")
+
+
 def _validate_family(cfg) -> None:
     m, objective = cfg.model, cfg.train.objective
     families = OBJECTIVE_FAMILIES.get(objective, CHOICES["model.family"])
@@ -733,6 +770,7 @@ def _validate_family(cfg) -> None:
              f"fine-tuning examples of data.sft and grpo / ppo on their prompts, and only they read them; set both "
              f"or neither")
     _validate_rl(cfg)
+    _validate_vlm(cfg)
     pairwise = objective in ("reward", "dpo")
     _require(pairwise == bool(cfg.data.preferences),
              f"train.objective={objective!r} with data.preferences={cfg.data.preferences!r}: the reward and dpo "
@@ -928,8 +966,9 @@ def _validate_prune(m) -> None:
 def _validate_peft(m) -> None:
     if m.peft == "none":
         return
-    _require(m.family == "decoder" and not m.moe_experts,
-             f"model.peft={m.peft!r}: adapters are implemented for the dense decoder family only")
+    _require(m.family in ("decoder", "vlm") and not m.moe_experts,
+             f"model.peft={m.peft!r}: adapters are implemented for the dense decoder family (and the vlm family's "
+             f"decoder) only")
     _require(isinstance(m.lora_rank, int) and m.lora_rank >= 1, f"model.lora_rank={m.lora_rank}: must be >= 1")
     _require(isinstance(m.prefix_len, int) and m.prefix_len >= 1, f"model.prefix_len={m.prefix_len}: must be >= 1")
     _require(isinstance(m.adapter_dim, int) and m.adapter_dim >= 1, f"model.adapter_dim={m.adapter_dim}: must be >= 1")

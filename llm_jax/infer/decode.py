@@ -63,11 +63,14 @@ def zero_cache(shapes, slots: int):
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _prefill(model, params, cache, tokens_BP, lengths_B):
-    """Runs the padded prompts into `cache`; returns (last-prompt-position logits (B, V), cache)."""
+def _prefill(model, params, cache, tokens_BP, lengths_B, images_BHWC=None):
+    """Runs the padded prompts (after their images, for a vlm) into `cache`; returns (last-prompt-position logits
+    (B, V), cache)."""
     B, P = tokens_BP.shape
     positions_BP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-    logits_BPV, state = model.apply({"params": params, "cache": cache}, tokens_BP, positions_BP, mutable=["cache"])
+    images = {} if images_BHWC is None else {"images_BHWC": images_BHWC}
+    logits_BPV, state = model.apply({"params": params, "cache": cache}, tokens_BP, positions_BP, mutable=["cache"],
+                                    **images)
     return jnp.take_along_axis(logits_BPV, (lengths_B - 1)[:, None, None], axis=1)[:, 0], state["cache"]
 
 
@@ -131,17 +134,27 @@ def pad_prompts(prompts: list[list[int]], max_new_tokens: int | list[int], conte
 
 
 def generate(model, params, prompts: list[list[int]], max_new_tokens: int | list[int], context: int, *,
-             sampling: Sampling = Sampling(), seeds: list[int] | None = None, eos_id: int | None = None) -> Result:
+             sampling: Sampling = Sampling(), seeds: list[int] | None = None, eos_id: int | None = None,
+             images=None) -> Result:
     """New token ids for each prompt (a batch), with the KV cache. `context` is the model's `seq_len`: a prompt
-    and its new tokens must fit in it."""
+    and its new tokens must fit in it. A vlm (model.family="vlm") reads one image per prompt first: `images`
+    (B, S, S, 3) float32 in [0, 1]; the cache keeps its `image_tokens` slots before the text's."""
     budgets, lengths, tokens = pad_prompts(prompts, max_new_tokens, {"model's": context})
     B = len(prompts)
+    offset = model.cfg.image_tokens
+    if bool(offset) != (images is not None):
+        raise UserError("a vision-language model (model.family='vlm') reads an image with every prompt: pass "
+                        "images" if offset else f"images given, but model.family={model.cfg.family!r} reads none")
+    if images is not None and tuple(np.shape(images)) != (B, model.cfg.image_size, model.cfg.image_size, 3):
+        raise UserError(f"images of shape {tuple(np.shape(images))}; the model reads "
+                        f"{(B, model.cfg.image_size, model.cfg.image_size, 3)} (one per prompt)")
     seeds = np.asarray(seeds if seeds is not None else [0] * B, np.uint32)
     max_new = max(budgets)
-    slots = min(context, -(-int((lengths + np.asarray(budgets)).max()) // CACHE_ROUND) * CACHE_ROUND)
+    slots = offset + min(context, -(-int((lengths + np.asarray(budgets)).max()) // CACHE_ROUND) * CACHE_ROUND)
     start = time.perf_counter()
     cache = empty_cache(model, params, B, slots)
-    logits, cache = _prefill(model, params, cache, jnp.asarray(tokens), jnp.asarray(lengths))
+    logits, cache = _prefill(model, params, cache, jnp.asarray(tokens), jnp.asarray(lengths),
+                             None if images is None else jnp.asarray(images, jnp.float32))
     logits.block_until_ready()
     ttft = time.perf_counter() - start
     out, counts = _decode(model, params, cache, logits, jnp.asarray(lengths), jnp.asarray(budgets, np.int32),

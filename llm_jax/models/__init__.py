@@ -12,11 +12,13 @@ from llm_jax.models.config import ModelConfig
 from llm_jax.models.encdec import EncoderDecoder
 from llm_jax.models.encoder import Encoder
 from llm_jax.models.transformer import Transformer
+from llm_jax.models.vlm import VisionLanguageModel
 
 FAMILIES: dict[str, type[nn.Module]] = {
     "decoder": Transformer,   # decoder-only (GPT, Llama)
     "encoder": Encoder,       # encoder-only (BERT)
     "encdec": EncoderDecoder,  # encoder-decoder (T5)
+    "vlm": VisionLanguageModel,  # ViT + projector + decoder (LLaVA-style)
 }
 
 

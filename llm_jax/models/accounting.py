@@ -90,6 +90,20 @@ def encdec_extra_params(model_cfg) -> int:
     return m["n_layers"] * (layer_params(m) + attention_params(m) + norm_params(m)) + final_norm
 
 
+def vision_params(model_cfg) -> int:
+    """What the vlm family (models/vlm.py) adds to its decoder: the ViT's patch embedding, position table,
+    model.vision_layers blocks and final norm, and the projector. 0 for other families."""
+    m = _m(model_cfg)
+    if m["family"] != "vlm":
+        return 0
+    d, bias = m["d_model"], m["use_bias"]
+    dense = lambda n_in, n_out: n_in * n_out + (n_out if bias else 0)  # noqa: E731
+    n_patches = (m["image_size"] // m["patch_size"]) ** 2
+    projector = dense(d, d) * (2 if m["projector"] == "mlp" else 1)
+    return (dense(3 * m["patch_size"] ** 2, d) + n_patches * d + m["vision_layers"] * layer_params(m)
+            + norm_params(m) + projector)
+
+
 def peft_params(model_cfg) -> int:
     """The parameters model.peft adds to one block: LoRA's r x (inputs + outputs) per targeted projection (module
     paths as in a one-block layer, `layers/attention/query`), prefix tuning's keys and values, or two adapters."""
@@ -117,6 +131,7 @@ def param_count(model_cfg, active: bool = False) -> int:
     n_moe = moe_layers(m)
     layers = (m["n_layers"] - n_moe) * layer_params(m) + n_moe * layer_params(m, moe=True, active=active)
     return (embedding_params(m) + layers + final_norm + encoder_extra_params(m) + encdec_extra_params(m)
+            + vision_params(m)
             + m["n_layers"] * peft_params(m) + (m["d_model"] + 1 if m.get("value_head") else 0)
             + (m["n_layers"] * (attention_params(m) + ffn_params(m, m["d_ff"], False)
                                 - ((m["n_heads"] + 2 * m["n_kv_heads"]) * m["head_dim"] + m["d_model"]

@@ -91,6 +91,10 @@ class ModelConfig:
     value_head: bool
     prune_masks: bool
     adapter_dim: int
+    image_size: int
+    patch_size: int
+    vision_layers: int
+    projector: str
     # From mesh.* (training): > 1 stage runs the layer stack as a pipeline; inference has none.
     pipeline_stages: int = 1
     pipeline_microbatches: int = 1
@@ -122,6 +126,12 @@ class ModelConfig:
         """MLM's [MASK] token: model.mask_token_id, or with -1 the last id (the tokenizer a run trains leaves it
         free)."""
         return self.vocab_size - 1 if self.mask_token_id == -1 else self.mask_token_id
+
+    @property
+    def image_tokens(self) -> int:
+        """Positions the vlm family's image takes before the text (0 for a text-only family): the decoder's text
+        starts at this position, and a KV cache keeps this many slots for the image."""
+        return (self.image_size // self.patch_size) ** 2 if self.family == "vlm" else 0
 
     @property
     def compute_dtype(self):

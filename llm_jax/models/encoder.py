@@ -33,6 +33,21 @@ def activation(cfg: ModelConfig):
     return ACTIVATIONS.get(cfg.ffn, jax.nn.silu)
 
 
+def bidirectional_stack(cfg: ModelConfig, deterministic: bool, name: str = "layers"):
+    """The encoder's layer stack: the decoder's blocks with causal=False (bidirectional over the real tokens of
+    `padding_BL`), cfg.n_layers of them in one nn.scan; called as stack(x_BLD, positions_BL, segments_BL,
+    padding_BL) -> (x_BLD, None). Built inside a compact method, it becomes that module's submodule `name` (the
+    vlm family's ViT uses it too)."""
+    block, extra, length = scan_unit(cfg, causal=False)
+    if cfg.remat != "none":
+        block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    return nn.scan(
+        block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast, length=length, unroll=cfg.scan_unroll,
+        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, *extra, name=name)
+
+
 class MLMHead(nn.Module):
     """BertForMaskedLM's head: LayerNorm(act(x W + b)) E^T + bias, E the token embedding (or its own matrix
     when model.tie_embeddings is false)."""
@@ -95,15 +110,7 @@ class Encoder(nn.Module):
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
-        block, extra, length = scan_unit(cfg, causal=False)  # the decoder's blocks, bidirectional over real tokens
-        if cfg.remat != "none":
-            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-        stack = nn.scan(
-            block, variable_axes={"params": 0, "losses": 0, "intermediates": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=nn.broadcast, length=length, unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, *extra, name="layers")
-        x_BLD, _ = stack(x_BLD, positions_BL, segments_BL, padding_BL)
+        x_BLD, _ = bidirectional_stack(cfg, deterministic)(x_BLD, positions_BL, segments_BL, padding_BL)
         if cfg.norm_position == "pre":
             x_BLD = Norm(cfg, name="norm_final")(x_BLD)
 

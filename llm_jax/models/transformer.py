@@ -102,8 +102,9 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None,
-                 values: bool = False, with_values: bool = False):
-        """Logits (float32) for `tokens_BL`. `segments_BL` (document ids) are used when cfg.document_mask. With
+                 values: bool = False, with_values: bool = False, prefix_BND=None):
+        """Logits (float32) for `tokens_BL`. `prefix_BND`: embeddings read before the text at positions 0..N-1 (the
+        vlm family's image tokens; the caller starts the text's positions after them); the outputs are the text's. `segments_BL` (document ids) are used when cfg.document_mask. With
         `targets_BL` and cfg.loss_chunk: the per-position cross-entropy (float32, B x L) instead, computed by
         `chunked_cross_entropy` so the (B, L, V) logits never exist whole. With cfg.value_head and `values`: the
         scalar head's output at every position (float32, B x L) instead — a reward model's score; with
@@ -131,6 +132,13 @@ class Transformer(nn.Module):
             x_BLD = x_BLD * jnp.sqrt(jnp.float32(cfg.d_model)).astype(cfg.compute_dtype)
             table_BLD = sinusoidal_table(positions_BL.reshape(-1), cfg.d_model).reshape(B, L, cfg.d_model)
             x_BLD = x_BLD + table_BLD.astype(cfg.compute_dtype)
+        N = 0 if prefix_BND is None else prefix_BND.shape[1]
+        if N:  # rotary positions only (a table would be indexed by the text's positions): config.py checks it
+            x_BLD = jnp.concatenate([prefix_BND.astype(x_BLD.dtype), x_BLD], axis=1)
+            positions_BL = jnp.concatenate([jnp.broadcast_to(jnp.arange(N, dtype=jnp.int32), (B, N)),
+                                            positions_BL.astype(jnp.int32)], axis=1)
+            if segments_BL is not None:
+                raise ValueError("prefix_BND with document masks (segments_BL) is not supported")
         x_BLD = nn.Dropout(cfg.dropout, deterministic=deterministic)(x_BLD)
         x_BLD = nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
@@ -150,6 +158,7 @@ class Transformer(nn.Module):
             x_BLD = self._pipelined_layers(block, extra, deterministic, x_BLD, positions_BL, segments_BL)
         else:
             x_BLD, _ = stack(x_BLD, positions_BL, segments_BL)
+        x_BLD = x_BLD[:, N:]  # the text's outputs
 
         self.sow("intermediates", "residual", x_BLD)   # the last block's output (muP coordinate checks)
         if cfg.norm_position == "pre":

@@ -19,9 +19,10 @@ from llm_jax.objectives.reward import REWARD
 from llm_jax.objectives.seq2seq import SEQ2SEQ
 from llm_jax.objectives.sft import SFT
 from llm_jax.objectives.span_corruption import SPAN_CORRUPTION
+from llm_jax.objectives.vlm import VLM
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CAUSAL_LM, MLM, SPAN_CORRUPTION, SEQ2SEQ, SFT, REWARD, DPO,
-                                                        DISTILL, GRPO, PPO)}
+                                                        DISTILL, GRPO, PPO, VLM)}
 
 
 def get_objective(name: str, train_cfg=None) -> Objective:
