@@ -21,6 +21,6 @@ def get_config():
     c.model.document_mask = True
     c.data.update(sft="runs/tool_data/train.jsonl", loss_mask="completion", pack=True)
     c.checkpoint.update(restore_from="runs/tiny", restore_mode="params", every=0)
-    c.train.update(objective="sft", steps=300, batch_size=8, lr=1e-3, lr_min=1e-4, warmup_steps=20,
+    c.train.update(objective="sft", steps=800, batch_size=8, lr=2e-3, lr_min=2e-4, warmup_steps=20,
                    weight_decay=0.0, eval_every=100, eval_batches=4, log_every=50)
     return c

@@ -1,5 +1,5 @@
 """`llm-jax SUBCOMMAND`: train, generate, eval, estimate, compile, convert, bench, data, tokenizer, scaling, sweep,
-quantize, prune, rag, serve.
+quantize, prune, rag, tools, serve.
 
 Config overrides follow the config file: `llm-jax train --config configs/tiny.py --config.model.n_layers=2`.
 Every command with `--json` prints one JSON object as its last line of output.
@@ -599,6 +599,8 @@ def build_parser() -> ArgumentParser:
     prune_command.add_parser(sub)
     from llm_jax.rag import command as rag_command
     rag_command.add_parser(sub)
+    from llm_jax.tools import command as tools_command
+    tools_command.add_parser(sub)
     for name, parser in sub.choices.items():  # the packages' own commands take no config overrides
         parser.set_defaults(**{k: v for k, v in (("overrides", False), ("parser", parser))
                                if parser.get_default(k) is None})

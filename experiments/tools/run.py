@@ -58,7 +58,7 @@ def main() -> None:
 
 Measured {result['date']} by `python experiments/tools/run.py` on a 2-core CPU: `llm-jax tools make-data`
 (synthetic arithmetic word problems: 4,000 training problems, each as two records — calculator offered: call, result,
-answer; not offered: the answer), `llm-jax train --config configs/tools_tiny.py` (300 steps of full fine-tuning from
+answer; not offered: the answer), `llm-jax train --config configs/tools_tiny.py` (800 steps of full fine-tuning from
 runs/tiny, {result['train_seconds']} s including the data and compile), then `llm-jax tools score` on
 {tuned['problems']} held-out problems (greedy; the call constrained to the calculator's JSON schema; at most 2 calls,
 then an answer). Correct = the first number of the final answer is the exact result.

@@ -98,14 +98,21 @@ class Turn:
     partial_call: str = ""  # the call's JSON so far when the budget cut it
 
 
-_CONSTRAINTS: dict[tuple[int, str], JsonConstraint] = {}
+_CONSTRAINTS: dict[tuple[object, str], JsonConstraint] = {}  # keyed by the tokenizer object itself (not its id,
+                                                              # which a later tokenizer could reuse)
 
 
 def _constraint(tokenizer, schema: dict) -> JsonConstraint:
-    key = (id(tokenizer), json.dumps(schema, sort_keys=True))
+    key = (tokenizer, json.dumps(schema, sort_keys=True))
     if key not in _CONSTRAINTS:  # the automaton over the vocabulary is built once per tokenizer and schema
         _CONSTRAINTS[key] = JsonConstraint(schema, tokenizer)
     return _CONSTRAINTS[key]
+
+
+def _unlead(text: str, lead: str) -> str:
+    """The reply's text without the template's lead (the plain template's space after "assistant:"), which the
+    template writes again when the turn is shown back."""
+    return text[len(lead):] if lead and text.startswith(lead) else text
 
 
 def decode_turn(model, params, context: int, tokenizer, prompt_ids: list[int], tools: list[dict], *,
@@ -126,19 +133,19 @@ def decode_turn(model, params, context: int, tokenizer, prompt_ids: list[int], t
         while len(new) < max_tokens:
             token = pick_token(logits_V, everything, rng, temperature)
             if token == eos:
-                return Turn(tokenizer.decode(new), None, "stop", len(new))
+                return Turn(_unlead(tokenizer.decode(new), lead), None, "stop", len(new))
             new.append(token)
             text = tokenizer.decode(new)
             if TRIGGER in text:
                 before = text[:text.index(TRIGGER)]
-                content = before if before.strip() else ""
+                content = _unlead(before, lead) if before.strip() else ""
                 if mode == "none":
                     return Turn(content, None, "stop", len(new))
                 break
             if len(new) < max_tokens:
                 logits_V = stepper.feed(token)
         else:
-            return Turn(tokenizer.decode(new), None, "length", len(new))
+            return Turn(_unlead(tokenizer.decode(new), lead), None, "length", len(new))
     head = list(prompt_ids) + tokenizer.encode(before + TRIGGER)
     budget = min(max_tokens - len(new), context - len(head))  # "required" adds the trigger's tokens to the prompt
     if budget <= 0:

@@ -120,6 +120,7 @@ def test_tool_specs_and_tool_choice_are_checked():
                        "of type 'object'")]:
         with pytest.raises(toolcall.ToolSpecError, match=said):
             toolcall.check_tools(bad)
+    assert chat.reply_lead(None) == " " and toolcall._unlead(" 391", " ") == "391" and toolcall._unlead("x", " ") == "x"
     tools = toolcall.check_tools([spec])
     assert toolcall.choose(tools, {"type": "function", "function": {"name": "calculator"}}) == ("required", tools)
     for bad in ["sometimes", {"type": "function", "function": {"name": "other"}}]:
