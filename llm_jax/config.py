@@ -67,6 +67,7 @@ CHOICES = {
     "data.tokenizer_kind": ("bytelevel_bpe", "sentencepiece_bpe", "sentencepiece_unigram", "wordpiece", "char", "word"),
     "data.text_unit": ("file", "paragraph"),
     "data.read_format": ("auto", "numpy", "array_record"),
+    "data.clean.normalize": ("", "NFC", "NFKC"),  # llm_jax.data.clean.normalize.FORMS
     "data.loss_mask": ("completion", "all"),
     "data.scene_images": ("pixels", "blank"),
     "train.nonfinite": ("stop", "skip"),
@@ -310,6 +311,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.filter.perplexity_quantile = 0.0          # drop the worst fraction by perplexity
 
     d.clean = ml_collections.ConfigDict()        # llm_jax/data/clean/ (docs/data_filters.md); every stage off by default
+    d.clean.normalize = ""                       # Unicode normal form applied first: "" (as read) | NFC | NFKC
     d.clean.languages = ""                       # comma-separated ISO 639-1 codes to keep ("en"); "" keeps every language
     d.clean.min_language_prob = 0.0              # below this the language counts as "unknown"
     d.clean.quality_model = ""                   # a quality classifier .npz (experiments/quality/run.py --save); "" off

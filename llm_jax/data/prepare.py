@@ -24,6 +24,7 @@ from llm_jax import fileio
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup, filters
 from llm_jax.data.clean.apply import clean_documents
+from llm_jax.data.clean.normalize import normalize_documents
 from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype, write_shards
 from llm_jax.data.sources import InputStats, SourceError, read_documents
 from llm_jax.data.tokenizers import Tokenizer, load_tokenizer, train_tokenizer
@@ -37,7 +38,8 @@ SKIPPED_INPUT_COUNTS = ("unreadable_files", "corrupt_archives", "binary_files", 
 
 
 def load_inputs(inputs: list[str], data_cfg, stats: InputStats) -> list[str]:
-    """Documents of `inputs`; the embedded corpus names are accepted as inputs too."""
+    """Documents of `inputs` (in `data.clean.normalize` form); the embedded corpus names are accepted as inputs
+    too."""
     docs = []
     for item in inputs:
         if item in corpus_lib.EMBEDDED:
@@ -48,7 +50,7 @@ def load_inputs(inputs: list[str], data_cfg, stats: InputStats) -> list[str]:
         else:
             docs.extend(read_documents([item], stats, data_cfg.text_field, data_cfg.text_unit,
                                        data_cfg.tfds_dir or None))
-    return docs
+    return list(normalize_documents(docs, data_cfg.clean.normalize, stats))
 
 
 def _remove(docs: list[str], drop: np.ndarray) -> list[str]:

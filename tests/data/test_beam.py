@@ -30,9 +30,17 @@ PII = "Write to jane.doe@example.com or call (202) 555-0143 about the tickets. "
 GERMAN = "Der alte Fährmann ruderte jeden Morgen die Reisenden über den Fluss, und am Abend flickte er seine Netze."
 
 
+def fullwidth(text: str) -> str:
+    """ASCII letters, digits and punctuation as their full-width forms (NFKC folds them back)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+SETTINGS = {"data.shards": "3", "data.val_fraction": "0.2", "data.filter.min_words": "5",
+            "data.clean.normalize": "NFKC", "data.clean.languages": "en", "data.clean.redact_pii": "true", "data.clean.substring_ngram": "12"}
+
+
 def data_cfg(**sets):
-    overrides = {"data.shards": "3", "data.val_fraction": "0.2", "data.filter.min_words": "5",
-                 "data.clean.languages": "en", "data.clean.redact_pii": "true", "data.clean.substring_ngram": "12"}
+    overrides = dict(SETTINGS)
     overrides.update({k: str(v) for k, v in sets.items()})
     return config_lib.load_config(None, overrides).data
 
@@ -45,7 +53,7 @@ def corpus(small_corpus, tmp_path_factory):
     scenes = [open(os.path.join(small_corpus, f), encoding="utf-8").read() for f in sorted(os.listdir(small_corpus))]
     paragraph = " ".join(scenes[3].split()[:40])
     docs = list(scenes[:24])
-    docs += [scenes[2], scenes[5].upper()]                                   # exact copies (case differs)
+    docs += [scenes[2], scenes[5].upper(), fullwidth(scenes[13])]          # exact copies (case, width differ)
     docs += [scenes[7].replace("the", "thy", 3), scenes[9] + " Exeunt."]     # near copies
     docs += [GERMAN, PII + scenes[11][:300], "too short", "Later, again: " + paragraph + " and then more words."]
     rows = "".join(json.dumps({"text": t}) + "\n" for t in docs)
@@ -102,7 +110,8 @@ def test_the_same_documents_survive_as_in_the_one_process_path(beam_outputs, cor
     for key in ("documents_in", "input", "exact_duplicates_removed", "near_duplicates_removed", "filtered",
                 "filtered_by_reason", "clean", "documents_out", "tokens_out", "long_documents"):
         assert got[key] == want[key], key
-    assert want["exact_duplicates_removed"] == 2 and want["near_duplicates_removed"] == 2
+    assert want["exact_duplicates_removed"] == 3 and want["near_duplicates_removed"] == 2
+    assert want["input"]["normalized_documents"] >= 1  # the full-width copy (and any ligature in the scenes)
     assert want["clean"]["languages"]["de"] == 1 and want["clean"]["pii_redacted"]["email"] == 1
     assert want["clean"]["substring_removed_spans"] >= 1 and want["filtered_by_reason"]["too_few_words"] >= 1
     assert manifest["sources"] == expected["sources"]
@@ -145,9 +154,7 @@ def test_a_killed_run_resumes_without_redoing_finished_units(corpus, tokenizer, 
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "llm_jax", "data", "prepare", "--engine", "beam", "--workers", "1",
            "--unit-mb", "0.05", "--input", *corpus, "--output", str(out), "--tokenizer", tokenizer,
-           *[f"--config.{k}={v}" for k, v in {"data.shards": 3, "data.val_fraction": 0.2, "data.filter.min_words": 5,
-                                               "data.clean.languages": "en", "data.clean.redact_pii": "true",
-                                               "data.clean.substring_ngram": 12}.items()]]
+           *[f"--config.{k}={v}" for k, v in SETTINGS.items()]]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     units = tmp_path / "out.work" / "units"
@@ -281,3 +288,16 @@ def test_connected_components_finish_a_chain_longer_than_the_rounds():
     with beam.Pipeline() as p:
         duplicates = _components(p | beam.Create(pairs), rounds=4)
         assert_that(duplicates, equal_to(list(range(11, 23)) + [5, 7, 41]))
+
+
+def test_unicode_normal_forms_fold_what_they_should_and_count_it():
+    from llm_jax.data.clean.normalize import FORMS, normalize_documents
+    from llm_jax.data.sources import InputStats
+    assert config_lib.CHOICES["data.clean.normalize"] == FORMS
+    docs = ["ﬁne ＷＯＲＤＳ²…", "cafe\u0301", "plain"]
+    for form, want, changed in [("", docs, 0), ("NFC", ["ﬁne ＷＯＲＤＳ²…", "café", "plain"], 1),
+                                ("NFKC", ["fine WORDS2...", "café", "plain"], 2)]:
+        stats = InputStats()
+        assert list(normalize_documents(docs, form, stats)) == want and stats["normalized_documents"] == changed
+    with pytest.raises(ValueError, match="NFD"):
+        list(normalize_documents(docs, "NFD", InputStats()))

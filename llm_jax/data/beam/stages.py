@@ -27,6 +27,7 @@ from llm_jax.data.beam import keys
 from llm_jax.data.beam.units import Unit, read_unit
 from llm_jax.data.clean import pii
 from llm_jax.data.clean.apply import DocumentCleaner
+from llm_jax.data.clean.normalize import normalize_documents
 from llm_jax.data.clean.substring import repeat_mask, spans, text_words, cut_words, window_hashes
 from llm_jax.data.shards import save_array, write_array_record_shard
 from llm_jax.data.sources import InputStats
@@ -69,7 +70,7 @@ def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH) -> int:
     if os.path.exists(done):
         return unit.index
     stats = InputStats()
-    docs = list(read_unit(unit, data_cfg, stats))
+    docs = list(normalize_documents(read_unit(unit, data_cfg, stats), data_cfg.clean.normalize, stats))
     cleaner = DocumentCleaner(data_cfg.clean)
     n = len(docs)
     exact = np.zeros((n, 2), np.uint64)
