@@ -36,7 +36,8 @@ def fullwidth(text: str) -> str:
 
 
 SETTINGS = {"data.shards": "3", "data.val_fraction": "0.2", "data.filter.min_words": "5",
-            "data.clean.normalize": "NFKC", "data.clean.languages": "en", "data.clean.redact_pii": "true", "data.clean.substring_ngram": "12"}
+            "data.clean.normalize": "NFKC", "data.clean.languages": "en", "data.clean.redact_pii": "true",
+            "data.clean.substring_ngram": "12"}
 
 
 def data_cfg(**sets):
