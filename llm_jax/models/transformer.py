@@ -104,7 +104,8 @@ class Transformer(nn.Module):
     def __call__(self, tokens_BL, positions_BL=None, segments_BL=None, deterministic: bool = True, targets_BL=None,
                  values: bool = False, with_values: bool = False, prefix_BND=None):
         """Logits (float32) for `tokens_BL`. `prefix_BND`: embeddings read before the text at positions 0..N-1 (the
-        vlm family's image tokens; the caller starts the text's positions after them); the outputs are the text's. `segments_BL` (document ids) are used when cfg.document_mask. With
+        vlm family's image tokens; the caller starts the text's positions after them); the outputs are the text's.
+        `segments_BL` (document ids) are used when cfg.document_mask. With
         `targets_BL` and cfg.loss_chunk: the per-position cross-entropy (float32, B x L) instead, computed by
         `chunked_cross_entropy` so the (B, L, V) logits never exist whole. With cfg.value_head and `values`: the
         scalar head's output at every position (float32, B x L) instead — a reward model's score; with
