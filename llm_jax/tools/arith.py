@@ -97,13 +97,14 @@ def score(turn_fn: TurnFn, items: list[dict], *, max_calls: int = 2, log=print) 
     """Accuracy per kind with the calculator offered and without, and how the tool was used."""
     out = {"with_tool": {}, "without_tool": {}}
     totals = {"with_tool": 0, "without_tool": 0}
-    calls = ok_calls = 0
+    calls = ok_calls = right_results = 0
     for i, item in enumerate(items):
         user = [{"role": "user", "content": item["question"]}]
         helped = run_tools(turn_fn, user, [CALCULATOR], max_calls=max_calls)
         alone = run_tools(turn_fn, user, [], max_calls=0)
         calls += len(helped.calls)
         ok_calls += sum(c["ok"] for c in helped.calls)
+        right_results += any(c["ok"] and c["result"] == item["answer"] for c in helped.calls)
         for key, result in (("with_tool", helped), ("without_tool", alone)):
             hit = correct(result.answer, item["answer"])
             out[key].setdefault(item["kind"], []).append(hit)
@@ -115,4 +116,5 @@ def score(turn_fn: TurnFn, items: list[dict], *, max_calls: int = 2, log=print) 
             "accuracy_without_tool": totals["without_tool"] / n,
             "by_kind": {k: {"with_tool": sum(v) / len(v), "without_tool": sum(out["without_tool"][k]) /
                             len(out["without_tool"][k])} for k, v in sorted(out["with_tool"].items())},
-            "calls_per_problem": calls / n, "calls_succeeded": ok_calls / max(calls, 1)}
+            "calls_per_problem": calls / n, "calls_succeeded": ok_calls / max(calls, 1),
+            "right_call_result": right_results / n}  # a call returned the answer: the rest is copying it

@@ -46,7 +46,8 @@ def cmd_tools(args, extra) -> int:
         info = score(_turns(args.workdir, args.max_tokens, 0.0), items, max_calls=args.max_calls)
         line = (f"{info['problems']} problems: accuracy {info['accuracy_with_tool']:.3f} with the calculator, "
                 f"{info['accuracy_without_tool']:.3f} without; {info['calls_per_problem']:.2f} calls per problem, "
-                f"{info['calls_succeeded']:.0%} ran\n" + "\n".join(
+                f"{info['calls_succeeded']:.0%} ran, {info['right_call_result']:.0%} of problems got the right result "
+                f"from a call\n" + "\n".join(
                     f"  {k}: {v['with_tool']:.2f} with, {v['without_tool']:.2f} without"
                     for k, v in info["by_kind"].items()))
     else:
