@@ -218,3 +218,24 @@ def test_word_problems_are_right_and_held_out(tmp_path):
     assert arith.correct("The answer is 391.", "391") and not arith.correct("39 1", "391")
     with pytest.raises(Exception, match="exists"):
         arith.write_data(str(tmp_path / "d"))
+
+
+def test_score_counts_answers_with_and_without_the_tool_and_right_calls():
+    """A scripted model that calls the calculator with the problem's expression, then repeats the tool's result;
+    without tools it answers 0: accuracy 1 with the tool, 0 without, every call right."""
+    items = arith.problems(8, seed=3)
+
+    def turn_fn(messages, specs, choice):
+        question = messages[0]["content"]
+        item = next(i for i in items if i["question"] == question)
+        if messages[-1]["role"] == "tool":
+            return toolcall.Turn(f"It is {messages[-1]['content']}.", None, "stop", 3)
+        if specs and choice == "auto":
+            return toolcall.Turn("", {"name": "calculator", "arguments": {"expression": item["expression"]}},
+                                 "tool_calls", 9)
+        return toolcall.Turn("0", None, "stop", 1)
+
+    out = arith.score(turn_fn, items, log=lambda _: None)
+    assert out["accuracy_with_tool"] == 1.0 and out["accuracy_without_tool"] == 0.0
+    assert out["calls_per_problem"] == 1.0 and out["calls_succeeded"] == 1.0 and out["right_call_result"] == 1.0
+    assert set(out["by_kind"]) == set(arith.KINDS) and out["problems"] == 8
