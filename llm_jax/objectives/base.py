@@ -65,6 +65,16 @@ def sown_stats(collection) -> dict:
     return {name: reduce(name)(jnp.concatenate(values)) for name, values in out.items()}
 
 
+def weighted_correct(logits_BLV, targets_BL, weights_BL):
+    """(B, L) float32: the weight where the top prediction is the target, else 0 (teacher-forced accuracy)."""
+    return (jnp.argmax(logits_BLV, axis=-1) == targets_BL).astype(jnp.float32) * weights_BL
+
+
+def token_accuracy(logits_BLV, targets_BL, weights_BL) -> tuple:
+    """The `token_accuracy` metric's (numerator, denominator) over the weighted tokens."""
+    return jnp.sum(weighted_correct(logits_BLV, targets_BL, weights_BL)), jnp.sum(weights_BL)
+
+
 def apply_with_aux(model, params, *args, rng=None, deterministic: bool = True, **kwargs):
     """(model output, `Sown`) of `model.apply`, with dropout noise from `rng` when not deterministic."""
     out, sown = model.apply({"params": params}, *args, deterministic=deterministic,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from llm_jax.objectives.base import Objective, apply_with_aux
+from llm_jax.objectives.base import Objective, apply_with_aux, weighted_correct
 from llm_jax.objectives.span_corruption import shift_right
 
 
@@ -30,7 +30,7 @@ def seq2seq_losses(model, params, batch, rng, deterministic: bool):
 def seq2seq_metrics(model, params, batch):
     logits_BTV, _ = _logits(model, params, batch, None, True)
     weights_BT = batch["weights"]
-    correct_BT = (jnp.argmax(logits_BTV, axis=-1) == batch["decoder_targets"]).astype(jnp.float32) * weights_BT
+    correct_BT = weighted_correct(logits_BTV, batch["decoder_targets"], weights_BT)
     real_B = (jnp.sum(weights_BT, axis=1) > 0).astype(jnp.float32)  # padding rows of a partial batch weigh 0
     exact_B = (jnp.sum(correct_BT, axis=1) == jnp.sum(weights_BT, axis=1)).astype(jnp.float32) * real_B
     return {"token_accuracy": (jnp.sum(correct_BT), jnp.sum(weights_BT)),

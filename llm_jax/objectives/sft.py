@@ -9,10 +9,9 @@ loss is the weighted mean over the trained tokens (the train step divides by the
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import optax
 
-from llm_jax.objectives.base import Objective, apply_with_aux
+from llm_jax.objectives.base import Objective, apply_with_aux, token_accuracy
 
 
 def _forward(model, params, batch, rng, deterministic: bool, **kwargs):
@@ -30,9 +29,7 @@ def sft_losses(model, params, batch, rng, deterministic: bool):
 
 def sft_metrics(model, params, batch):
     logits_BLV, _ = _forward(model, params, batch, None, True)
-    weights_BL = batch["weights"]
-    correct_BL = (jnp.argmax(logits_BLV, axis=-1) == batch["targets"]).astype(jnp.float32) * weights_BL
-    return {"token_accuracy": (jnp.sum(correct_BL), jnp.sum(weights_BL))}
+    return {"token_accuracy": token_accuracy(logits_BLV, batch["targets"], batch["weights"])}
 
 
 SFT = Objective("sft", ("inputs", "targets", "weights", "segment_ids", "positions"), sft_losses, metrics=sft_metrics)

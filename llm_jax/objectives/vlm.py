@@ -8,10 +8,9 @@ metric: `token_accuracy` of the answer tokens, teacher-forced.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import optax
 
-from llm_jax.objectives.base import Objective, apply_with_aux
+from llm_jax.objectives.base import Objective, apply_with_aux, token_accuracy
 
 
 def _forward(model, params, batch, rng, deterministic: bool):
@@ -26,9 +25,7 @@ def vlm_losses(model, params, batch, rng, deterministic: bool):
 
 def vlm_metrics(model, params, batch):
     logits_BLV, _ = _forward(model, params, batch, None, True)
-    weights_BL = batch["weights"]
-    correct_BL = (jnp.argmax(logits_BLV, axis=-1) == batch["targets"]).astype(jnp.float32) * weights_BL
-    return {"token_accuracy": (jnp.sum(correct_BL), jnp.sum(weights_BL))}
+    return {"token_accuracy": token_accuracy(logits_BLV, batch["targets"], batch["weights"])}
 
 
 VLM = Objective("vlm", ("inputs", "targets", "weights", "images"), vlm_losses, metrics=vlm_metrics,
