@@ -251,6 +251,7 @@ def test_the_scale_benchmark_reports_its_figures_on_a_small_corpus(tmp_path):
         found = run["exact_duplicates_removed"] + run["near_duplicates_removed"]
         assert 0.9 * planted <= found <= 1.1 * planted
         assert run["worker_peak_bytes"] > 10 * 2**20 and run["tokens_out"] > 100_000
+        assert 10 * 2**20 < run["worker_peak_anon_bytes"] <= run["worker_peak_bytes"]  # anonymous: part of the whole
     assert "speed-up 1 -> 2 workers" in format_report(r)
 
 

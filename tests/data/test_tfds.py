@@ -2,9 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from helpers import run_cli
+from llm_jax import config as config_lib
+from llm_jax.data.beam.units import plan_units, read_unit
+from llm_jax.data.corpus import load_documents
+from llm_jax.data.prepare import prepare
+from llm_jax.data.shards import PreparedSplit
+from llm_jax.data.sources import InputStats, read_documents
+from llm_jax.data.tokenizers import train_tokenizer
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="the `tfds` extra (tensorflow-datasets) is not installed")
 
@@ -49,3 +57,42 @@ def test_unknown_tfds_dataset_is_a_clear_error(tfds_dir, tmp_path):
     proc = run_cli("data", "prepare", "--input", "tfds:no_such_dataset", "--output", tmp_path / "o",
                    f"--config.data.tfds_dir={tfds_dir}")
     assert proc.returncode == 2 and "cannot open TFDS dataset 'tfds:no_such_dataset'" in proc.stderr
+
+
+def test_the_beam_pipeline_reads_a_tfds_split_in_ranges_as_the_one_process_path_does(tfds_dir, small_corpus,
+                                                                                      tmp_path):
+    pytest.importorskip("apache_beam", reason="the `beam` extra (apache-beam) is not installed")
+    from llm_jax.data.beam.pipeline import BeamSettings, prepare as beam_prepare
+
+    spec = "tfds:tiny_shakespeare:train"
+    cfg = config_lib.load_config(None, {"data.tfds_dir": tfds_dir, "data.val_fraction": "0.1"})
+    units = plan_units([spec], cfg.data, 1 << 20, unit_records=7)
+    stats, docs = InputStats(), []
+    for unit in units:
+        docs += list(read_unit(unit, cfg.data, stats))
+    assert [(u.start, u.stop) for u in units] == [(i, min(i + 7, 40)) for i in range(0, 40, 7)]
+    assert docs == list(read_documents([spec], InputStats(), tfds_dir=tfds_dir)) and len(docs) == 40
+
+    tokenizer = tmp_path / "tok"
+    train_tokenizer("bytelevel_bpe", load_documents(small_corpus), 400, str(tokenizer))
+    quiet, seq_len = dict(log=lambda _: None), cfg.model.seq_len
+    want = prepare([spec], str(tmp_path / "memory"), cfg.data, 400, seq_len, tokenizer=str(tokenizer), **quiet)
+    beam_prepare([spec], str(tmp_path / "beam"), cfg.data, 400, BeamSettings(workers=1), seq_len,
+                 tokenizer=str(tokenizer), **quiet)
+    manifest = json.loads((tmp_path / "beam" / "manifest.json").read_text())
+    assert manifest["sources"] == want["sources"] == {spec: "tfds"}
+    for key in ("documents_in", "documents_out", "tokens_out"):
+        assert manifest["counts"][key] == want["counts"][key], key
+    assert want["counts"]["documents_in"] == 40
+    assert documents(tmp_path / "beam") == documents(tmp_path / "memory")
+
+
+def documents(out) -> list[tuple]:
+    """Every document of both splits as token ids, sorted (the two paths order shards differently)."""
+    docs = []
+    for split in ("train", "val"):
+        s = PreparedSplit(str(out), split)
+        for tokens, starts in zip(s.tokens, s.doc_starts):
+            bounds = list(starts) + [tokens.size]
+            docs += [tuple(np.asarray(tokens[a:b]).tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+    return sorted(docs)

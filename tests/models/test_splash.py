@@ -113,7 +113,8 @@ for layout in sys.argv[1:]:
         text = jax.jit(kernel).lower(q, k, v).as_text()
     ref = jax.value_and_grad(loss(lambda q, k, v: xla_attention(q, k, v, spec, arrays, 0.3)), (0, 1, 2))(q, k, v)
     pairs = zip(jax.tree.leaves(got), jax.tree.leaves(ref))
-    out[layout] = {"error": max(float(jnp.abs(a - b).max()) for a, b in pairs),
+    # relative to each leaf's largest entry: the loss is a sum of 8,192 squares, where float32 rounding alone is ~1e-4
+    out[layout] = {"error": max(float(jnp.abs(a - b).max() / jnp.maximum(1.0, jnp.abs(b).max())) for a, b in pairs),
                    "shard_map": "shard_map" in text or "manual" in text}
 print(json.dumps(out))
 """
@@ -135,4 +136,4 @@ def test_splash_under_a_mesh_splits_batch_heads_and_query_length(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for layout, result in out.items():
-        assert result["error"] < 1e-4 and result["shard_map"], (layout, result)
+        assert result["error"] < 1e-5 and result["shard_map"], (layout, result)

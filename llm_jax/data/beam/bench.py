@@ -67,10 +67,12 @@ def build_corpus(directory: str, gigabytes: float, seed: int = 0, log=print) -> 
 
 
 class PeakMemory:
-    """Polls /proc for the peak resident memory (VmHWM) of this process and of every process below it."""
+    """Polls /proc for the peak resident memory of this process and of every process below it: VmHWM (the kernel's
+    high-water mark, which also counts file pages mapped in, such as a shard written through a memory map) and the
+    largest anonymous resident memory seen (RssAnon, sampled: what the process itself holds)."""
 
     def __init__(self, interval: float = 0.5):
-        self.interval, self.peaks, self._stop = interval, {}, threading.Event()
+        self.interval, self.peaks, self.anon, self._stop = interval, {}, {}, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
@@ -102,15 +104,19 @@ class PeakMemory:
             if p == me:
                 try:
                     with open(f"/proc/{pid}/status") as f:
-                        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-                except (OSError, StopIteration):
+                        fields = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)
+                                  if k in ("VmHWM", "RssAnon")}
+                except (OSError, ValueError):
                     continue
-                self.peaks[pid] = max(self.peaks.get(pid, 0), hwm * 1024)
+                if "VmHWM" in fields:
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), fields["VmHWM"])
+                    self.anon[pid] = max(self.anon.get(pid, 0), fields.get("RssAnon", 0))
 
     def report(self) -> dict:
         me = os.getpid()
-        others = sorted((v for k, v in self.peaks.items() if k != me), reverse=True)
-        return {"driver_peak_bytes": self.peaks.get(me, 0), "worker_peak_bytes": others[0] if others else 0}
+        worker = lambda peaks: max((v for k, v in peaks.items() if k != me), default=0)  # noqa: E731
+        return {"driver_peak_bytes": self.peaks.get(me, 0), "worker_peak_bytes": worker(self.peaks),
+                "driver_peak_anon_bytes": self.anon.get(me, 0), "worker_peak_anon_bytes": worker(self.anon)}
 
 
 def _digest(path: str) -> str:
@@ -171,11 +177,12 @@ def format_report(r: dict) -> str:
     lines = [f"corpus {r['corpus_bytes'] / 1e9:.2f} GB, {r['documents_in']:,} documents (planted "
              f"{r['planted']['exact_copies']:,} exact / {r['planted']['near_copies']:,} near copies; synthetic)"]
     for n, run in r["runs"].items():
+        mib = lambda who: (f"{run[who + '_peak_bytes'] / 2**20:,.0f} MiB (anonymous "  # noqa: E731
+                           f"{run[who + '_peak_anon_bytes'] / 2**20:,.0f})")
         lines.append(f"{n} worker(s): {run['seconds']:.0f} s, {run['tokens_per_sec']:,.0f} tokens/s "
                      f"({run['tokens_per_sec_per_worker']:,.0f} per worker, "
-                     f"{run['mb_per_sec_per_worker']:.2f} MB/s per worker), peak memory driver "
-                     f"{run['driver_peak_bytes'] / 2**20:,.0f} MiB / worker "
-                     f"{run['worker_peak_bytes'] / 2**20:,.0f} MiB; removed {run['exact_duplicates_removed']:,} exact "
+                     f"{run['mb_per_sec_per_worker']:.2f} MB/s per worker), peak memory driver {mib('driver')} / "
+                     f"worker {mib('worker')}; removed {run['exact_duplicates_removed']:,} exact "
                      f"+ {run['near_duplicates_removed']:,} near duplicates")
     if "speedup_1_to_2" in r:
         lines.append(f"speed-up 1 -> 2 workers: {r['speedup_1_to_2']:.2f}x (target >= 1.7x); outputs identical: "

@@ -133,6 +133,8 @@ def read_unit(unit: Unit, data_cfg, stats: InputStats) -> Iterator[str]:
         stats["files"] += 1
         if unit.kind in ("jsonl", "jsonl_gz", "parquet", "array_record"):
             stats.hashes[unit.path] = sources.file_sha256(unit.path)  # streamed
+        elif unit.kind == "tfds":
+            stats.hashes[unit.path] = "tfds"  # by name, as the one-process reader records it
     if unit.kind == "embedded":
         docs = corpus_lib.load_documents(unit.path)
         stats["documents_in"] += len(docs)
