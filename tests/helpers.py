@@ -66,6 +66,20 @@ def write_hostile_inputs(d):
     (d / "latin1.txt").write_bytes("café crème brûlée, déjà vu à la carte".encode("latin-1"))  # text, not binary
 
 
+def prepared_documents(out) -> list[tuple]:
+    """Every document of a prepared directory's two splits as a tuple of token ids, sorted (the one-process and
+    the Beam paths order shards differently)."""
+    import numpy as np
+    from llm_jax.data.shards import PreparedSplit
+    docs = []
+    for split in ("train", "val"):
+        s = PreparedSplit(str(out), split)
+        for tokens, starts in zip(s.tokens, s.doc_starts):
+            bounds = list(starts) + [tokens.size]
+            docs += [tuple(np.asarray(tokens[a:b]).tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
+    return sorted(docs)
+
+
 @contextlib.contextmanager
 def small_disk(path, size: str):
     """A tmpfs of `size` (e.g. "600k") mounted at `path` for the block, unmounted after; the test is skipped where

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import REPO, write_hostile_inputs
+from helpers import REPO, prepared_documents, write_hostile_inputs
 from llm_jax import config as config_lib
 from llm_jax.data.beam import keys
 from llm_jax.data.beam.units import Unit, plan_units, read_unit
@@ -79,15 +79,6 @@ def tree_digest(path) -> dict:
             .hexdigest() for root, _, files in os.walk(path) for f in files}
 
 
-def documents(out) -> list[tuple]:
-    """Every document of both splits as a tuple of token ids (sorted: the two paths order shards differently)."""
-    docs = []
-    for split in ("train", "val"):
-        s = PreparedSplit(str(out), split)
-        for tokens, starts in zip(s.tokens, s.doc_starts):
-            bounds = list(starts) + [tokens.size]
-            docs += [tuple(np.asarray(tokens[a:b]).tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
-    return sorted(docs)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +97,7 @@ def test_the_same_documents_survive_as_in_the_one_process_path(beam_outputs, cor
     memory = tmp_path / "memory"
     expected = prepare(corpus, str(memory), data_cfg(), 400, SEQ_LEN, tokenizer=tokenizer, **QUIET)
     manifest = json.loads((beam_outputs[1] / "manifest.json").read_text())
-    assert documents(beam_outputs[1]) == documents(memory)
+    assert prepared_documents(beam_outputs[1]) == prepared_documents(memory)
     got, want = manifest["counts"], expected["counts"]
     for key in ("documents_in", "input", "exact_duplicates_removed", "near_duplicates_removed", "filtered",
                 "filtered_by_reason", "clean", "documents_out", "tokens_out", "long_documents"):

@@ -2,15 +2,13 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import prepared_documents, run_cli
 from llm_jax import config as config_lib
 from llm_jax.data.beam.units import plan_units, read_unit
 from llm_jax.data.corpus import load_documents
 from llm_jax.data.prepare import prepare
-from llm_jax.data.shards import PreparedSplit
 from llm_jax.data.sources import InputStats, read_documents
 from llm_jax.data.tokenizers import train_tokenizer
 
@@ -84,15 +82,4 @@ def test_the_beam_pipeline_reads_a_tfds_split_in_ranges_as_the_one_process_path_
     for key in ("documents_in", "documents_out", "tokens_out"):
         assert manifest["counts"][key] == want["counts"][key], key
     assert want["counts"]["documents_in"] == 40
-    assert documents(tmp_path / "beam") == documents(tmp_path / "memory")
-
-
-def documents(out) -> list[tuple]:
-    """Every document of both splits as token ids, sorted (the two paths order shards differently)."""
-    docs = []
-    for split in ("train", "val"):
-        s = PreparedSplit(str(out), split)
-        for tokens, starts in zip(s.tokens, s.doc_starts):
-            bounds = list(starts) + [tokens.size]
-            docs += [tuple(np.asarray(tokens[a:b]).tolist()) for a, b in zip(bounds[:-1], bounds[1:])]
-    return sorted(docs)
+    assert prepared_documents(tmp_path / "beam") == prepared_documents(tmp_path / "memory")
