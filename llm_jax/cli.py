@@ -365,7 +365,8 @@ def cmd_data(args, extra) -> int:
     cfg = _load_cfg(args, extra)
     if args.action == "bench" and args.scale:
         from llm_jax.data.beam.bench import bench_scale, format_report
-        result = bench_scale(cfg, args.scale, args.bench_dir, log=(lambda _: None) if args.json else print)
+        result = bench_scale(cfg, args.scale, args.bench_dir, workers=(args.workers,) if args.workers else (1, 2),
+                             log=(lambda _: None) if args.json else print)
         if args.json:
             _print_json(result)
         else:
@@ -512,7 +513,8 @@ def build_parser() -> ArgumentParser:
                          "bounded memory, resumable, any runner; docs/data.md)")
     dp.add_argument("--runner", default="DirectRunner", help="--engine beam: DirectRunner, DataflowRunner, FlinkRunner...")
     dp.add_argument("--workers", type=argtypes.nonneg_int, default=0,
-                    help="--engine beam: DirectRunner worker processes (0 = one per CPU)")
+                    help="--engine beam: DirectRunner worker processes (0 = one per CPU); bench --scale: run only "
+                         "this worker count (default 1 then 2)")
     dp.add_argument("--beam-option", action="append", metavar="--OPT=VALUE",
                     help="--engine beam: a further pipeline option (repeatable), e.g. --beam-option=--project=P")
     dp.add_argument("--unit-mb", type=argtypes.positive_number, default=64, help="--engine beam: input MB per work unit")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llm_jax.errors import UserError
 from llm_jax.objectives.base import (AUX_COLLECTION, NOTHING_SOWN, STATS_COLLECTION, Objective, Sown, apply_with_aux,
-                                     sown_losses)
+                                     field_specs, sown_losses)
 from llm_jax.objectives.causal_lm import CAUSAL_LM
 from llm_jax.objectives.distill import DISTILL
 from llm_jax.objectives.dpo import DPO
@@ -34,4 +34,4 @@ def get_objective(name: str, train_cfg=None) -> Objective:
 
 
 __all__ = ["AUX_COLLECTION", "NOTHING_SOWN", "OBJECTIVES", "Objective", "STATS_COLLECTION", "Sown", "apply_with_aux",
-           "get_objective", "sown_losses"]
+           "field_specs", "get_objective", "sown_losses"]

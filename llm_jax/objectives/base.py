@@ -41,7 +41,24 @@ class Objective:
     prepare: Callable | None = None  # (model, batch, rng or None) -> batch, once per step before micro-batching
     metrics: Callable | None = None  # (model, params, prepared batch) -> {name: (sum, count)}, in evaluation
     configure: Callable | None = None  # (train config) -> this objective with the run's settings (DPO's beta)
-    ranks: tuple = ()  # ((field, ndim), ...) of batch fields that are not (batch, length): their shardings
+    shapes: tuple = ()  # ((field, dims, dtype), ...) of the batch fields that are not (B, L) int32 (field_specs)
+
+
+def field_specs(objective: Objective, cfg) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{field: (global shape, dtype)} of every batch field of `objective` under `cfg`: (B, L) int32 unless the
+    objective's `shapes` says otherwise, with dims B (train.batch_size), L (model.seq_len), T (data.target_len, 0 =
+    L), K (train.distill_top_k), S (model.image_size) or numbers. What `llm-jax compile` lowers the
+    step for, and what every batch fed to the step is checked against (Trainable.to_device)."""
+    size = {"B": cfg.train.batch_size, "L": cfg.model.seq_len, "T": cfg.data.target_len or cfg.model.seq_len,
+            "K": cfg.train.distill_top_k, "S": cfg.model.image_size}
+    given = {name: (dims, dtype) for name, dims, dtype in objective.shapes}
+    unknown = set(given) - set(objective.batch_fields)
+    assert not unknown, f"{objective.name}: shapes of fields it does not read: {sorted(unknown)}"
+    out = {}
+    for name in objective.batch_fields:
+        dims, dtype = given.get(name, (("B", "L"), "int32"))
+        out[name] = (tuple(size[d] if isinstance(d, str) else d for d in dims), dtype)
+    return out
 
 
 def sown_losses(collection) -> dict:

@@ -53,4 +53,5 @@ def configured(train_cfg) -> Objective:
 
 
 DISTILL = Objective("distill", FIELDS, functools.partial(distill_losses, alpha=0.5, temperature=2.0),
-                    configure=configured, ranks=(("teacher_ids", 3), ("teacher_logps", 3)))
+                    configure=configured, shapes=(("teacher_ids", ("B", "L", "K"), "int32"),
+                                                  ("teacher_logps", ("B", "L", "K"), "float32")))

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llm_jax.objectives.base import Objective, Sown, apply_with_aux
-from llm_jax.objectives.pairs import PAIR_FIELDS, sequence_logps
+from llm_jax.objectives.pairs import PAIR_FIELDS, PAIR_SHAPES, sequence_logps
 
 LOSSES = ("sigmoid", "ipo", "hinge")
 REF_FIELDS = ("chosen_ref_logp", "rejected_ref_logp")
@@ -91,4 +91,5 @@ def reference_logps(model, params, rows, batch_size: int = 16) -> dict[str, np.n
 
 DPO = Objective("dpo", PAIR_FIELDS + REF_FIELDS,
                 functools.partial(dpo_losses, beta=0.1, loss="sigmoid", smoothing=0.0),
-                metrics=functools.partial(dpo_metrics, beta=0.1), configure=configured)
+                metrics=functools.partial(dpo_metrics, beta=0.1), configure=configured,
+                shapes=PAIR_SHAPES + tuple((name, ("B", 1), "float32") for name in REF_FIELDS))

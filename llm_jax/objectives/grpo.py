@@ -30,6 +30,8 @@ from llm_jax.objectives.sft import sft_losses
 
 ROLLOUT_FIELDS = ("inputs", "targets", "weights", "segment_ids", "positions", "old_logp", "ref_logp",
                   "advantages", "rewards")
+ROLLOUT_SHAPES = tuple((name, ("B", "L"), "float32") for name in ("weights", "old_logp", "ref_logp", "advantages")) \
+    + (("rewards", ("B", 1), "float32"),)
 
 
 def token_logps(model, params, batch, rng, deterministic: bool):
@@ -83,4 +85,4 @@ def configured(train_cfg) -> Objective:
 
 
 GRPO = Objective("grpo", ROLLOUT_FIELDS, functools.partial(grpo_losses, clip=0.2, beta=0.04), metrics=grpo_metrics,
-                 configure=configured)
+                 configure=configured, shapes=ROLLOUT_SHAPES)

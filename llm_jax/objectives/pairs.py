@@ -12,6 +12,7 @@ import optax
 
 SIDES = ("chosen", "rejected")
 PAIR_FIELDS = tuple(f"{s}_{f}" for s in SIDES for f in ("inputs", "targets", "weights")) + ("weights",)
+PAIR_SHAPES = tuple((f"{s}_weights", ("B", "L"), "float32") for s in SIDES) + (("weights", ("B", 1), "float32"),)
 
 
 def both(batch, field: str):

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from llm_jax.objectives.base import Objective, Sown, apply_with_aux
-from llm_jax.objectives.grpo import ROLLOUT_FIELDS, clipped_policy_loss, kl_k3, statistics
+from llm_jax.objectives.grpo import ROLLOUT_FIELDS, ROLLOUT_SHAPES, clipped_policy_loss, kl_k3, statistics
 
 
 def logps_and_values(model, params, batch, rng, deterministic: bool):
@@ -92,4 +92,5 @@ def configured(train_cfg) -> Objective:
 
 PPO = Objective("ppo", ROLLOUT_FIELDS + ("old_values", "returns"),
                 functools.partial(ppo_losses, clip=0.2, value_coef=0.1),
-                metrics=functools.partial(ppo_metrics, clip=0.2), configure=configured)
+                metrics=functools.partial(ppo_metrics, clip=0.2), configure=configured,
+                shapes=ROLLOUT_SHAPES + tuple((name, ("B", "L"), "float32") for name in ("old_values", "returns")))

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from llm_jax.objectives.base import Objective, Sown, apply_with_aux
-from llm_jax.objectives.pairs import PAIR_FIELDS, both, halves
+from llm_jax.objectives.pairs import PAIR_FIELDS, PAIR_SHAPES, both, halves
 
 
 def scores(model, params, batch, rng=None, deterministic: bool = True):
@@ -45,4 +45,4 @@ def reward_metrics(model, params, batch):
             "reward_margin": (jnp.sum((r_c - r_r) * real), jnp.sum(real))}
 
 
-REWARD = Objective("reward", PAIR_FIELDS, reward_losses, metrics=reward_metrics)
+REWARD = Objective("reward", PAIR_FIELDS, reward_losses, metrics=reward_metrics, shapes=PAIR_SHAPES)

@@ -38,4 +38,5 @@ def seq2seq_metrics(model, params, batch):
 
 
 SEQ2SEQ = Objective("seq2seq", ("encoder_inputs", "encoder_padding", "decoder_targets", "weights"), seq2seq_losses,
-                    metrics=seq2seq_metrics)
+                    metrics=seq2seq_metrics,
+                    shapes=(("decoder_targets", ("B", "T"), "int32"), ("weights", ("B", "T"), "float32")))

@@ -32,4 +32,5 @@ def sft_metrics(model, params, batch):
     return {"token_accuracy": token_accuracy(logits_BLV, batch["targets"], batch["weights"])}
 
 
-SFT = Objective("sft", ("inputs", "targets", "weights", "segment_ids", "positions"), sft_losses, metrics=sft_metrics)
+SFT = Objective("sft", ("inputs", "targets", "weights", "segment_ids", "positions"), sft_losses, metrics=sft_metrics,
+                shapes=(("weights", ("B", "L"), "float32"),))

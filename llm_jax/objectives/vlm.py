@@ -29,4 +29,4 @@ def vlm_metrics(model, params, batch):
 
 
 VLM = Objective("vlm", ("inputs", "targets", "weights", "images"), vlm_losses, metrics=vlm_metrics,
-                ranks=(("images", 4),))
+                shapes=(("weights", ("B", "L"), "float32"), ("images", ("B", "S", "S", 3), "float32")))

@@ -15,7 +15,7 @@ import optax
 
 from llm_jax.errors import UserError
 from llm_jax.models import build_model, peft
-from llm_jax.objectives import Objective, get_objective
+from llm_jax.objectives import Objective, field_specs, get_objective
 from llm_jax.parallel.mesh import activate, batch_sharding, make_mesh, rules_tuple
 from llm_jax.train.optimizer import make_optimizer, schedule, trainable_mask
 from llm_jax.train.state import TrainState, abstract_key, abstract_state, init_params, init_state
@@ -41,6 +41,7 @@ class Trainable:
     abstract: TrainState      # jax.ShapeDtypeStructs carrying their shardings
     shardings: TrainState
     batch_shardings: dict
+    batch_specs: dict         # {field: (global shape, dtype)}: objectives.field_specs
     train_step: Callable      # jitted (state, batch) -> (state, metrics); donates the state
     eval_step: Callable       # jitted (params, batch) -> (loss sum, weight sum, {metric: (sum, count)})
 
@@ -57,13 +58,21 @@ class Trainable:
 
     def to_device(self, batch: dict) -> dict:
         """This process's rows of a batch, as global arrays laid out for the step (the fields the objective
-        reads: MLM, for one, has no use for the loader's next-token targets)."""
+        reads: MLM, for one, has no use for the loader's next-token targets). A field whose dtype or shape past the
+        batch axis is not the objective's is an error that names it."""
+        for k, v in batch.items():
+            if k in self.batch_specs:
+                shape, dtype = self.batch_specs[k]
+                v = np.asarray(v)
+                if v.shape[1:] != shape[1:] or jax.dtypes.canonicalize_dtype(v.dtype) != np.dtype(dtype):
+                    raise UserError(f"batch field {k!r}: {v.dtype} {tuple(v.shape)} per process, but "
+                                    f"train.objective={self.objective.name!r} trains on {dtype} (rows, "
+                                    f"{', '.join(map(str, shape[1:]))}) under this config")
         return {k: jax.make_array_from_process_local_data(self.batch_shardings[k], v) for k, v in batch.items()
                 if k in self.batch_shardings}
 
     def abstract_batch(self) -> dict:
-        shape = (self.cfg.train.batch_size, self.cfg.model.seq_len)
-        return {k: jax.ShapeDtypeStruct(shape, np.int32, sharding=v) for k, v in self.batch_shardings.items()}
+        return {k: jax.ShapeDtypeStruct(*self.batch_specs[k], sharding=v) for k, v in self.batch_shardings.items()}
 
     def sizes(self) -> dict:
         """{"params", "trainable" (parameters that get updates), "optimizer_bytes" (the optimizer state)}."""
@@ -97,15 +106,15 @@ def build_trainable(cfg, mesh: jax.sharding.Mesh | None = None) -> Trainable:
     mask = trainable_mask(shapes, cfg.train.trainable,
                           None if cfg.model.peft == "none" else peft.trainable_pattern(cfg.model.peft))
     abstract, shardings = abstract_state(model, tx, cfg.model.seq_len, scale, mesh, rules, mask)
-    ranks = dict(objective.ranks)
-    batch_shardings = {name: batch_sharding(mesh, rules, ranks.get(name, 2)) for name in objective.batch_fields}
+    batch_specs = field_specs(objective, cfg)
+    batch_shardings = {name: batch_sharding(mesh, rules, len(shape)) for name, (shape, _) in batch_specs.items()}
     sched = schedule(cfg.train)
     step = make_train_step(model, objective, tx, sched, cfg.train, use_dynamic_loss_scale(cfg), mask)
     train_step = jax.jit(step, in_shardings=(shardings, batch_shardings), out_shardings=(shardings, None),
                          donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, objective), in_shardings=(shardings.params, batch_shardings))
     return Trainable(cfg, mesh, rules, model, objective, tx, sched, scale, mask, abstract, shardings,
-                     batch_shardings, train_step, eval_step)
+                     batch_shardings, batch_specs, train_step, eval_step)
 
 
 __all__ = ["Trainable", "build_trainable", "use_dynamic_loss_scale"]

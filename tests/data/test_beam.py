@@ -232,6 +232,26 @@ def test_doc_ids_split_back_into_unit_and_ordinal():
     assert Unit(3, "x", "text").name == "u-000003"
 
 
+def test_a_partition_reads_its_rows_of_every_unit_file_in_file_order(tmp_path):
+    from llm_jax.data.beam.stages import is_saved, load_partition, save_partitioned
+    rng = np.random.default_rng(0)
+    files = []
+    for u in range(3):
+        rows = rng.integers(0, 2**63, size=(50, 2), dtype=np.uint64)
+        if u == 1:
+            rows = rows[:0]  # a unit with no rows
+        path = str(tmp_path / f"u{u}")
+        save_partitioned(path, rows, rows[:, 0], 7)
+        assert is_saved(path)
+        files.append((path, rows))
+    for p in range(7):
+        want = [rows[rows[:, 0] % 7 == p] for _, rows in files]  # stable: each file keeps its rows' order
+        got = load_partition([path for path, _ in files], p, 2)
+        assert got.shape[1] == 2 and np.array_equal(got, np.concatenate(want))
+    assert sum(len(load_partition([path for path, _ in files], p, 2)) for p in range(7)) == 100
+    assert not is_saved(str(tmp_path / "nothing"))
+
+
 def test_the_scale_benchmark_reports_its_figures_on_a_small_corpus(tmp_path):
     from llm_jax.data.beam.bench import bench_scale, format_report
     cfg = config_lib.load_config(None, {"model.vocab_size": "300", "data.tokenizer_kind": "bytelevel_bpe"})

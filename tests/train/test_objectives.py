@@ -10,6 +10,7 @@ import pytest
 
 from helpers import small_config
 from llm_jax import config as config_lib
+from llm_jax.errors import UserError
 from llm_jax.objectives import OBJECTIVES, Objective, apply_with_aux
 from llm_jax.train.step import _gradients, make_train_step
 from llm_jax.train.state import TrainState, new_counters
@@ -154,3 +155,51 @@ def test_the_documented_objective_example_runs_and_trains():
     namespace["SMOOTHING"] = 0.0  # a confident model pays for smoothing: the smoothed loss is the larger
     assert float(jnp.mean(trained)) > float(jnp.mean(objective.losses(trainable.model, state.params, batch, None,
                                                                       True)[0])) + 0.05
+
+
+# every objective, with the shipped config that trains it (distill: the tiny one with a teacher named)
+OBJECTIVE_CONFIGS = {"causal_lm": ("configs/tiny.py", {}), "mlm": ("configs/bert_tiny.py", {}),
+                     "span_corruption": ("configs/t5_tiny.py", {}), "seq2seq": ("configs/t5_seq2seq_tiny.py", {}),
+                     "sft": ("configs/sft_tiny.py", {}), "vlm": ("configs/vlm_tiny.py", {}),
+                     "distill": ("configs/tiny.py", {"train.objective": "distill", "train.teacher": "runs/teacher"}),
+                     "reward": ("configs/reward_tiny.py", {}), "dpo": ("configs/dpo_tiny.py", {}),
+                     "grpo": ("configs/grpo_tiny.py", {}), "ppo": ("configs/ppo_tiny.py", {})}
+
+
+def test_every_objective_has_a_shipped_config_here():
+    assert set(OBJECTIVE_CONFIGS) == set(OBJECTIVES)
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVE_CONFIGS))
+def test_the_abstract_batch_is_what_the_step_reads(name):
+    """`llm-jax compile` lowers the step on `abstract_batch` alone: every field with its declared shape and dtype
+    (images (B, S, S, 3) float32, the teacher's top-k (B, L, K), float weights...) must trace through the real step.
+    That the loaders' real batches have these shapes is checked on every batch fed to training (to_device)."""
+    path, overrides = OBJECTIVE_CONFIGS[name]
+    cfg = config_lib.load_config(path, overrides)
+    assert cfg.train.objective == name
+    trainable = build_trainable(cfg)
+    batch = trainable.abstract_batch()
+    assert set(batch) == set(trainable.objective.batch_fields)
+    with trainable.activate():
+        lowered = trainable.train_step.lower(trainable.abstract, batch)
+        trainable.eval_step.lower(trainable.abstract.params, batch)
+    fed = jax.tree.leaves(lowered.args_info[0][1])
+    assert sorted((a.shape, str(a.dtype)) for a in fed) == sorted((b.shape, str(b.dtype)) for b in batch.values())
+    if name == "vlm":
+        size = cfg.model.image_size
+        assert batch["images"].shape == (cfg.train.batch_size, size, size, 3)
+        assert batch["images"].dtype == np.float32 and batch["weights"].dtype == np.float32
+
+
+def test_a_batch_field_of_the_wrong_shape_or_dtype_is_named():
+    trainable = build_trainable(small_config("sft"))
+    B, L = 8, trainable.cfg.model.seq_len
+    good = {"inputs": np.zeros((B, L), np.int32), "targets": np.zeros((B, L), np.int32),
+            "weights": np.ones((B, L), np.float32), "segment_ids": np.ones((B, L), np.int32),
+            "positions": np.zeros((B, L), np.int32)}
+    assert trainable.to_device(good)["weights"].dtype == np.float32
+    with pytest.raises(UserError, match="batch field 'weights': int32 .*float32"):
+        trainable.to_device(dict(good, weights=np.ones((B, L), np.int32)))
+    with pytest.raises(UserError, match="batch field 'inputs'.*int32 \\(rows, 16\\)"):
+        trainable.to_device(dict(good, inputs=np.zeros((B, L + 1), np.int32)))

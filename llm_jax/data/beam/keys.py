@@ -1,9 +1,10 @@
 """The pure numpy parts of the distributed deduplication: keys, hash partitions, and what each partition decides.
 
-Every shuffle of the pipeline moves batches of fixed-width rows (numpy arrays), never one Python object per
-document or per window: a batch holds the rows of one unit that belong to one partition (`hash % partitions`), and
-the partition's worker concatenates its batches and decides with sorts. Documents are named by their id,
-`unit << 32 | ordinal` (ORDINAL_BITS), so "earliest" means "first in reading order", as in the one-process path.
+Every shuffle of the pipeline moves fixed-width rows (numpy arrays), never one Python object per document or per
+window: a unit writes its rows grouped by partition (`hash % partitions`, llm_jax/data/beam/stages.py
+save_partitioned), and a partition's worker concatenates its slice of every unit's rows and decides with sorts.
+Documents are named by their id, `unit << 32 | ordinal` (ORDINAL_BITS), so "earliest" means "first in reading
+order", as in the one-process path.
 """
 
 from __future__ import annotations
@@ -32,18 +33,6 @@ def split_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def partition_of(hashes: np.ndarray, partitions: int) -> np.ndarray:
     return (np.asarray(hashes, np.uint64) % np.uint64(partitions)).astype(np.int64)
-
-
-def by_partition(rows: np.ndarray, hashes: np.ndarray, partitions: int):
-    """(partition, rows of that partition) for every partition that has rows, in partition order."""
-    if not len(rows):
-        return
-    part = partition_of(hashes, partitions)
-    order = np.argsort(part, kind="stable")
-    part, rows = part[order], rows[order]
-    bounds = np.flatnonzero(np.r_[True, part[1:] != part[:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        yield int(part[a]), rows[a:b]
 
 
 def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -3,12 +3,14 @@ same code on Dataflow, Flink or Spark).
 
 Three pipelines run in turn over the units of llm_jax/data/beam/units.py (docs/data.md "At scale" has the picture):
   1. map + dedup: every unit is read and decided per document (keys, MinHash signature, heuristic filters,
-     language / quality / toxicity verdicts, PII redaction); exact keys and LSH band hashes are shuffled by hash
-     partition; a partition drops later copies of an exact key and verifies bucket-mates' signatures; the verified
+     language / quality / toxicity verdicts, PII redaction) and writes its exact keys and LSH band hashes grouped by
+     hash partition; once every unit is done, a partition reads its slice of every unit's keys, drops later copies
+     of an exact key and verifies bucket-mates' signatures; the verified
      pairs go through connected components (min-label propagation, `cc_rounds` rounds in the graph, the rare
      rest finished by union-find over the still-unequal labels); every unit gets its dedup verdicts.
-  2. substring (when data.clean.substring_ngram > 0): window hashes of the kept documents are shuffled by
-     partition; a partition marks windows whose first document is an earlier one; units get their marks.
+  2. substring (when data.clean.substring_ngram > 0): units write the window hashes of their kept documents by
+     partition; a partition marks windows whose first document is an earlier one, writing the marks by unit; units
+     read their marks.
   3. finalize: a tokenizer (given, or trained here on a deterministic sample), then per unit the final texts,
      train/validation split and tokens grouped by output shard; per output shard a writer streams its documents
      from every unit in unit order into numpy and ArrayRecord shards.
@@ -48,6 +50,7 @@ try:
 except ImportError:  # the `beam` extra
     beam = None
 
+WORK_LAYOUT = 2  # the work directory's files (2: shuffles through partitioned files); another is not resumed
 TOKENIZER_SAMPLE_CHARS = 50_000_000  # a trained tokenizer learns from the first this many characters of train text
 
 
@@ -117,20 +120,29 @@ def _unit_of(doc_id: int) -> int:
     return doc_id >> keys.ORDINAL_BITS
 
 
+def _after(pcoll, label: str, items: list):
+    """`items`, once every element of `pcoll` is done (a barrier: a partition reads what every unit wrote), spread
+    over the workers."""
+    return (pcoll | f"{label}: all done" >> beam.combiners.Count.Globally()
+            | f"{label}: list" >> beam.FlatMap(lambda _: items) | f"{label}: spread" >> beam.Reshuffle())
+
+
 def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions: int, rounds: int):
     lsh = dedup.MinHashLSH(data_cfg.dedup.bands, data_cfg.dedup.rows, data_cfg.dedup.shingle,
                            data_cfg.dedup.threshold)
     mapped = (p | "units" >> beam.Create(units) | "spread" >> beam.Reshuffle()
-              | "map" >> beam.Map(stages.map_unit, data_cfg, work, lsh))
+              | "map" >> beam.Map(stages.map_unit, data_cfg, work, lsh, partitions))
     # every unit's keys take part, even when a resumed run finds some verdicts written: a unit's copies are decided
     # against all the others (rewriting a verdict file gives the same bytes)
-    grouped = (mapped | "keys" >> beam.FlatMap(stages.dedup_keys, work, data_cfg, partitions)
-               | "shuffle keys" >> beam.GroupByKey())
-    exact = (grouped | "exact" >> beam.Filter(lambda kv: kv[0][0] == "exact")
-             | "later copies" >> beam.FlatMap(lambda kv: keys.later_copies(np.concatenate(list(kv[1]))).tolist()))
-    pairs = (grouped | "bands" >> beam.Filter(lambda kv: kv[0][0] == "band")
-             | "verify" >> beam.FlatMap(lambda kv: stages.verified_pairs(np.concatenate(list(kv[1])), work,
-                                                                         data_cfg.dedup.threshold).tolist()))
+    files = lambda suffix: [work.unit(u.index, suffix) for u in units]  # noqa: E731
+    kinds = [k for k, on in (("exact", data_cfg.dedup.exact), ("band", data_cfg.dedup.near)) if on]
+    jobs = _after(mapped, "keys", [(k, q) for k in kinds for q in range(partitions)])
+    exact = (jobs | "exact" >> beam.Filter(lambda kq: kq[0] == "exact")
+             | "later copies" >> beam.FlatMap(lambda kq: keys.later_copies(
+                 stages.load_partition(files(".exact"), kq[1], 3)).tolist()))
+    pairs = (jobs | "bands" >> beam.Filter(lambda kq: kq[0] == "band")
+             | "verify" >> beam.FlatMap(lambda kq: stages.verified_pairs(
+                 stages.load_partition(files(".band"), kq[1], 2), work, data_cfg.dedup.threshold).tolist()))
     near = _components(pairs, rounds)
     by_unit = {"unit": mapped | "unit key" >> beam.Map(lambda u: (u, None)),
                "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_of(i), i)),
@@ -141,19 +153,12 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
 
 
 def substring(p, units: list[Unit], work: stages.Work, n: int, partitions: int):
-    every = p | "units" >> beam.Create([u.index for u in units]) | "spread" >> beam.Reshuffle()  # all: as above
-    marks = (every | "windows" >> beam.FlatMap(stages.substring_windows, work, n, partitions)
-             | "shuffle windows" >> beam.GroupByKey()
-             | "repeats" >> beam.FlatMapTuple(lambda _, rows: _by_unit(keys.first_windows(np.concatenate(list(rows))))))
-    return ({"unit": every | "unit key" >> beam.Map(lambda u: (u, None)), "marks": marks}
-            | "per unit" >> beam.CoGroupByKey()
-            | "write marks" >> beam.MapTuple(lambda u, g: stages.write_marks(u, list(g["marks"]), work)))
-
-
-def _by_unit(rows: np.ndarray):
-    units, _ = keys.split_ids(rows[:, 0]) if len(rows) else (np.zeros(0, np.int64), None)
-    for u in np.unique(units).tolist():
-        yield u, rows[units == u]
+    order = [u.index for u in units]
+    windows = (p | "units" >> beam.Create(order) | "spread" >> beam.Reshuffle()
+               | "windows" >> beam.Map(stages.save_windows, work, n, partitions))
+    repeats = (_after(windows, "partitions", list(range(partitions)))
+               | "repeats" >> beam.Map(stages.save_repeats, order, work))
+    return _after(repeats, "per unit", order) | "write marks" >> beam.Map(stages.write_marks, partitions, work)
 
 
 class _Finalize(beam.DoFn if beam else object):
@@ -211,7 +216,8 @@ def _settings_fingerprint(inputs, data_cfg, tokenizer: str, settings: BeamSettin
                 files[path] = [st.st_size, st.st_mtime_ns]
             except OSError:
                 files[path] = None
-    return {"inputs": files, "data": data_cfg.to_dict(), "tokenizer": tokenizer, "unit_mb": settings.unit_mb,
+    return {"work_layout": WORK_LAYOUT, "inputs": files, "data": data_cfg.to_dict(), "tokenizer": tokenizer,
+            "unit_mb": settings.unit_mb,
             "partitions": settings.partitions, "cc_rounds": settings.cc_rounds}
 
 

@@ -3,14 +3,22 @@ directory (llm_jax/data/beam/pipeline.py wires them into Beam transforms).
 
 Per unit (`Work.unit(u)` prefix):
     .json          statistics of reading and the per-document verdicts; written last: the unit's "done" mark
-    .exact.npy     (n, 2) uint64 exact-dedup keys          .sig.npy  (n, bands*rows) uint32 MinHash signatures
+    .sig.npy       (n, bands*rows) uint32 MinHash signatures
+    .exact / .band / .windows   the unit's rows for the shuffles, grouped by partition (save_partitioned)
     .reason.npy    (n,) int8 index into REASONS            .lang.npy (n,) int16 index into the json's `languages`
     .pii.npy       (n, len(pii.KINDS)) int32               .texts.jsonl  [ordinal, text] of documents kept so far
     .dedup.npy     (n,) int8 0 kept / 1 exact / 2 near duplicate (after the dedup shuffles)
     .marks.npy     (m, 2) uint64 (id, word position) of windows repeated from an earlier document (substring)
     .{split}.tokens.npy / .lengths.npy / .shards.npy   tokens of the unit's final documents, grouped by output shard
     .final.json    counts of the unit's final documents (the finalize stage's done mark)
+Per partition p (`Work.part(name, p)`): marks (the substring stage's marks grouped by unit).
 Every file is written atomically, so a killed worker leaves a unit either done or to be redone.
+
+The shuffles go through these files, not through the runner: a unit writes its rows grouped by partition, a
+partition's worker reads its slice of every unit's file (load_partition). The runner moves only unit and partition
+numbers and the small results (duplicate ids, LSH pairs), so a worker holds one unit or one partition at a time —
+the DirectRunner would otherwise keep every shuffled row in the driver and hand each worker its whole share of a
+stage at once, and both would grow with the corpus (docs/data.md "Memory").
 """
 
 from __future__ import annotations
@@ -52,6 +60,34 @@ class Work:
     def shard(self, split: str, s: int) -> str:
         return os.path.join(self.root, "shards", f"{split}-{s:05d}.json")
 
+    def part(self, name: str, p: int) -> str:
+        os.makedirs(os.path.join(self.root, "parts"), exist_ok=True)
+        return os.path.join(self.root, "parts", f"{name}-{p:05d}")
+
+
+def save_partitioned(path: str, rows: np.ndarray, hashes: np.ndarray, partitions: int) -> None:
+    """`rows` grouped by partition (`hashes % partitions`, stable) into `path`.rows.npy and the (partitions + 1,)
+    row offsets of the groups into `path`.bounds.npy, written last (its presence marks the pair complete)."""
+    part = keys.partition_of(hashes, partitions)
+    order = np.argsort(part, kind="stable")
+    save_array(path + ".rows.npy", rows[order])
+    save_array(path + ".bounds.npy", np.searchsorted(part[order], np.arange(partitions + 1)).astype(np.int64))
+
+
+def is_saved(path: str) -> bool:
+    return os.path.exists(path + ".bounds.npy")
+
+
+def load_partition(paths: list[str], p: int, width: int) -> np.ndarray:
+    """Partition p's rows of every file in `paths` (save_partitioned), concatenated in the order of `paths`; each
+    file is memory-mapped, so only the slices are read."""
+    parts = []
+    for path in paths:
+        bounds = np.load(path + ".bounds.npy")
+        if bounds[p + 1] > bounds[p]:
+            parts.append(np.load(path + ".rows.npy", mmap_mode="r")[bounds[p]:bounds[p + 1]])
+    return np.concatenate(parts) if parts else np.zeros((0, width), np.uint64)
+
 
 def _read_json(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
@@ -63,9 +99,10 @@ def _texts(path: str) -> dict[int, str]:
         return {o: t for o, t in map(json.loads, f)}
 
 
-def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH) -> int:
+def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH, partitions: int) -> int:
     """Reads a unit and decides everything that needs only the document: keys, signatures, verdicts, PII
-    redaction. Skipped when the unit is done already (resume). Returns the unit's index."""
+    redaction; writes its dedup keys by partition. Skipped when the unit is done already (resume). Returns the unit's
+    index."""
     done = work.unit(unit.index, ".json")
     if os.path.exists(done):
         return unit.index
@@ -93,27 +130,24 @@ def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH) -> int:
                 text, per_kind = cleaner.redact(doc)
                 found[i] = [per_kind.get(k, 0) for k in pii.KINDS]
                 out.write(json.dumps([i, text]) + "\n")
-    for suffix, array in ((".exact.npy", exact), (".sig.npy", sig), (".reason.npy", reason), (".lang.npy", lang),
-                          (".pii.npy", found)):
+    for suffix, array in ((".sig.npy", sig), (".reason.npy", reason), (".lang.npy", lang), (".pii.npy", found)):
         save_array(work.unit(unit.index, suffix), array)
+    _save_keys(unit.index, exact, sig, data_cfg, work, partitions)
     atomic_write_json(done, {"documents": n, "input": dict(stats), "hashes": stats.hashes, "languages": languages})
     return unit.index
 
 
-def dedup_keys(u: int, work: Work, data_cfg, partitions: int):
-    """((kind, partition), rows) batches of the unit's exact keys and LSH band hashes."""
-    ids = keys.doc_ids(u, len(np.load(work.unit(u, ".reason.npy"))))
+def _save_keys(u: int, exact: np.ndarray, sig: np.ndarray, data_cfg, work: Work, partitions: int) -> None:
+    """The unit's exact keys (key_hi, key_lo, id) and LSH band hashes (hash, id), by partition."""
+    ids = keys.doc_ids(u, len(exact))
     if data_cfg.dedup.exact:
-        exact = np.load(work.unit(u, ".exact.npy"))
-        rows = np.concatenate([exact, ids[:, None]], axis=1)
-        for p, part in keys.by_partition(rows, exact[:, 1], partitions):
-            yield ("exact", p), part
+        save_partitioned(work.unit(u, ".exact"), np.concatenate([exact, ids[:, None]], axis=1), exact[:, 1],
+                         partitions)
     if data_cfg.dedup.near:
         d = data_cfg.dedup
-        bands = keys.band_hashes(np.load(work.unit(u, ".sig.npy")), d.bands, d.rows)  # (n, bands)
+        bands = keys.band_hashes(sig, d.bands, d.rows)  # (n, bands)
         rows = np.stack([bands.ravel(), np.repeat(ids, d.bands)], axis=1)
-        for p, part in keys.by_partition(rows, rows[:, 0], partitions):
-            yield ("band", p), part
+        save_partitioned(work.unit(u, ".band"), rows, rows[:, 0], partitions)
 
 
 def verified_pairs(rows: np.ndarray, work: Work, threshold: float) -> np.ndarray:
@@ -146,8 +180,12 @@ def _kept_texts(u: int, work: Work) -> tuple[list[int], list[str]]:
     return ordinals, [texts[o] for o in ordinals]
 
 
-def substring_windows(u: int, work: Work, n: int, partitions: int):
-    """(partition, rows (window hash, id, word position)) batches of the unit's kept documents."""
+def save_windows(u: int, work: Work, n: int, partitions: int) -> int:
+    """The rows (window hash, id, word position) of the unit's kept documents, by partition. Skipped when written
+    (resume: they depend only on the dedup verdicts, final by then)."""
+    path = work.unit(u, ".windows")
+    if is_saved(path):
+        return u
     ordinals, texts = _kept_texts(u, work)
     parts = []
     for o, text in zip(ordinals, texts):
@@ -156,13 +194,23 @@ def substring_windows(u: int, work: Work, n: int, partitions: int):
             doc = keys.doc_id(u, o)
             parts.append(np.stack([hashes, np.full(len(hashes), doc, np.uint64),
                                    np.arange(len(hashes), dtype=np.uint64)], axis=1))
-    if parts:
-        rows = np.concatenate(parts)
-        yield from keys.by_partition(rows, rows[:, 0], partitions)
+    rows = np.concatenate(parts) if parts else np.zeros((0, 3), np.uint64)
+    save_partitioned(path, rows, rows[:, 0], partitions)
+    return u
 
 
-def write_marks(u: int, marks: list[np.ndarray], work: Work) -> int:
-    rows = np.concatenate(marks) if marks else np.zeros((0, 2), np.uint64)
+def save_repeats(p: int, units: list[int], work: Work) -> int:
+    """Partition p's windows repeated from an earlier document, (id, word position) rows grouped by unit."""
+    path = work.part("marks", p)
+    if not is_saved(path):
+        rows = keys.first_windows(load_partition([work.unit(u, ".windows") for u in units], p, 3))
+        save_partitioned(path, rows, keys.split_ids(rows[:, 0])[0], max(units) + 1)
+    return p
+
+
+def write_marks(u: int, partitions: int, work: Work) -> int:
+    """The unit's marks from every partition, sorted by (id, word position)."""
+    rows = load_partition([work.part("marks", p) for p in range(partitions)], u, 2)
     save_array(work.unit(u, ".marks.npy"), rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows)
     return u
 
