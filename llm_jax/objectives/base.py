@@ -47,8 +47,8 @@ class Objective:
 def field_specs(objective: Objective, cfg) -> dict[str, tuple[tuple[int, ...], str]]:
     """{field: (global shape, dtype)} of every batch field of `objective` under `cfg`: (B, L) int32 unless the
     objective's `shapes` says otherwise, with dims B (train.batch_size), L (model.seq_len), T (data.target_len, 0 =
-    L), K (train.distill_top_k), S (model.image_size) or numbers. What `llm-jax compile` lowers the
-    step for, and what every batch fed to the step is checked against (Trainable.to_device)."""
+    L), K (train.distill_top_k), S (model.image_size) or numbers. What `llm-jax compile` lowers the step for, and
+    what every batch fed to the step is checked against (Trainable.to_device)."""
     size = {"B": cfg.train.batch_size, "L": cfg.model.seq_len, "T": cfg.data.target_len or cfg.model.seq_len,
             "K": cfg.train.distill_top_k, "S": cfg.model.image_size}
     given = {name: (dims, dtype) for name, dims, dtype in objective.shapes}
