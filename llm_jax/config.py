@@ -273,7 +273,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.text_field = "text"        # JSONL / Parquet / TFDS field holding the text
     d.text_unit = "file"         # a text file is one document ("file") or one per blank-line block ("paragraph")
     d.val_fraction = 0.05        # share of documents held out (chosen by a hash of the document)
-    d.shards = 4                 # output shards per split
+    d.shards = 4                 # output shards per split (--engine beam: at least one per 4 GiB of input)
     d.read_format = "auto"       # shards the loader reads: auto (numpy where present) | numpy | array_record
     d.workers = 0                # tokenizer processes; 0 = one per CPU
     d.prefetch = 4               # batches prepared ahead of the step by a background thread; 0 = off

@@ -15,14 +15,15 @@ import pytest
 
 from helpers import REPO, prepared_documents, write_hostile_inputs
 from llm_jax import config as config_lib
-from llm_jax.data.beam import keys
+from llm_jax.data.beam import keys, stages
 from llm_jax.data.beam.units import Unit, plan_units, read_unit
+from llm_jax.data.clean.substring import mix
 from llm_jax.data.prepare import prepare
 from llm_jax.data.shards import PreparedSplit
 from llm_jax.data.sources import InputStats, read_documents
 
 pytest.importorskip("apache_beam", reason="the `beam` extra (apache-beam) is not installed")
-from llm_jax.data.beam.pipeline import BeamSettings, plan, prepare as beam_prepare  # noqa: E402
+from llm_jax.data.beam.pipeline import BeamSettings, output_shards, plan, prepare as beam_prepare  # noqa: E402
 
 QUIET = dict(log=lambda _: None)
 SEQ_LEN = config_lib.load_config(None, {}).model.seq_len  # what the command line passes
@@ -206,6 +207,15 @@ def test_exact_keys_keep_the_earliest_copy_of_each_key():
     assert sorted(keys.later_copies(rows).tolist()) == [20, 30]
 
 
+def test_output_shards_grow_with_the_input():
+    cfg = data_cfg()
+    cfg.shards = 4
+    assert output_shards(cfg, 10 << 20) == 4
+    assert output_shards(cfg, 100 << 30) == 25  # one per 4 GiB of input: ~1B tokens of English
+    cfg.shards = 64
+    assert output_shards(cfg, 100 << 30) == 64
+
+
 def test_bucket_pairs_and_signature_check():
     rows = np.array([[7, 3], [7, 1], [9, 4], [7, 2], [8, 5], [8, 6]], np.uint64)
     assert keys.bucket_pairs(rows).tolist() == [[1, 2], [1, 3], [2, 3], [5, 6]]
@@ -292,15 +302,49 @@ def test_parquet_row_groups_and_array_record_ranges_are_units(tmp_path):
     assert stats["missing_field"] == 1 and stats["non_utf8_documents"] == 1 and stats["files"] == 1
 
 
-def test_connected_components_finish_a_chain_longer_than_the_rounds():
+def _components_through_files(work, found: list[np.ndarray], partitions: int, rounds: int) -> list[int]:
+    """Runs the components transform on pairs written as the verify step writes them (band partition q's pairs)."""
     import apache_beam as beam
-    from apache_beam.testing.util import assert_that, equal_to
     from llm_jax.data.beam.pipeline import _components
-    chain = [[i, i + 1] for i in range(10, 22)]  # 13 nodes in a path: 4 rounds of propagation do not reach the end
-    pairs = chain + [[3, 7], [7, 5], [40, 41]]
+    for q, pairs in enumerate(found):
+        edges = np.concatenate([pairs, pairs[:, ::-1]])
+        stages.save_partitioned(work.part("pairs", q), edges, mix(edges[:, 0]), partitions)
+    out = str(work.root) + "/duplicates"
     with beam.Pipeline() as p:
-        duplicates = _components(p | beam.Create(pairs), rounds=4)
-        assert_that(duplicates, equal_to(list(range(11, 23)) + [5, 7, 41]))
+        (_components(p | beam.Create(list(range(len(found)))), work, partitions, rounds)
+         | beam.combiners.ToList() | beam.Map(lambda ids: open(out, "w").write(json.dumps(sorted(ids)))))
+    return json.load(open(out))
+
+
+def test_connected_components_finish_a_chain_longer_than_the_rounds(tmp_path):
+    chain = [[i, i + 1] for i in range(10, 22)]  # 13 nodes in a path: 4 rounds of propagation do not reach the end
+    pairs = np.array(chain + [[3, 7], [5, 7], [40, 41], [3, 7]], np.uint64)  # (3, 7) found in two bands
+    found = [pairs[:9], pairs[9:], np.zeros((0, 2), np.uint64)]             # a band partition found none
+    duplicates = _components_through_files(stages.Work(str(tmp_path)), found, partitions=3, rounds=4)
+    assert duplicates == sorted(list(range(11, 23)) + [5, 7, 41])
+
+
+def test_connected_components_match_a_graph_search(tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = np.sort(rng.integers(0, 400, size=(300, 2)), axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]].astype(np.uint64) + np.uint64(7 << 32)  # ids of unit 7
+    neighbours: dict[int, set] = {}
+    for a, b in pairs.tolist():
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    want, seen = [], set()
+    for start in sorted(neighbours):  # breadth-first search from each unseen node: all but the first are duplicates
+        if start in seen:
+            continue
+        seen.add(start)
+        frontier = [start]
+        while frontier:
+            frontier = sorted({n for m in frontier for n in neighbours[m]} - seen)
+            seen.update(frontier)
+            want += frontier
+    for rounds in (1, 3):  # as in the pipeline, as many band partitions as node partitions
+        found = np.array_split(pairs, 4)
+        assert _components_through_files(stages.Work(str(tmp_path / str(rounds))), found, 4, rounds) == sorted(want)
 
 
 def test_unicode_normal_forms_fold_what_they_should_and_count_it():

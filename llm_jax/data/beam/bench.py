@@ -147,7 +147,8 @@ def bench_scale(cfg, gigabytes: float, directory: str, workers=(1, 2), log=print
     digests = {}
     for n in workers:
         out = os.path.join(directory, f"out-{n}w")
-        shutil.rmtree(out, ignore_errors=True)
+        for stale in (out, out + ".work"):  # a fresh run each time (a killed bench leaves its work directory)
+            shutil.rmtree(stale, ignore_errors=True)
         log(f"bench: preparing with {n} worker(s)")
         started = time.perf_counter()
         with PeakMemory() as memory:

@@ -101,6 +101,20 @@ def first_windows(rows: np.ndarray) -> np.ndarray:
     return rows[rows[:, 1] != first_doc][:, 1:]
 
 
+def min_labels(rows: np.ndarray) -> np.ndarray:
+    """rows: (m, 2) uint64 (node, label). Returns one row per node, its smallest label, sorted by node."""
+    if not len(rows):
+        return np.zeros((0, 2), np.uint64)
+    rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+    return rows[np.r_[True, rows[1:, 0] != rows[:-1, 0]]]
+
+
+def messages(edges: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One round of min-label propagation out of one partition: (destination, label of the source) for each edge
+    (source, destination). labels: min_labels rows holding every source."""
+    return np.stack([edges[:, 1], labels[np.searchsorted(labels[:, 0], edges[:, 0]), 1]], axis=1)
+
+
 class UnionFind:
     """Connected components with the smallest id as each component's root (the document a component keeps)."""
 

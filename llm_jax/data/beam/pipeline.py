@@ -6,8 +6,9 @@ Three pipelines run in turn over the units of llm_jax/data/beam/units.py (docs/d
      language / quality / toxicity verdicts, PII redaction) and writes its exact keys and LSH band hashes grouped by
      hash partition; once every unit is done, a partition reads its slice of every unit's keys, drops later copies
      of an exact key and verifies bucket-mates' signatures; the verified
-     pairs go through connected components (min-label propagation, `cc_rounds` rounds in the graph, the rare
-     rest finished by union-find over the still-unequal labels); every unit gets its dedup verdicts.
+     pairs go through connected components (min-label propagation, `cc_rounds` rounds, each node partition
+     exchanging labels through files; the rare rest finished by union-find over the still-unequal labels); every
+     unit gets its dedup verdicts.
   2. substring (when data.clean.substring_ngram > 0): units write the window hashes of their kept documents by
      partition; a partition marks windows whose first document is an earlier one, writing the marks by unit; units
      read their marks.
@@ -50,7 +51,8 @@ try:
 except ImportError:  # the `beam` extra
     beam = None
 
-WORK_LAYOUT = 2  # the work directory's files (2: shuffles through partitioned files); another is not resumed
+SHARD_INPUT_BYTES = 4 << 30  # input bytes per output shard at least: ~1B tokens of English text
+WORK_LAYOUT = 3  # the work directory's files (3: shuffles and the graph through files); another is not resumed
 TOKENIZER_SAMPLE_CHARS = 50_000_000  # a trained tokenizer learns from the first this many characters of train text
 
 
@@ -69,6 +71,8 @@ class BeamSettings:
         if self.runner == "DirectRunner":
             mode = self.running_mode or ("multi_processing" if self.workers > 1 else "in_memory")
             flags += [f"--direct_num_workers={self.workers}", f"--direct_running_mode={mode}"]
+            if not any(o.startswith("--default_sdk_harness_log_level") for o in self.options):
+                flags.append("--default_sdk_harness_log_level=WARNING")  # the workers' per-bundle INFO chatter
         return PipelineOptions(flags)
 
 
@@ -87,33 +91,21 @@ def _check_config(data_cfg) -> None:
 # ----------------------------------------------------------------------------------------- the three graphs
 
 
-def _components(pairs, rounds: int):
-    """Near-duplicate ids: every node of a connected component of `pairs` except its smallest id."""
-    pairs = pairs | "pairs" >> beam.Map(lambda e: (int(e[0]), int(e[1]))) | "once" >> beam.Distinct()  # per band
-    adjacency = (pairs | "both ways" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[0])])
-                 | "adjacency" >> beam.GroupByKey() | "sorted" >> beam.MapTuple(lambda n, ns: (n, sorted(ns))))
-    labels = adjacency | "labels 0" >> beam.MapTuple(lambda n, ns: (n, min(n, ns[0])))
-    for r in range(1, rounds):
-        labels = ({"adj": adjacency, "label": labels} | f"join {r}" >> beam.CoGroupByKey()
-                  | f"send {r}" >> beam.FlatMap(lambda kv: [(kv[0], kv[1]["label"][0])]
-                                                + [(n, kv[1]["label"][0]) for n in kv[1]["adj"][0]])
-                  | f"labels {r}" >> beam.CombinePerKey(min))
-    # edges whose ends still disagree: their labels are merged by union-find (usually none after a few rounds)
-    with_a = ({"e": pairs, "l": labels} | "edge a" >> beam.CoGroupByKey()
-              | "label a" >> beam.FlatMap(lambda kv: [(b, kv[1]["l"][0]) for b in kv[1]["e"]]))
-    unequal = ({"e": with_a, "l": labels} | "edge b" >> beam.CoGroupByKey()
-               | "label b" >> beam.FlatMap(lambda kv: [(la, kv[1]["l"][0]) for la in kv[1]["e"]
-                                                       if la != kv[1]["l"][0]]))
-    merges = unequal | "finish" >> beam.combiners.ToList()
-
-    def final(node_label, merges):
-        uf = keys.UnionFind()
-        for a, b in merges:
-            uf.union(a, b)
-        node, label = node_label
-        return [node] if uf.find(label) != node else []
-
-    return labels | "duplicates" >> beam.FlatMap(final, beam.pvalue.AsSingleton(merges))
+def _components(verified, work: stages.Work, partitions: int, rounds: int):
+    """Near-duplicate ids: every node of a connected component of the graph in the work directory's `pairs` files
+    but its smallest id. `rounds` rounds of min-label propagation, each a barrier and one task per node partition
+    exchanging labels through files (stages.propagate); the edges whose ends still disagree are merged by union-find
+    (usually none after a few rounds)."""
+    step = verified
+    for r in range(rounds):
+        step = _after(step, f"labels {r}", list(range(partitions))) | f"round {r}" >> beam.Map(
+            stages.propagate, r, work, partitions)
+    merges = (_after(step, "unequal", list(range(partitions)))
+              | "unequal labels" >> beam.FlatMap(stages.unequal_labels, rounds, work, partitions)
+              | "merges" >> beam.combiners.ToList())
+    return (_after(step, "components", list(range(partitions)))
+            | "duplicates" >> beam.FlatMap(lambda q, m: stages.component_duplicates(q, m, rounds, work),
+                                           beam.pvalue.AsSingleton(merges)))
 
 
 def _unit_of(doc_id: int) -> int:
@@ -140,10 +132,11 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
     exact = (jobs | "exact" >> beam.Filter(lambda kq: kq[0] == "exact")
              | "later copies" >> beam.FlatMap(lambda kq: keys.later_copies(
                  stages.load_partition(files(".exact"), kq[1], 3)).tolist()))
-    pairs = (jobs | "bands" >> beam.Filter(lambda kq: kq[0] == "band")
-             | "verify" >> beam.FlatMap(lambda kq: stages.verified_pairs(
-                 stages.load_partition(files(".band"), kq[1], 2), work, data_cfg.dedup.threshold).tolist()))
-    near = _components(pairs, rounds)
+    verified = (jobs | "bands" >> beam.Filter(lambda kq: kq[0] == "band")
+                | "verify" >> beam.Map(lambda kq: stages.save_pairs(kq[1], files(".band"), work,
+                                                                   data_cfg.dedup.threshold, partitions)))
+    near = (_components(verified, work, partitions, rounds) if data_cfg.dedup.near
+            else p | "no near dedup" >> beam.Create([]))
     by_unit = {"unit": mapped | "unit key" >> beam.Map(lambda u: (u, None)),
                "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_of(i), i)),
                "near": near | "near by unit" >> beam.Map(lambda i: (_unit_of(i), i))}
@@ -299,6 +292,7 @@ def plan(inputs: list[str], data_cfg, settings: BeamSettings) -> dict:
     """What a run would do (`--dry-run`): the units, partitions and the Beam options."""
     units, total = _units(inputs, data_cfg, settings)
     return {"units": len(units), "input_bytes": total, "partitions": _partitions(settings, total),
+            "output_shards": output_shards(data_cfg, total),
             "pipeline_options": settings.pipeline_options().get_all_options(drop_default=True)}
 
 
@@ -310,6 +304,12 @@ def _units(inputs: list[str], data_cfg, settings: BeamSettings) -> tuple[list[Un
 
 def _partitions(settings: BeamSettings, total_bytes: int) -> int:
     return settings.partitions or max(4, -(-total_bytes // (64 << 20)))
+
+
+def output_shards(data_cfg, total_bytes: int) -> int:
+    """Output shards: `data.shards`, or one per SHARD_INPUT_BYTES of input where that is more (a shard's writer holds
+    8 bytes per document of its shard, and a pod's hosts read shards in parallel)."""
+    return max(data_cfg.shards, -(-total_bytes // SHARD_INPUT_BYTES))
 
 
 def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings: BeamSettings,
@@ -332,8 +332,9 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     if done:
         log(f"data: resuming: {len(done)} of {len(units)} units already read"
             + (", deduplicated" if os.path.exists(os.path.join(root, "dedup.done")) else "") + f" ({root})")
-    partitions = _partitions(settings, total)
-    log(f"data: {len(units)} units, {partitions} partitions, {settings.runner} with {settings.workers} worker(s)")
+    partitions, shards = _partitions(settings, total), output_shards(data_cfg, total)
+    log(f"data: {len(units)} units, {partitions} partitions, {shards} output shards, {settings.runner} with "
+        f"{settings.workers} worker(s)")
     seconds = {}
     if not os.path.exists(os.path.join(root, "dedup.done")):
         seconds["map_dedup"] = _run(map_and_dedup, settings, log, "map + dedup", units, data_cfg, work, partitions,
@@ -367,8 +368,8 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     out_dir = os.path.join(root, "out")
     os.makedirs(out_dir, exist_ok=True)
     seconds["finalize"] = _run(finalize, settings, log, "tokenize + write shards", units, work, data_cfg,
-                               tokenizer_path, out_dir, data_cfg.shards, token_dtype(tok.vocab_size), formats)
-    manifest = _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions)
+                               tokenizer_path, out_dir, shards, token_dtype(tok.vocab_size), formats)
+    manifest = _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions, shards)
     shutil.copy(tokenizer_path, os.path.join(out_dir, os.path.basename(tokenizer_path)))
     atomic_write_json(os.path.join(out_dir, MANIFEST), manifest, indent=2, sort_keys=True)
     _publish(out_dir, output)
@@ -379,11 +380,11 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     return manifest
 
 
-def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions) -> dict:
+def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions, n_shards) -> dict:
     counts = _merge_counts(order, work, data_cfg, data_cfg.clean)
     splits = {}
     for split in ("train", "val"):
-        shards = [stages._read_json(work.shard(split, s)) for s in range(data_cfg.shards)]
+        shards = [stages._read_json(work.shard(split, s)) for s in range(n_shards)]
         finals = [stages._read_json(work.unit(u, ".final.json"))[split] for u in order]
         splits[split] = {"documents": sum(f["documents"] for f in finals), "tokens": sum(f["tokens"] for f in finals),
                          "characters": sum(f["characters"] for f in finals), "shards": shards}

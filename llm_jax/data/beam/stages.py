@@ -11,12 +11,15 @@ Per unit (`Work.unit(u)` prefix):
     .marks.npy     (m, 2) uint64 (id, word position) of windows repeated from an earlier document (substring)
     .{split}.tokens.npy / .lengths.npy / .shards.npy   tokens of the unit's final documents, grouped by output shard
     .final.json    counts of the unit's final documents (the finalize stage's done mark)
-Per partition p (`Work.part(name, p)`): marks (the substring stage's marks grouped by unit).
+Per partition p (`Work.part(name, p)`): pairs (band partition p's verified LSH pairs, both ways, grouped by node
+partition), edges / labels{r} / messages{r} (node partition p of the near-duplicate graph in propagation round r),
+marks (the substring stage's marks grouped by unit).
 Every file is written atomically, so a killed worker leaves a unit either done or to be redone.
 
 The shuffles go through these files, not through the runner: a unit writes its rows grouped by partition, a
 partition's worker reads its slice of every unit's file (load_partition). The runner moves only unit and partition
-numbers and the small results (duplicate ids, LSH pairs), so a worker holds one unit or one partition at a time —
+numbers and the small results (duplicate ids, the few labels still unequal after label propagation), so a
+worker holds one unit or one partition at a time —
 the DirectRunner would otherwise keep every shuffled row in the driver and hand each worker its whole share of a
 stage at once, and both would grow with the corpus (docs/data.md "Memory").
 """
@@ -36,7 +39,7 @@ from llm_jax.data.beam.units import Unit, read_unit
 from llm_jax.data.clean import pii
 from llm_jax.data.clean.apply import DocumentCleaner
 from llm_jax.data.clean.normalize import normalize_documents
-from llm_jax.data.clean.substring import repeat_mask, spans, text_words, cut_words, window_hashes
+from llm_jax.data.clean.substring import cut_words, mix, repeat_mask, spans, text_words, window_hashes
 from llm_jax.data.shards import save_array, write_array_record_shard
 from llm_jax.data.sources import InputStats
 from llm_jax.fileio import atomic_path, atomic_write_json
@@ -160,6 +163,70 @@ def verified_pairs(rows: np.ndarray, work: Work, threshold: float) -> np.ndarray
     flat = np.stack([sigs[u][o] for u, o in zip(units.tolist(), ordinals.tolist())])
     flat = flat.reshape(len(pairs), 2, -1)
     return pairs[keys.similar(flat[:, 0], flat[:, 1], threshold)]
+
+
+def save_pairs(q: int, band_files: list[str], work: Work, threshold: float, partitions: int) -> int:
+    """Band partition q's verified LSH pairs, both ways (source, destination), into `Work.part("pairs", q)` grouped by
+    the partition of their source: the near-duplicate graph's edges, by node partition. Skipped when written (resume:
+    it depends only on the units' keys, final by then)."""
+    path = work.part("pairs", q)
+    if not is_saved(path):
+        pairs = verified_pairs(load_partition(band_files, q, 2), work, threshold)
+        edges = np.concatenate([pairs, pairs[:, ::-1]])
+        with np.errstate(over="ignore"):
+            save_partitioned(path, edges, mix(edges[:, 0]), partitions)
+    return q
+
+
+def propagate(q: int, r: int, work: Work, partitions: int) -> int:
+    """Round r of min-label propagation in node partition q of the near-duplicate graph: the partition's labels
+    (round 0: each node's smallest neighbour or itself; later: the smallest of its last label and the labels its
+    neighbours sent) into `labels{r}`, and the messages (neighbour, label) of the next round into `messages{r+1}`,
+    grouped by the neighbour's partition. Only this partition's edges, labels and incoming messages are held (a pair
+    found in several bands is one edge). Skipped when written (resume)."""
+    out = work.part(f"messages{r + 1}", q)
+    if is_saved(out):
+        return q
+    if r == 0:
+        edges = load_partition([work.part("pairs", b) for b in range(partitions)], q, 2)
+        edges = np.unique(edges, axis=0) if len(edges) else edges
+        save_array(work.part("edges", q) + ".npy", edges)
+        labels = keys.min_labels(np.concatenate([edges[:, [0, 0]], edges]))
+    else:
+        edges = np.load(work.part("edges", q) + ".npy")
+        incoming = load_partition([work.part(f"messages{r}", b) for b in range(partitions)], q, 2)
+        labels = keys.min_labels(np.concatenate([np.load(work.part(f"labels{r - 1}", q) + ".npy"), incoming]))
+    save_array(work.part(f"labels{r}", q) + ".npy", labels)
+    sent = keys.messages(edges, labels)
+    with np.errstate(over="ignore"):
+        save_partitioned(out, sent, mix(sent[:, 0]), partitions)
+    return q
+
+
+def unequal_labels(q: int, rounds: int, work: Work, partitions: int) -> list[tuple[int, int]]:
+    """After the last round: (label of a neighbour, own label) for each edge into partition q whose two ends still
+    disagree (a component wider than the rounds reached), each once — merged by union-find in the finish."""
+    labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
+    incoming = load_partition([work.part(f"messages{rounds}", b) for b in range(partitions)], q, 2)
+    if not len(incoming):
+        return []
+    own = labels[np.searchsorted(labels[:, 0], incoming[:, 0]), 1]
+    unequal = np.stack([incoming[:, 1], own], axis=1)[incoming[:, 1] != own]
+    return [tuple(m) for m in np.unique(unequal, axis=0).tolist()] if len(unequal) else []
+
+
+def component_duplicates(q: int, merges: list[tuple[int, int]], rounds: int, work: Work) -> list[int]:
+    """Node partition q's near duplicates: every node but its component's smallest id, whose label is the root of
+    the node's last label once the still-unequal labels are merged."""
+    labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
+    uf = keys.UnionFind()
+    for a, b in merges:
+        uf.union(a, b)
+    if not len(labels):
+        return []
+    values, inverse = np.unique(labels[:, 1], return_inverse=True)
+    roots = np.array([uf.find(int(v)) for v in values.tolist()], np.uint64)[inverse.ravel()]
+    return labels[roots != labels[:, 0], 0].tolist()
 
 
 def write_dedup(u: int, exact_ids, near_ids, work: Work) -> int:
