@@ -303,17 +303,17 @@ def test_parquet_row_groups_and_array_record_ranges_are_units(tmp_path):
 
 
 def _components_through_files(work, found: list[np.ndarray], partitions: int, rounds: int) -> list[int]:
-    """Runs the components transform on pairs written as the verify step writes them (band partition q's pairs)."""
+    """Runs the components transform on pairs written as the verify step writes them (band partition q's pairs);
+    returns the near duplicates it wrote for units 0-7."""
     import apache_beam as beam
     from llm_jax.data.beam.pipeline import _components
     for q, pairs in enumerate(found):
         edges = np.concatenate([pairs, pairs[:, ::-1]])
         stages.save_partitioned(work.part("pairs", q), edges, mix(edges[:, 0]), partitions)
-    out = str(work.root) + "/duplicates"
     with beam.Pipeline() as p:
-        (_components(p | beam.Create(list(range(len(found)))), work, partitions, rounds)
-         | beam.combiners.ToList() | beam.Map(lambda ids: open(out, "w").write(json.dumps(sorted(ids)))))
-    return json.load(open(out))
+        _components(p | beam.Create(list(range(len(found)))), work, partitions, rounds, n_units=8)
+    near = [stages.load_partition([work.part("near", q) for q in range(partitions)], u, 1) for u in range(8)]
+    return sorted(np.concatenate(near)[:, 0].tolist())
 
 
 def test_connected_components_finish_a_chain_longer_than_the_rounds(tmp_path):

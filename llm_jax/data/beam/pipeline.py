@@ -7,8 +7,8 @@ Three pipelines run in turn over the units of llm_jax/data/beam/units.py (docs/d
      hash partition; once every unit is done, a partition reads its slice of every unit's keys, drops later copies
      of an exact key and verifies bucket-mates' signatures; the verified
      pairs go through connected components (min-label propagation, `cc_rounds` rounds, each node partition
-     exchanging labels through files; the rare rest finished by union-find over the still-unequal labels); every
-     unit gets its dedup verdicts.
+     exchanging labels through files; the rare rest finished by union-find over the still-unequal labels); the
+     duplicate ids are written grouped by unit, and every unit reads its dedup verdicts.
   2. substring (when data.clean.substring_ngram > 0): units write the window hashes of their kept documents by
      partition; a partition marks windows whose first document is an earlier one, writing the marks by unit; units
      read their marks.
@@ -35,7 +35,7 @@ import numpy as np
 from llm_jax import fileio
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup
-from llm_jax.data.beam import keys, stages
+from llm_jax.data.beam import stages
 from llm_jax.data.beam.units import Unit, plan_units
 from llm_jax.data.clean import pii
 from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, tokenizer_entry, unigram_entropy
@@ -91,11 +91,12 @@ def _check_config(data_cfg) -> None:
 # ----------------------------------------------------------------------------------------- the three graphs
 
 
-def _components(verified, work: stages.Work, partitions: int, rounds: int):
-    """Near-duplicate ids: every node of a connected component of the graph in the work directory's `pairs` files
-    but its smallest id. `rounds` rounds of min-label propagation, each a barrier and one task per node partition
-    exchanging labels through files (stages.propagate); the edges whose ends still disagree are merged by union-find
-    (usually none after a few rounds)."""
+def _components(verified, work: stages.Work, partitions: int, rounds: int, n_units: int):
+    """Near duplicates (every node of a connected component of the graph in the work directory's `pairs` files but
+    its smallest id) into the `near` files, by unit; yields the node partitions as they finish. `rounds` rounds of
+    min-label propagation, each a barrier and one task per node partition exchanging labels through files
+    (stages.propagate); the edges whose ends still disagree are merged by union-find (usually none after a few
+    rounds)."""
     step = verified
     for r in range(rounds):
         step = _after(step, f"labels {r}", list(range(partitions))) | f"round {r}" >> beam.Map(
@@ -104,12 +105,8 @@ def _components(verified, work: stages.Work, partitions: int, rounds: int):
               | "unequal labels" >> beam.FlatMap(stages.unequal_labels, rounds, work, partitions)
               | "merges" >> beam.combiners.ToList())
     return (_after(step, "components", list(range(partitions)))
-            | "duplicates" >> beam.FlatMap(lambda q, m: stages.component_duplicates(q, m, rounds, work),
-                                           beam.pvalue.AsSingleton(merges)))
-
-
-def _unit_of(doc_id: int) -> int:
-    return doc_id >> keys.ORDINAL_BITS
+            | "near duplicates" >> beam.Map(lambda q, m: stages.save_near_duplicates(q, m, rounds, work, n_units),
+                                            beam.pvalue.AsSingleton(merges)))
 
 
 def _after(pcoll, label: str, items: list):
@@ -129,20 +126,19 @@ def map_and_dedup(p, units: list[Unit], data_cfg, work: stages.Work, partitions:
     files = lambda suffix: [work.unit(u.index, suffix) for u in units]  # noqa: E731
     kinds = [k for k, on in (("exact", data_cfg.dedup.exact), ("band", data_cfg.dedup.near)) if on]
     jobs = _after(mapped, "keys", [(k, q) for k in kinds for q in range(partitions)])
+    order = [u.index for u in units]
     exact = (jobs | "exact" >> beam.Filter(lambda kq: kq[0] == "exact")
-             | "later copies" >> beam.FlatMap(lambda kq: keys.later_copies(
-                 stages.load_partition(files(".exact"), kq[1], 3)).tolist()))
+             | "later copies" >> beam.Map(lambda kq: stages.save_exact_copies(kq[1], files(".exact"), work,
+                                                                             max(order) + 1)))
     verified = (jobs | "bands" >> beam.Filter(lambda kq: kq[0] == "band")
                 | "verify" >> beam.Map(lambda kq: stages.save_pairs(kq[1], files(".band"), work,
                                                                    data_cfg.dedup.threshold, partitions)))
-    near = (_components(verified, work, partitions, rounds) if data_cfg.dedup.near
+    near = (_components(verified, work, partitions, rounds, max(order) + 1) if data_cfg.dedup.near
             else p | "no near dedup" >> beam.Create([]))
-    by_unit = {"unit": mapped | "unit key" >> beam.Map(lambda u: (u, None)),
-               "exact": exact | "exact by unit" >> beam.Map(lambda i: (_unit_of(i), i)),
-               "near": near | "near by unit" >> beam.Map(lambda i: (_unit_of(i), i))}
-    return (by_unit | "per unit" >> beam.CoGroupByKey()
-            | "write dedup" >> beam.MapTuple(lambda u, g: stages.write_dedup(u, sorted(g["exact"]),
-                                                                             sorted(g["near"]), work)))
+    decided = (mapped, exact, near) | "decided" >> beam.Flatten()
+    return (_after(decided, "verdicts", order)
+            | "write dedup" >> beam.Map(stages.write_dedup, partitions, work, data_cfg.dedup.exact,
+                                        data_cfg.dedup.near))
 
 
 def substring(p, units: list[Unit], work: stages.Work, n: int, partitions: int):

@@ -13,13 +13,13 @@ Per unit (`Work.unit(u)` prefix):
     .final.json    counts of the unit's final documents (the finalize stage's done mark)
 Per partition p (`Work.part(name, p)`): pairs (band partition p's verified LSH pairs, both ways, grouped by node
 partition), edges / labels{r} / messages{r} (node partition p of the near-duplicate graph in propagation round r),
-marks (the substring stage's marks grouped by unit).
+exact / near (duplicate ids grouped by unit), marks (the substring stage's marks grouped by unit).
 Every file is written atomically, so a killed worker leaves a unit either done or to be redone.
 
 The shuffles go through these files, not through the runner: a unit writes its rows grouped by partition, a
 partition's worker reads its slice of every unit's file (load_partition). The runner moves only unit and partition
-numbers and the small results (duplicate ids, the few labels still unequal after label propagation), so a
-worker holds one unit or one partition at a time —
+numbers and the labels still unequal after label propagation (usually none), so a worker holds one unit or one
+partition at a time —
 the DirectRunner would otherwise keep every shuffled row in the driver and hand each worker its whole share of a
 stage at once, and both would grow with the corpus (docs/data.md "Memory").
 """
@@ -215,26 +215,39 @@ def unequal_labels(q: int, rounds: int, work: Work, partitions: int) -> list[tup
     return [tuple(m) for m in np.unique(unequal, axis=0).tolist()] if len(unequal) else []
 
 
-def component_duplicates(q: int, merges: list[tuple[int, int]], rounds: int, work: Work) -> list[int]:
-    """Node partition q's near duplicates: every node but its component's smallest id, whose label is the root of
-    the node's last label once the still-unequal labels are merged."""
-    labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
-    uf = keys.UnionFind()
-    for a, b in merges:
-        uf.union(a, b)
-    if not len(labels):
-        return []
-    values, inverse = np.unique(labels[:, 1], return_inverse=True)
-    roots = np.array([uf.find(int(v)) for v in values.tolist()], np.uint64)[inverse.ravel()]
-    return labels[roots != labels[:, 0], 0].tolist()
+def save_near_duplicates(q: int, merges: list[tuple[int, int]], rounds: int, work: Work, n_units: int) -> int:
+    """Node partition q's near duplicates — every node but its component's smallest id: a node whose last label's
+    root, once the still-unequal labels are merged, is not itself — grouped by unit into `Work.part("near", q)`."""
+    path = work.part("near", q)
+    if not is_saved(path):
+        labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
+        uf = keys.UnionFind()
+        for a, b in merges:
+            uf.union(a, b)
+        values, inverse = np.unique(labels[:, 1], return_inverse=True)
+        roots = np.array([uf.find(int(v)) for v in values.tolist()], np.uint64)[inverse.ravel()]
+        ids = labels[roots != labels[:, 0], 0]
+        save_partitioned(path, ids[:, None], keys.split_ids(ids)[0], n_units)
+    return q
 
 
-def write_dedup(u: int, exact_ids, near_ids, work: Work) -> int:
-    n = len(np.load(work.unit(u, ".reason.npy")))
-    out = np.zeros(n, np.int8)
-    for ids, code in ((near_ids, NEAR), (exact_ids, EXACT)):  # exact wins: the one-process path removes it first
-        if len(ids):
-            out[keys.split_ids(np.asarray(ids, np.uint64))[1]] = code
+def save_exact_copies(q: int, unit_files: list[str], work: Work, n_units: int) -> int:
+    """Exact-key partition q's later copies (every copy of a key but the earliest), ids grouped by unit into
+    `Work.part("exact", q)`."""
+    path = work.part("exact", q)
+    if not is_saved(path):
+        ids = np.asarray(keys.later_copies(load_partition(unit_files, q, 3)), np.uint64)
+        save_partitioned(path, ids[:, None], keys.split_ids(ids)[0], n_units)
+    return q
+
+
+def write_dedup(u: int, partitions: int, work: Work, exact: bool, near: bool) -> int:
+    """The unit's dedup verdicts from every partition's exact copies and near duplicates."""
+    out = np.zeros(len(np.load(work.unit(u, ".reason.npy"))), np.int8)
+    for name, on, code in (("near", near, NEAR), ("exact", exact, EXACT)):  # exact wins, as in the one-process path
+        if on:
+            ids = load_partition([work.part(name, q) for q in range(partitions)], u, 1)[:, 0]
+            out[keys.split_ids(ids)[1]] = code
     save_array(work.unit(u, ".dedup.npy"), out)
     return u
 
