@@ -9,7 +9,7 @@ import pytest
 
 from llm_jax.data.loader import BatchLoader, PackedWindows
 from llm_jax.data.shards import (MANIFEST, MANIFEST_VERSION, PreparedDataError, PreparedSplit, RecordTokens,
-                                 token_dtype, write_array_record_shard, write_shards)
+                                 npy_blocks, token_dtype, write_array_record_shard, write_npy_stream, write_shards)
 
 EOS = 0
 
@@ -154,3 +154,30 @@ def test_damaged_array_record_shards_are_one_clear_error(tmp_path):
     with pytest.raises(PreparedDataError, match=r"shard-00000\.array_record: record"):
         split.stream()
     assert manifest["splits"]["train"]["shards"][0]["formats"] == ["numpy", "array_record"]
+
+
+@pytest.mark.parametrize("vocab_size", [300, 70_000])
+def test_a_streamed_npy_is_np_save_bytes_and_reads_back_in_blocks(tmp_path, vocab_size):
+    docs = random_docs(np.random.default_rng(3), 50, vocab_size)
+    whole = np.concatenate(docs)
+    np.save(tmp_path / "saved.npy", whole)
+    write_npy_stream(str(tmp_path / "streamed.npy"), iter(docs), token_dtype(vocab_size), len(whole))
+    assert (tmp_path / "streamed.npy").read_bytes() == (tmp_path / "saved.npy").read_bytes()
+    blocks = list(npy_blocks(str(tmp_path / "streamed.npy"), block=1000))
+    assert [len(b) for b in blocks] == [1000] * (len(whole) // 1000) + [len(whole) % 1000]
+    assert np.array_equal(np.concatenate(blocks), whole) and blocks[0].dtype == whole.dtype
+    write_npy_stream(str(tmp_path / "empty.npy"), iter([]), token_dtype(vocab_size), 0)
+    assert list(npy_blocks(str(tmp_path / "empty.npy"))) == [] and np.load(tmp_path / "empty.npy").shape == (0,)
+
+
+def test_a_short_stream_or_a_truncated_npy_is_an_error(tmp_path):
+    docs = [np.arange(10, dtype=np.uint16)] * 3
+    with pytest.raises(ValueError, match="25"):
+        write_npy_stream(str(tmp_path / "x.npy"), iter(docs), np.uint16, 25)
+    assert not (tmp_path / "x.npy").exists()  # nothing half-written is left under the name
+    np.save(tmp_path / "t.npy", np.concatenate(docs))
+    data = (tmp_path / "t.npy").read_bytes()
+    for cut in (8, 3):  # whole elements missing, or half of one
+        (tmp_path / "t.npy").write_bytes(data[:-cut])
+        with pytest.raises(PreparedDataError, match=f"ends early \\({-(-cut // 2)} of 30 elements missing"):
+            list(npy_blocks(str(tmp_path / "t.npy"), block=7))

@@ -39,7 +39,7 @@ from llm_jax.data.beam import stages
 from llm_jax.data.beam.units import Unit, plan_units
 from llm_jax.data.clean import pii
 from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, tokenizer_entry, unigram_entropy
-from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype
+from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, npy_blocks, token_dtype
 from llm_jax.data.sources import SourceError, input_files
 from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from llm_jax.errors import UserError
@@ -396,7 +396,7 @@ def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_l
     hashes = {}
     for u in order:
         hashes.update(stages._read_json(work.unit(u, ".json"))["hashes"])
-    train_tokens = [np.load(os.path.join(out_dir, "train", s["file"] + ".tokens.npy"), mmap_mode="r")
+    train_tokens = [os.path.join(out_dir, "train", s["file"] + ".tokens.npy")
                     for s in splits["train"]["shards"] if "numpy" in s.get("formats", ["numpy"])]
     return {"version": MANIFEST_VERSION, "counts": counts, "splits": splits,
             "tokenizer": tokenizer_entry(tok, tokenizer_path),
@@ -404,4 +404,5 @@ def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_l
             "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
             "data_config": data_cfg.to_dict(),
             "pipeline": {"engine": "apache_beam", "units": len(order), "partitions": partitions},
-            "unigram_entropy": unigram_entropy(train_tokens, tok.vocab_size) if train_tokens else 0.0}
+            "unigram_entropy": (unigram_entropy((b for path in train_tokens for b in npy_blocks(path)), tok.vocab_size)
+                                if train_tokens else 0.0)}

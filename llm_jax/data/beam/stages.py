@@ -40,7 +40,7 @@ from llm_jax.data.clean import pii
 from llm_jax.data.clean.apply import DocumentCleaner
 from llm_jax.data.clean.normalize import normalize_documents
 from llm_jax.data.clean.substring import cut_words, mix, repeat_mask, spans, text_words, window_hashes
-from llm_jax.data.shards import save_array, write_array_record_shard
+from llm_jax.data.shards import save_array, write_array_record_shard, write_npy_stream
 from llm_jax.data.sources import InputStats
 from llm_jax.fileio import atomic_path, atomic_write_json
 
@@ -389,8 +389,8 @@ def _shard_lengths(u: int, split: str, s: int, work: Work) -> tuple[np.ndarray, 
 
 
 def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work: Work, dtype, formats) -> dict:
-    """Output shard `s` of `split` in each of `formats`, streamed from the units' pieces (the numpy stream is filled
-    in place through a memory map: a writer holds one document at a time)."""
+    """Output shard `s` of `split` in each of `formats`, streamed from the units' pieces (a writer holds one document
+    at a time)."""
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     base = os.path.join(out_dir, split, f"shard-{s:05d}")
     lengths = [_shard_lengths(u, split, s, work)[0] for u in units]
@@ -398,14 +398,7 @@ def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work:
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
     total = int(lengths.sum())
     if "numpy" in formats:
-        with atomic_path(base + ".tokens.npy") as tmp:
-            stream = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total,))
-            cursor = 0
-            for doc in shard_pieces(units, split, s, work):
-                stream[cursor:cursor + len(doc)] = doc
-                cursor += len(doc)
-            stream.flush()
-            del stream
+        write_npy_stream(base + ".tokens.npy", shard_pieces(units, split, s, work), dtype, total)
     save_array(base + ".docs.npy", starts)
     if "array_record" in formats:
         write_array_record_shard(base, shard_pieces(units, split, s, work), dtype)
