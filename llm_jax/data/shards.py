@@ -21,7 +21,7 @@ import collections
 import errno
 import os
 import threading
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
@@ -65,24 +65,6 @@ def write_npy_stream(path: str, arrays: Iterable[np.ndarray], dtype, total: int)
                 written += len(a)
             if written != total:
                 raise ValueError(f"{path}: {written} elements written where the header says {total}")
-
-
-def npy_blocks(path: str, block: int = 1 << 24) -> Iterator[np.ndarray]:
-    """The 1-D array of the .npy `path`, `block` elements at a time, by plain reads (no memory map: the pages read
-    are not counted in the reader's resident memory)."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-        left = int(np.prod(shape))
-        while left:
-            n = min(block, left)
-            data = f.read(n * dtype.itemsize)
-            if len(data) < n * dtype.itemsize:
-                raise PreparedDataError(f"{path}: ends early ({left - len(data) // dtype.itemsize} of "
-                                        f"{int(np.prod(shape))} elements missing)")
-            left -= n
-            yield np.frombuffer(data, dtype)
 
 
 def _doc_starts(lengths) -> np.ndarray:

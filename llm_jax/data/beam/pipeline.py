@@ -28,22 +28,20 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 
-import numpy as np
-
-from llm_jax import fileio
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import dedup
-from llm_jax.data.beam import stages
-from llm_jax.data.beam.units import Unit, plan_units
+from llm_jax.data.beam import stages, store
+from llm_jax.data.beam.units import Unit, input_paths, plan_units
 from llm_jax.data.clean import pii
-from llm_jax.data.prepare import _encode, _publish, _tokenizer_file, tokenizer_entry, unigram_entropy
-from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, npy_blocks, token_dtype
-from llm_jax.data.sources import SourceError, input_files
+from llm_jax.data.prepare import _encode, _publish, tokenizer_entry, unigram_entropy
+from llm_jax.data.shards import MANIFEST, MANIFEST_VERSION, token_dtype
+from llm_jax.data.sources import SourceError
 from llm_jax.data.tokenizers import load_tokenizer, train_tokenizer
 from llm_jax.errors import UserError
-from llm_jax.fileio import atomic_write_json, check_new_output
+from llm_jax.fileio import check_new_output
 
 try:
     import apache_beam as beam
@@ -155,7 +153,8 @@ class _Finalize(beam.DoFn if beam else object):
         self.work, self.data_cfg, self.tokenizer_path, self.shards = work, data_cfg, tokenizer_path, shards
 
     def setup(self):
-        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        with store.local_copy(self.tokenizer_path) as path:
+            self.tokenizer = load_tokenizer(path)
 
     @staticmethod
     def _encode(tokenizer, docs):
@@ -164,7 +163,7 @@ class _Finalize(beam.DoFn if beam else object):
         return _encode(tokenizer, docs, threads=1)
 
     def process(self, u):
-        if not os.path.exists(self.work.unit(u, ".final.json")):
+        if not store.exists(self.work.unit(u, ".final.json")):
             texts, info = stages.final_texts(u, self.work, self.data_cfg)
             stages.write_unit_tokens(u, texts, info, self.work, self.tokenizer, self._encode,
                                      self.data_cfg.val_fraction, self.shards)
@@ -180,9 +179,9 @@ def finalize(p, units: list[Unit], work: stages.Work, data_cfg, tokenizer_path: 
     def write(key, _):
         split, s = key
         marker = work.shard(split, s)
-        if not os.path.exists(marker):
+        if not store.exists(marker):
             entry = stages.write_output_shard(out_dir, split, s, order, work, dtype, formats)
-            atomic_write_json(marker, entry)
+            store.write_json(marker, entry)
         return key
 
     return (done | "all units" >> beam.combiners.Count.Globally()
@@ -196,29 +195,20 @@ def finalize(p, units: list[Unit], work: stages.Work, data_cfg, tokenizer_path: 
 
 
 def _settings_fingerprint(inputs, data_cfg, tokenizer: str, settings: BeamSettings) -> dict:
-    files = {}
-    for unit_input in inputs:
-        paths = [unit_input] if unit_input in corpus_lib.EMBEDDED or unit_input.startswith("tfds:") else None
-        for path in paths or input_files([unit_input]):
-            try:
-                st = os.stat(path)
-                files[path] = [st.st_size, st.st_mtime_ns]
-            except OSError:
-                files[path] = None
+    files = {path: None if path in corpus_lib.EMBEDDED or path.startswith("tfds:") else store.stamp(path)
+             for path in input_paths(inputs)}
     return {"work_layout": WORK_LAYOUT, "inputs": files, "data": data_cfg.to_dict(), "tokenizer": tokenizer,
             "unit_mb": settings.unit_mb,
             "partitions": settings.partitions, "cc_rounds": settings.cc_rounds}
 
 
 def _open_work(root: str, fingerprint: dict, log) -> stages.Work:
-    path = os.path.join(root, "settings.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if json.load(f) != json.loads(json.dumps(fingerprint)):
-                raise UserError(f"{root} holds an interrupted preparation of other inputs or settings: remove it to "
-                                f"start over, or run with the same inputs and settings to resume it")
+    path = store.join(root, "settings.json")
+    if store.exists(path) and store.read_json(path) != json.loads(json.dumps(fingerprint)):
+        raise UserError(f"{root} holds an interrupted preparation of other inputs or settings: remove it to "
+                        f"start over, or run with the same inputs and settings to resume it")
     work = stages.Work(root)
-    atomic_write_json(path, fingerprint)
+    store.write_json(path, fingerprint)
     return work
 
 
@@ -251,9 +241,9 @@ def _merge_counts(order: list[int], work: stages.Work, data_cfg, cleaner_cfg) ->
         collections.Counter()
     pii_found = collections.Counter()
     for u in order:
-        info = stages._read_json(work.unit(u, ".json"))
+        info = store.read_json(work.unit(u, ".json"))
         inputs.update(info["input"])
-        final = stages._read_json(work.unit(u, ".final.json"))
+        final = store.read_json(work.unit(u, ".final.json"))
         counts.update(final["counts"])
         filtered.update(final["filtered_by_reason"])
         for k, v in final["clean"].items():
@@ -295,7 +285,7 @@ def plan(inputs: list[str], data_cfg, settings: BeamSettings) -> dict:
 def _units(inputs: list[str], data_cfg, settings: BeamSettings) -> tuple[list[Unit], int]:
     """The units of `inputs` and the bytes of their files."""
     units = plan_units(inputs, data_cfg, int(settings.unit_mb * 2**20))
-    return units, sum(os.path.getsize(u.path) for u in units if u.first and os.path.isfile(u.path))
+    return units, sum(store.size(u.path) for u in units if u.first and u.kind not in ("embedded", "tfds"))
 
 
 def _partitions(settings: BeamSettings, total_bytes: int) -> int:
@@ -316,76 +306,99 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     _require_beam()
     _check_config(data_cfg)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # its workers' start-up chatter
-    check_new_output(output, flag="--output")
+    _check_new_output(output)
     given = load_tokenizer(tokenizer) if tokenizer else None
-    root = os.path.abspath(output) + ".work"
+    root = store.absolute(output) + ".work"
     work = _open_work(root, _settings_fingerprint(inputs, data_cfg, tokenizer, settings), log)
     units, total = _units(inputs, data_cfg, settings)
     if not units:
         raise SourceError("the inputs hold no file to read")
     order = [u.index for u in units]
-    done = [u for u in order if os.path.exists(work.unit(u, ".json"))]
+    done = [u for u in order if store.exists(work.unit(u, ".json"))]
     if done:
         log(f"data: resuming: {len(done)} of {len(units)} units already read"
-            + (", deduplicated" if os.path.exists(os.path.join(root, "dedup.done")) else "") + f" ({root})")
+            + (", deduplicated" if store.exists(store.join(root, "dedup.done")) else "") + f" ({root})")
     partitions, shards = _partitions(settings, total), output_shards(data_cfg, total)
     log(f"data: {len(units)} units, {partitions} partitions, {shards} output shards, {settings.runner} with "
         f"{settings.workers} worker(s)")
     seconds = {}
-    if not os.path.exists(os.path.join(root, "dedup.done")):
+    if not store.exists(store.join(root, "dedup.done")):
         seconds["map_dedup"] = _run(map_and_dedup, settings, log, "map + dedup", units, data_cfg, work, partitions,
                                     settings.cc_rounds)
-        fileio.atomic_write(os.path.join(root, "dedup.done"), "")
-    if data_cfg.clean.substring_ngram and not os.path.exists(os.path.join(root, "substring.done")):
+        store.write_bytes(store.join(root, "dedup.done"), b"")
+    if data_cfg.clean.substring_ngram and not store.exists(store.join(root, "substring.done")):
         seconds["substring"] = _run(substring, settings, log, "substring", units, work, data_cfg.clean.substring_ngram,
                                     partitions)
-        fileio.atomic_write(os.path.join(root, "substring.done"), "")
-    tok_dir = os.path.join(root, "tokenizer")
+        store.write_bytes(store.join(root, "substring.done"), b"")
+    tok_dir = store.join(root, "tokenizer")
     if given:
-        os.makedirs(tok_dir, exist_ok=True)
-        tokenizer_path = given.save(tok_dir)
-    elif os.path.isdir(tok_dir) and any(f.startswith("tokenizer.") for f in os.listdir(tok_dir)):
-        tokenizer_path = os.path.join(tok_dir, _tokenizer_file(tok_dir))
-    else:
+        _save_tokenizer(tok_dir, given.save)
+    elif not any(f.startswith("tokenizer.") for f in store.listdir(tok_dir)):
         sample = _sample_for_tokenizer(order, work, data_cfg, TOKENIZER_SAMPLE_CHARS)
         if not sample:
             raise SourceError("every document was removed; relax data.dedup / data.filter / data.clean")
         log(f"data: training a {vocab_size}-token {data_cfg.tokenizer_kind} tokenizer on {len(sample):,} documents")
-        tmp_tok = tok_dir + ".tmp"
-        shutil.rmtree(tmp_tok, ignore_errors=True)
-        os.makedirs(tmp_tok)
-        train_tokenizer(data_cfg.tokenizer_kind, sample, vocab_size, tmp_tok)
-        os.replace(tmp_tok, tok_dir)
-        tokenizer_path = os.path.join(tok_dir, _tokenizer_file(tok_dir))
-    tok = load_tokenizer(tokenizer_path)
+        _save_tokenizer(tok_dir, lambda d: train_tokenizer(data_cfg.tokenizer_kind, sample, vocab_size, d))
+    tokenizer_path = store.join(tok_dir, next(f for f in store.listdir(tok_dir) if f.startswith("tokenizer.")))
+    with store.local_copy(tokenizer_path) as local:
+        tok = load_tokenizer(local)
+        tok_entry = tokenizer_entry(tok, local)
     if tok.vocab_size > vocab_size:
         raise UserError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size={vocab_size}; set "
                         f"model.vocab_size >= {tok.vocab_size}")
-    out_dir = os.path.join(root, "out")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = store.join(root, "out")
+    store.makedirs(out_dir)
     seconds["finalize"] = _run(finalize, settings, log, "tokenize + write shards", units, work, data_cfg,
                                tokenizer_path, out_dir, shards, token_dtype(tok.vocab_size), formats)
-    manifest = _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions, shards)
-    shutil.copy(tokenizer_path, os.path.join(out_dir, os.path.basename(tokenizer_path)))
-    atomic_write_json(os.path.join(out_dir, MANIFEST), manifest, indent=2, sort_keys=True)
-    _publish(out_dir, output)
-    shutil.rmtree(root, ignore_errors=True)
+    manifest = _manifest(order, work, data_cfg, tok, tok_entry, out_dir, inputs, seq_len, partitions, shards)
+    with store.local_copy(tokenizer_path) as local:
+        store.upload(local, store.join(out_dir, tok_entry["file"]))
+    store.write_json(store.join(out_dir, MANIFEST), manifest, indent=2, sort_keys=True)
+    if store.is_remote(output):
+        store.copy_tree(out_dir, output, last=MANIFEST)
+    else:
+        _publish(out_dir, output)
+    store.remove_tree(root)
     log(f"data: {manifest['counts']['documents_out']:,} documents, {manifest['counts']['tokens_out']:,} tokens "
         f"-> {output}")
     manifest["seconds"] = seconds  # for the caller: not in the file (which must not depend on the run)
     return manifest
 
 
-def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_len, partitions, n_shards) -> dict:
+def _check_new_output(output: str) -> None:
+    if not store.is_remote(output):
+        check_new_output(output, flag="--output")
+    elif store.exists(output) or store.files_under(output, ("",)):
+        raise UserError(f"--output {output} exists and is not empty; choose a new --output")
+
+
+def _save_tokenizer(tok_dir: str, write) -> None:
+    """The files `write(directory)` makes, into `tok_dir` whole or not at all: a local directory renamed into place;
+    a remote one uploaded with the tokenizer file last (its presence is what a resumed run looks for)."""
+    if store.is_remote(tok_dir):
+        with tempfile.TemporaryDirectory(prefix="llm_jax-tokenizer-") as tmp:
+            write(tmp)
+            for name in sorted(os.listdir(tmp), key=lambda f: (f.startswith("tokenizer."), f)):
+                store.upload(os.path.join(tmp, name), store.join(tok_dir, name))
+        return
+    tmp = tok_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    write(tmp)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    os.replace(tmp, tok_dir)
+
+
+def _manifest(order, work, data_cfg, tok, tok_entry, out_dir, inputs, seq_len, partitions, n_shards) -> dict:
     counts = _merge_counts(order, work, data_cfg, data_cfg.clean)
     splits = {}
     for split in ("train", "val"):
-        shards = [stages._read_json(work.shard(split, s)) for s in range(n_shards)]
-        finals = [stages._read_json(work.unit(u, ".final.json"))[split] for u in order]
+        shards = [store.read_json(work.shard(split, s)) for s in range(n_shards)]
+        finals = [store.read_json(work.unit(u, ".final.json"))[split] for u in order]
         splits[split] = {"documents": sum(f["documents"] for f in finals), "tokens": sum(f["tokens"] for f in finals),
                          "characters": sum(f["characters"] for f in finals), "shards": shards}
         if seq_len:
-            lengths = [np.load(work.unit(u, f".{split}.lengths.npy")) for u in order]
+            lengths = [store.load(work.unit(u, f".{split}.lengths.npy")) for u in order]
             splits[split]["long_documents"] = int(sum((x > seq_len + 1).sum() for x in lengths))
     if not splits["val"]["documents"] or not splits["train"]["documents"]:
         raise SourceError(f"the prepared data has {splits['train']['documents']} train and {splits['val']['documents']}"
@@ -395,14 +408,15 @@ def _manifest(order, work, data_cfg, tok, tokenizer_path, out_dir, inputs, seq_l
     counts["long_documents"] = sum(s.get("long_documents", 0) for s in splits.values())
     hashes = {}
     for u in order:
-        hashes.update(stages._read_json(work.unit(u, ".json"))["hashes"])
-    train_tokens = [os.path.join(out_dir, "train", s["file"] + ".tokens.npy")
+        hashes.update(store.read_json(work.unit(u, ".json"))["hashes"])
+    train_tokens = [store.join(out_dir, "train", s["file"] + ".tokens.npy")
                     for s in splits["train"]["shards"] if "numpy" in s.get("formats", ["numpy"])]
     return {"version": MANIFEST_VERSION, "counts": counts, "splits": splits,
-            "tokenizer": tokenizer_entry(tok, tokenizer_path),
+            "tokenizer": tok_entry,
             "sources": dict(sorted(hashes.items())),
             "embedded_sources": [i for i in inputs if i in corpus_lib.EMBEDDED],
             "data_config": data_cfg.to_dict(),
             "pipeline": {"engine": "apache_beam", "units": len(order), "partitions": partitions},
-            "unigram_entropy": (unigram_entropy((b for path in train_tokens for b in npy_blocks(path)), tok.vocab_size)
+            "unigram_entropy": (unigram_entropy((b for path in train_tokens for b in store.npy_blocks(path)),
+                                                tok.vocab_size)
                                 if train_tokens else 0.0)}

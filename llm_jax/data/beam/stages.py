@@ -27,22 +27,23 @@ stage at once, and both would grow with the corpus (docs/data.md "Memory").
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 
 import numpy as np
 
 from llm_jax.data import dedup, filters
-from llm_jax.data.beam import keys
+from llm_jax.data.beam import keys, store
 from llm_jax.data.beam.units import Unit, read_unit
 from llm_jax.data.clean import pii
 from llm_jax.data.clean.apply import DocumentCleaner
 from llm_jax.data.clean.normalize import normalize_documents
 from llm_jax.data.clean.substring import cut_words, mix, repeat_mask, spans, text_words, window_hashes
-from llm_jax.data.shards import save_array, write_array_record_shard, write_npy_stream
+from llm_jax.data.shards import write_array_record_shard, write_npy_stream
 from llm_jax.data.sources import InputStats
-from llm_jax.fileio import atomic_path, atomic_write_json
 
 HEURISTIC = ("too_short", "too_long", "too_few_words", "low_alpha_fraction", "repeated_lines")
 REASONS = ("",) + HEURISTIC + DocumentCleaner.REASONS
@@ -50,22 +51,21 @@ KEPT, EXACT, NEAR = 0, 1, 2
 
 
 class Work:
-    """Paths of the work directory."""
+    """Paths of the work directory: local, or remote (gs://...) for the workers of a cluster (store.py)."""
 
     def __init__(self, root: str):
         self.root = root
-        os.makedirs(os.path.join(root, "units"), exist_ok=True)
-        os.makedirs(os.path.join(root, "shards"), exist_ok=True)
+        for sub in ("units", "shards", "parts"):
+            store.makedirs(store.join(root, sub))
 
     def unit(self, u: int, suffix: str) -> str:
-        return os.path.join(self.root, "units", f"u-{u:06d}{suffix}")
+        return store.join(self.root, "units", f"u-{u:06d}{suffix}")
 
     def shard(self, split: str, s: int) -> str:
-        return os.path.join(self.root, "shards", f"{split}-{s:05d}.json")
+        return store.join(self.root, "shards", f"{split}-{s:05d}.json")
 
     def part(self, name: str, p: int) -> str:
-        os.makedirs(os.path.join(self.root, "parts"), exist_ok=True)
-        return os.path.join(self.root, "parts", f"{name}-{p:05d}")
+        return store.join(self.root, "parts", f"{name}-{p:05d}")
 
 
 def save_partitioned(path: str, rows: np.ndarray, hashes: np.ndarray, partitions: int) -> None:
@@ -73,32 +73,27 @@ def save_partitioned(path: str, rows: np.ndarray, hashes: np.ndarray, partitions
     row offsets of the groups into `path`.bounds.npy, written last (its presence marks the pair complete)."""
     part = keys.partition_of(hashes, partitions)
     order = np.argsort(part, kind="stable")
-    save_array(path + ".rows.npy", rows[order])
-    save_array(path + ".bounds.npy", np.searchsorted(part[order], np.arange(partitions + 1)).astype(np.int64))
+    store.save(path + ".rows.npy", rows[order])
+    store.save(path + ".bounds.npy", np.searchsorted(part[order], np.arange(partitions + 1)).astype(np.int64))
 
 
 def is_saved(path: str) -> bool:
-    return os.path.exists(path + ".bounds.npy")
+    return store.exists(path + ".bounds.npy")
 
 
 def load_partition(paths: list[str], p: int, width: int) -> np.ndarray:
     """Partition p's rows of every file in `paths` (save_partitioned), concatenated in the order of `paths`; each
-    file is memory-mapped, so only the slices are read."""
+    slice of a file is read alone."""
     parts = []
     for path in paths:
-        bounds = np.load(path + ".bounds.npy")
+        bounds = store.load(path + ".bounds.npy")
         if bounds[p + 1] > bounds[p]:
-            parts.append(np.load(path + ".rows.npy", mmap_mode="r")[bounds[p]:bounds[p + 1]])
+            parts.append(store.load(path + ".rows.npy", int(bounds[p]), int(bounds[p + 1])))
     return np.concatenate(parts) if parts else np.zeros((0, width), np.uint64)
 
 
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _texts(path: str) -> dict[int, str]:
-    with open(path, encoding="utf-8") as f:
+    with store.open_read(path) as f:
         return {o: t for o, t in map(json.loads, f)}
 
 
@@ -107,7 +102,7 @@ def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH, partitions
     redaction; writes its dedup keys by partition. Skipped when the unit is done already (resume). Returns the unit's
     index."""
     done = work.unit(unit.index, ".json")
-    if os.path.exists(done):
+    if store.exists(done):
         return unit.index
     stats = InputStats()
     docs = list(normalize_documents(read_unit(unit, data_cfg, stats), data_cfg.clean.normalize, stats))
@@ -120,7 +115,7 @@ def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH, partitions
     reason, lang = np.zeros(n, np.int8), np.zeros(n, np.int16)
     found = np.zeros((n, len(pii.KINDS)), np.int32)
     languages: list[str] = [""]
-    with atomic_path(work.unit(unit.index, ".texts.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as out:
+    with store.writing(work.unit(unit.index, ".texts.jsonl")) as out:
         for i, doc in enumerate(docs):
             why = filters.heuristic_reason(doc, data_cfg.filter)
             code = ""
@@ -132,11 +127,11 @@ def map_unit(unit: Unit, data_cfg, work: Work, lsh: dedup.MinHashLSH, partitions
             if why is None:
                 text, per_kind = cleaner.redact(doc)
                 found[i] = [per_kind.get(k, 0) for k in pii.KINDS]
-                out.write(json.dumps([i, text]) + "\n")
+                out.write((json.dumps([i, text]) + "\n").encode("utf-8"))
     for suffix, array in ((".sig.npy", sig), (".reason.npy", reason), (".lang.npy", lang), (".pii.npy", found)):
-        save_array(work.unit(unit.index, suffix), array)
+        store.save(work.unit(unit.index, suffix), array)
     _save_keys(unit.index, exact, sig, data_cfg, work, partitions)
-    atomic_write_json(done, {"documents": n, "input": dict(stats), "hashes": stats.hashes, "languages": languages})
+    store.write_json(done, {"documents": n, "input": dict(stats), "hashes": stats.hashes, "languages": languages})
     return unit.index
 
 
@@ -159,8 +154,13 @@ def verified_pairs(rows: np.ndarray, work: Work, threshold: float) -> np.ndarray
     if not len(pairs):
         return pairs
     units, ordinals = keys.split_ids(pairs.ravel())
-    sigs = {u: np.load(work.unit(int(u), ".sig.npy"), mmap_mode="r") for u in np.unique(units)}
-    flat = np.stack([sigs[u][o] for u, o in zip(units.tolist(), ordinals.tolist())])
+    flat = None
+    for u in np.unique(units).tolist():  # one unit's signature file open at a time, only the rows needed read
+        at = np.flatnonzero(units == u)
+        rows = store.load_rows(work.unit(u, ".sig.npy"), ordinals[at])
+        if flat is None:
+            flat = np.empty((len(units), rows.shape[1]), rows.dtype)
+        flat[at] = rows
     flat = flat.reshape(len(pairs), 2, -1)
     return pairs[keys.similar(flat[:, 0], flat[:, 1], threshold)]
 
@@ -190,13 +190,13 @@ def propagate(q: int, r: int, work: Work, partitions: int) -> int:
     if r == 0:
         edges = load_partition([work.part("pairs", b) for b in range(partitions)], q, 2)
         edges = np.unique(edges, axis=0) if len(edges) else edges
-        save_array(work.part("edges", q) + ".npy", edges)
+        store.save(work.part("edges", q) + ".npy", edges)
         labels = keys.min_labels(np.concatenate([edges[:, [0, 0]], edges]))
     else:
-        edges = np.load(work.part("edges", q) + ".npy")
+        edges = store.load(work.part("edges", q) + ".npy")
         incoming = load_partition([work.part(f"messages{r}", b) for b in range(partitions)], q, 2)
-        labels = keys.min_labels(np.concatenate([np.load(work.part(f"labels{r - 1}", q) + ".npy"), incoming]))
-    save_array(work.part(f"labels{r}", q) + ".npy", labels)
+        labels = keys.min_labels(np.concatenate([store.load(work.part(f"labels{r - 1}", q) + ".npy"), incoming]))
+    store.save(work.part(f"labels{r}", q) + ".npy", labels)
     sent = keys.messages(edges, labels)
     with np.errstate(over="ignore"):
         save_partitioned(out, sent, mix(sent[:, 0]), partitions)
@@ -206,7 +206,7 @@ def propagate(q: int, r: int, work: Work, partitions: int) -> int:
 def unequal_labels(q: int, rounds: int, work: Work, partitions: int) -> list[tuple[int, int]]:
     """After the last round: (label of a neighbour, own label) for each edge into partition q whose two ends still
     disagree (a component wider than the rounds reached), each once — merged by union-find in the finish."""
-    labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
+    labels = store.load(work.part(f"labels{rounds - 1}", q) + ".npy")
     incoming = load_partition([work.part(f"messages{rounds}", b) for b in range(partitions)], q, 2)
     if not len(incoming):
         return []
@@ -220,7 +220,7 @@ def save_near_duplicates(q: int, merges: list[tuple[int, int]], rounds: int, wor
     root, once the still-unequal labels are merged, is not itself — grouped by unit into `Work.part("near", q)`."""
     path = work.part("near", q)
     if not is_saved(path):
-        labels = np.load(work.part(f"labels{rounds - 1}", q) + ".npy")
+        labels = store.load(work.part(f"labels{rounds - 1}", q) + ".npy")
         uf = keys.UnionFind()
         for a, b in merges:
             uf.union(a, b)
@@ -243,18 +243,18 @@ def save_exact_copies(q: int, unit_files: list[str], work: Work, n_units: int) -
 
 def write_dedup(u: int, partitions: int, work: Work, exact: bool, near: bool) -> int:
     """The unit's dedup verdicts from every partition's exact copies and near duplicates."""
-    out = np.zeros(len(np.load(work.unit(u, ".reason.npy"))), np.int8)
+    out = np.zeros(len(store.load(work.unit(u, ".reason.npy"))), np.int8)
     for name, on, code in (("near", near, NEAR), ("exact", exact, EXACT)):  # exact wins, as in the one-process path
         if on:
             ids = load_partition([work.part(name, q) for q in range(partitions)], u, 1)[:, 0]
             out[keys.split_ids(ids)[1]] = code
-    save_array(work.unit(u, ".dedup.npy"), out)
+    store.save(work.unit(u, ".dedup.npy"), out)
     return u
 
 
 def _kept_texts(u: int, work: Work) -> tuple[list[int], list[str]]:
     """Ordinals and texts of the unit's documents that survive dedup and the per-document filters."""
-    drop = np.load(work.unit(u, ".dedup.npy"))
+    drop = store.load(work.unit(u, ".dedup.npy"))
     texts = _texts(work.unit(u, ".texts.jsonl"))
     ordinals = [o for o in sorted(texts) if drop[o] == KEPT]
     return ordinals, [texts[o] for o in ordinals]
@@ -291,15 +291,15 @@ def save_repeats(p: int, units: list[int], work: Work) -> int:
 def write_marks(u: int, partitions: int, work: Work) -> int:
     """The unit's marks from every partition, sorted by (id, word position)."""
     rows = load_partition([work.part("marks", p) for p in range(partitions)], u, 2)
-    save_array(work.unit(u, ".marks.npy"), rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows)
+    store.save(work.unit(u, ".marks.npy"), rows[np.lexsort((rows[:, 1], rows[:, 0]))] if len(rows) else rows)
     return u
 
 
 def final_texts(u: int, work: Work, data_cfg) -> tuple[list[str], dict]:
     """The unit's final documents (dedup drops applied, repeated substrings cut) and the counts they add to the
     manifest, in the one-process path's terms."""
-    info = _read_json(work.unit(u, ".json"))
-    reason, lang, drop = (np.load(work.unit(u, s)) for s in (".reason.npy", ".lang.npy", ".dedup.npy"))
+    info = store.read_json(work.unit(u, ".json"))
+    reason, lang, drop = (store.load(work.unit(u, s)) for s in (".reason.npy", ".lang.npy", ".dedup.npy"))
     ordinals, texts = _kept_texts(u, work)
     counts = collections.Counter(documents_in=info["input"].get("documents_in", 0))
     counts["exact_duplicates_removed"] = int((drop == EXACT).sum())
@@ -310,11 +310,11 @@ def final_texts(u: int, work: Work, data_cfg) -> tuple[list[str], dict]:
     reached = undeduped & ~np.isin(reason, [REASONS.index(h) for h in HEURISTIC])  # reached data.clean
     clean = {"languages": collections.Counter(info["languages"][i] for i in lang[reached].tolist()),
              **{f"removed_{k}": by_reason.get(k, 0) for k in DocumentCleaner.REASONS}}
-    pii_found = np.load(work.unit(u, ".pii.npy"))[ordinals].sum(axis=0) if ordinals else np.zeros(len(pii.KINDS))
+    pii_found = store.load(work.unit(u, ".pii.npy"))[ordinals].sum(axis=0) if ordinals else np.zeros(len(pii.KINDS))
     clean["pii_redacted"] = {k: int(v) for k, v in zip(pii.KINDS, pii_found)}
     n = data_cfg.clean.substring_ngram
     if n:
-        marks = np.load(work.unit(u, ".marks.npy"))
+        marks = store.load(work.unit(u, ".marks.npy"))
         _, mark_ordinals = keys.split_ids(marks[:, 0]) if len(marks) else (None, np.zeros(0, np.int64))
         words_removed = spans_removed = emptied = 0
         out = []
@@ -358,13 +358,13 @@ def write_unit_tokens(u: int, texts: list[str], info: dict, work: Work, tokenize
         ids = encode(tokenizer, [t for _, t in items]) if items else []
         lengths = np.array([len(x) for x in ids], np.int64)
         per_shard = np.bincount(np.array([s for s, _ in items], np.int64), minlength=shards)
-        save_array(work.unit(u, f".{split}.tokens.npy"),
+        store.save(work.unit(u, f".{split}.tokens.npy"),
                    np.concatenate(ids) if ids else np.zeros(0, np.uint32))
-        save_array(work.unit(u, f".{split}.lengths.npy"), lengths)
-        save_array(work.unit(u, f".{split}.shards.npy"), per_shard.astype(np.int64))
+        store.save(work.unit(u, f".{split}.lengths.npy"), lengths)
+        store.save(work.unit(u, f".{split}.shards.npy"), per_shard.astype(np.int64))
         info[split] = {"documents": len(items), "tokens": int(lengths.sum()),
                        "characters": sum(len(t) for _, t in items)}
-    atomic_write_json(work.unit(u, ".final.json"), info)
+    store.write_json(work.unit(u, ".final.json"), info)
     return u
 
 
@@ -374,32 +374,36 @@ def shard_pieces(units: list[int], split: str, s: int, work: Work):
         lengths, before = _shard_lengths(u, split, s, work)
         if not len(lengths):
             continue
-        tokens = np.load(work.unit(u, f".{split}.tokens.npy"), mmap_mode="r")
-        starts = before + np.concatenate([[0], np.cumsum(lengths)])
-        for a, b in zip(starts[:-1], starts[1:]):
-            yield np.asarray(tokens[a:b])
+        yield from store.npy_pieces(work.unit(u, f".{split}.tokens.npy"), before, lengths)
 
 
 def _shard_lengths(u: int, split: str, s: int, work: Work) -> tuple[np.ndarray, int]:
     """Token counts of unit u's documents that go to shard s of `split`, and the tokens of the unit before them."""
-    per_shard = np.load(work.unit(u, f".{split}.shards.npy"))
-    lengths = np.load(work.unit(u, f".{split}.lengths.npy"))
+    per_shard = store.load(work.unit(u, f".{split}.shards.npy"))
+    lengths = store.load(work.unit(u, f".{split}.lengths.npy"))
     first = int(per_shard[:s].sum())
     return lengths[first:first + int(per_shard[s])], int(lengths[:first].sum())
 
 
 def write_output_shard(out_dir: str, split: str, s: int, units: list[int], work: Work, dtype, formats) -> dict:
     """Output shard `s` of `split` in each of `formats`, streamed from the units' pieces (a writer holds one document
-    at a time)."""
-    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-    base = os.path.join(out_dir, split, f"shard-{s:05d}")
+    at a time). The writers need a local file: a remote `out_dir`'s shard is written to a local temporary directory
+    first and then copied."""
     lengths = [_shard_lengths(u, split, s, work)[0] for u in units]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-    total = int(lengths.sum())
-    if "numpy" in formats:
-        write_npy_stream(base + ".tokens.npy", shard_pieces(units, split, s, work), dtype, total)
-    save_array(base + ".docs.npy", starts)
-    if "array_record" in formats:
-        write_array_record_shard(base, shard_pieces(units, split, s, work), dtype)
-    return {"file": os.path.basename(base), "documents": int(len(lengths)), "tokens": total, "formats": list(formats)}
+    total, name = int(lengths.sum()), f"shard-{s:05d}"
+    remote = store.is_remote(out_dir)
+    with tempfile.TemporaryDirectory(prefix="llm_jax-shard-") if remote else contextlib.nullcontext() as staging:
+        local = staging or os.path.join(out_dir, split)
+        os.makedirs(local, exist_ok=True)
+        if "numpy" in formats:
+            write_npy_stream(os.path.join(local, name + ".tokens.npy"), shard_pieces(units, split, s, work), dtype,
+                             total)
+        store.save(os.path.join(local, name + ".docs.npy"), starts)
+        if "array_record" in formats:
+            write_array_record_shard(os.path.join(local, name), shard_pieces(units, split, s, work), dtype)
+        if remote:
+            for file in sorted(os.listdir(local)):
+                store.upload(os.path.join(local, file), store.join(out_dir, split, file))
+    return {"file": name, "documents": int(len(lengths)), "tokens": total, "formats": list(formats)}

@@ -9,22 +9,28 @@ gzipped JSONL file (not seekable) and an embedded corpus are one unit each. Docu
 Reading streams: a JSONL range is read a line at a time and a .jsonl.gz through `gzip.open`, so a worker holds one
 document at a time (a text file is one document and is read whole). Bad input is counted in the unit's
 `InputStats` exactly as the one-process readers count it (llm_jax/data/sources.py), never raised.
+
+A JSONL, JSONL.gz or Parquet input may be remote (gs://..., through Beam's FileSystems: llm_jax/data/beam/store.py);
+text and ArrayRecord files are read from a local or mounted path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import hashlib
 import json
-import os
 import zlib
 from typing import Iterator
 
 from llm_jax.data import corpus as corpus_lib
 from llm_jax.data import sources
+from llm_jax.data.beam import store
 from llm_jax.data.sources import InputStats, SourceError
 
 ARRAY_RECORD_SUFFIXES = (".array_record",)
+REMOTE_KINDS = ("jsonl", "jsonl_gz", "parquet")  # what a remote input (gs://...) may be
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +65,6 @@ def _kind(path: str) -> str:
     return "text"
 
 
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path) if os.path.isfile(path) else 0
-    except OSError:
-        return 0
-
-
 def _record_count(path: str, kind: str, tfds_dir: str | None) -> int:
     """Records of an ArrayRecord file or a TFDS split (0 when it cannot be opened: the unit counts it)."""
     try:
@@ -90,14 +89,14 @@ def _record_count(path: str, kind: str, tfds_dir: str | None) -> int:
 
 def plan_units(inputs: list[str], data_cfg, unit_bytes: int, unit_records: int = 100_000) -> list[Unit]:
     """The units of `inputs`, in the order the one-process path reads their documents."""
-    files = []
-    for item in inputs:
-        files.extend([item] if item in corpus_lib.EMBEDDED else sources.input_files([item]))
     units: list[Unit] = []
-    for path in files:
+    for path in input_paths(inputs):
         kind = "embedded" if path in corpus_lib.EMBEDDED else _kind(path)
+        if store.is_remote(path) and kind not in REMOTE_KINDS:
+            raise SourceError(f"{path}: a remote input must be JSONL, JSONL.gz or Parquet; read text and ArrayRecord "
+                              f"files from a local or mounted path")
         if kind == "jsonl":
-            size = _size(path)
+            size = store.size(path)
             for start in range(0, max(size, 1), unit_bytes):
                 units.append(Unit(len(units), path, kind, start, min(start + unit_bytes, size)))
         elif kind == "parquet":
@@ -113,13 +112,57 @@ def plan_units(inputs: list[str], data_cfg, unit_bytes: int, unit_records: int =
     return units
 
 
+def input_paths(inputs: list[str]) -> list[str]:
+    """The files of `inputs` in reading order: embedded corpora and `tfds:` splits by name, local directories
+    expanded as the one-process path expands them (sources.input_files), a remote prefix or glob (gs://bucket/dir/,
+    gs://bucket/*.jsonl.gz) listed through Beam's FileSystems."""
+    files = []
+    for item in inputs:
+        if item in corpus_lib.EMBEDDED:
+            files.append(item)
+        elif store.is_remote(item):
+            found = [item] if store.exists(item) else store.files_under(
+                item, sources.JSONL_SUFFIXES + sources.PARQUET_SUFFIXES)
+            if not found:
+                raise SourceError(f"input {item!r} matches no JSONL or Parquet file")
+            files.extend(found)
+        else:
+            files.extend(sources.input_files([item]))
+    return files
+
+
+def _sha256(path: str) -> str:
+    """sources.file_sha256, for a remote file too."""
+    if not store.is_remote(path):
+        return sources.file_sha256(path)
+    h = hashlib.sha256()
+    try:
+        with store.open_read(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except Exception:  # noqa: BLE001 - Beam's errors for a missing or unreadable object
+        return sources.UNREADABLE
+    return h.hexdigest()
+
+
+def _parquet_file(path: str):
+    import pyarrow.parquet as pq
+    return pq.ParquetFile(store.open_read(path) if store.is_remote(path) else path)
+
+
+@contextlib.contextmanager
+def _gunzipped(path: str):
+    with store.open_read(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
+        yield f
+
+
 def _parquet_row_groups(path: str) -> int:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet  # noqa: F401
     except ImportError as e:
         raise SourceError("reading Parquet needs pyarrow: pip install 'llm_jax[parquet]'") from e
     try:
-        return pq.ParquetFile(path).metadata.num_row_groups
+        return _parquet_file(path).metadata.num_row_groups
     except Exception:  # noqa: BLE001 - corrupt: the unit counts it as unreadable
         return 0
 
@@ -132,7 +175,7 @@ def read_unit(unit: Unit, data_cfg, stats: InputStats) -> Iterator[str]:
     if unit.first:
         stats["files"] += 1
         if unit.kind in ("jsonl", "jsonl_gz", "parquet", "array_record"):
-            stats.hashes[unit.path] = sources.file_sha256(unit.path)  # streamed
+            stats.hashes[unit.path] = _sha256(unit.path)  # streamed
         elif unit.kind == "tfds":
             stats.hashes[unit.path] = "tfds"  # by name, as the one-process reader records it
     if unit.kind == "embedded":
@@ -179,9 +222,9 @@ def _jsonl_lines(lines: Iterator[bytes], field: str, stats: InputStats) -> Itera
 def _jsonl_range(unit: Unit, field: str, stats: InputStats) -> Iterator[str]:
     """The lines that start in [start, stop) of an uncompressed JSONL file, streamed."""
     try:
-        if _binary_start(unit.path, lambda p: open(p, "rb"), stats, unit.first):
+        if _binary_start(unit.path, store.open_read, stats, unit.first):
             return
-        with open(unit.path, "rb") as f:
+        with store.open_read(unit.path) as f:
             if unit.start:
                 f.seek(unit.start - 1)
                 f.readline()  # the line that started before this range belongs to the previous unit
@@ -199,12 +242,12 @@ def _jsonl_gz(path: str, field: str, stats: InputStats) -> Iterator[str]:
     """A gzipped JSONL file, streamed twice: first checked to its end (a truncated or corrupt archive is skipped
     whole, as the one-process path skips it), then read a line at a time."""
     try:
-        with gzip.open(path, "rb") as f:
+        with _gunzipped(path) as f:
             while f.read(1 << 22):
                 pass
-        if _binary_start(path, gzip.open, stats, True):
+        if _binary_start(path, _gunzipped, stats, True):
             return
-        with gzip.open(path, "rb") as f:
+        with _gunzipped(path) as f:
             yield from _jsonl_lines(iter(f), field, stats)
     except (EOFError, zlib.error, gzip.BadGzipFile):
         stats["corrupt_archives"] += 1
@@ -213,9 +256,8 @@ def _jsonl_gz(path: str, field: str, stats: InputStats) -> Iterator[str]:
 
 
 def _parquet_group(unit: Unit, field: str, stats: InputStats) -> Iterator[str]:
-    import pyarrow.parquet as pq
     try:
-        table = pq.ParquetFile(unit.path)
+        table = _parquet_file(unit.path)
         if unit.stop == 0:  # no row group could be listed
             stats["unreadable_files" if table.metadata.num_rows else "empty_files"] += 1
             return
@@ -266,12 +308,3 @@ def _tfds_range(unit: Unit, field: str, tfds_dir: str | None, stats: InputStats)
     for i in range(unit.start, unit.stop):
         example = source[i]
         yield from sources._emit_field(example.get(field) if isinstance(example, dict) else None, stats)
-
-
-def input_hashes(units: list[Unit]) -> dict[str, str]:
-    """sha256 of every input file (streamed), "tfds" for TFDS splits; embedded corpora are not files."""
-    out = {}
-    for unit in units:
-        if unit.first and unit.kind != "embedded":
-            out[unit.path] = "tfds" if unit.kind == "tfds" else sources.file_sha256(unit.path)
-    return out

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 
 import regex
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from llm_jax.data.tokenizers.base import TRAIN_PIECE_CHARS, Tokenizer, TokenizerError, bounded_pieces
 from llm_jax.fileio import atomic_path, os_error
@@ -172,9 +173,20 @@ def train_sentencepiece(docs: Iterable[str], vocab_size: int, out_path: str,
         except RuntimeError as e:  # e.g. "Vocabulary size too high (512). Please set it to a value <= 299."
             raise TokenizerError(f"cannot train a {vocab_size}-piece sentencepiece {model_type} model on this "
                                  f"corpus ({sentences:,} lines): {_sentencepiece_reason(e)}") from e
-        with atomic_path(out_path) as dest:
-            shutil.copyfile(prefix + ".model", dest)
+        with atomic_path(out_path) as dest, open(dest, "wb") as f:
+            f.write(_without_run_details(prefix + ".model"))
     return SentencePieceTokenizer(out_path)
+
+
+def _without_run_details(model_path: str) -> bytes:
+    """The model's bytes without what the training run alone decided — the paths of its temporary input and output
+    and the thread count — so the same text and settings give the same file (and manifest hash) on any machine."""
+    model = sentencepiece_model_pb2.ModelProto()
+    with open(model_path, "rb") as f:
+        model.ParseFromString(f.read())
+    for field in ("input", "model_prefix", "num_threads"):
+        model.trainer_spec.ClearField(field)
+    return model.SerializeToString(deterministic=True)
 
 
 def _sentencepiece_reason(e: Exception) -> str:

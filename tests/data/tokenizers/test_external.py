@@ -62,3 +62,13 @@ def test_one_thread_encodes_like_all_threads(sp):
     """The Beam workers encode on one thread (each worker is a core): the ids must not depend on it."""
     texts = shakespeare_scenes()[30:40] + ["", "  x  "]
     assert sp.encode_batch(texts, threads=1) == sp.encode_batch(texts) == [sp.encode(t) for t in texts]
+
+
+def test_the_same_text_trains_the_same_file_wherever_it_is_trained(sp, tmp_path):
+    """The trainer records its temporary paths and thread count in the model; they are dropped, so a preparation's
+    manifest (which hashes the tokenizer) does not depend on where or on how many cores it ran."""
+    again = train_sentencepiece(shakespeare_scenes()[:30], 512, str(tmp_path / "sp.model"))
+    first = open(sp.path, "rb").read()
+    assert open(again.path, "rb").read() == first
+    assert b"/tmp" not in first and b"corpus.txt" not in first
+    assert again.encode("To be, or not to be") == sp.encode("To be, or not to be")
