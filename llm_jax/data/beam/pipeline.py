@@ -306,9 +306,9 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     _require_beam()
     _check_config(data_cfg)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # its workers' start-up chatter
-    _check_new_output(output)
     given = load_tokenizer(tokenizer) if tokenizer else None
     root = store.absolute(output) + ".work"
+    _check_new_output(output, root)
     work = _open_work(root, _settings_fingerprint(inputs, data_cfg, tokenizer, settings), log)
     units, total = _units(inputs, data_cfg, settings)
     if not units:
@@ -365,11 +365,14 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
     return manifest
 
 
-def _check_new_output(output: str) -> None:
+def _check_new_output(output: str, root: str) -> None:
+    """A new (or empty) output; a remote one may also hold what a run killed while publishing it copied (its work
+    directory then holds the finished output, which the resumed run copies again)."""
     if not store.is_remote(output):
         check_new_output(output, flag="--output")
     elif store.exists(output) or store.files_under(output, ("",)):
-        raise UserError(f"--output {output} exists and is not empty; choose a new --output")
+        if not store.exists(store.join(root, "out", MANIFEST)):
+            raise UserError(f"--output {output} exists and is not empty; choose a new --output")
 
 
 def _save_tokenizer(tok_dir: str, write) -> None:

@@ -1,6 +1,7 @@
-"""The Beam pipeline's files — its inputs, work directory and output — on a local path or on any file system Apache
-Beam knows (`gs://`, `s3://`, `hdfs://`, `az://`: Beam's `FileSystems`, with the runner's extra installed, e.g.
-`apache-beam[gcp]`), so that the workers of a cluster runner share the work directory without a mounted file system.
+"""The Beam pipeline's files — its inputs, work directory and output — on a local path or on an object store Apache
+Beam knows (`gs://`, `s3://`: Beam's `FileSystems`, with the runner's extra installed, e.g. `apache-beam[gcp]`), so
+that the workers of a cluster runner share the work directory without a mounted file system. Not HDFS: its listing
+is not recursive and its rename does not replace a file.
 
 Every write is atomic: a local file through llm_jax.fileio (temporary file, fsync, rename); a remote one to a
 temporary name renamed onto the final one once complete — a killed worker leaves the file whole or absent. Arrays are
@@ -11,6 +12,7 @@ whose pages would count in a worker's resident memory.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -28,6 +30,9 @@ try:
     from apache_beam.io.filesystems import FileSystems
 except ImportError:  # the `beam` extra; local paths still work without it
     FileSystems = CompressionTypes = None
+
+
+TMP = ".llm_jax-tmp-"  # in the name of an object being written: never listed, copied or taken for the real one
 
 
 def is_remote(path: str) -> bool:
@@ -69,11 +74,14 @@ def _metadata(path: str):
 
 def size(path: str) -> int:
     """The file's size in bytes, 0 when it is not a readable file."""
-    try:
-        if is_remote(path):
+    if is_remote(path):  # an error reaching the store is raised, not taken for an empty file
+        try:
             return _metadata(path).size_in_bytes
+        except FileNotFoundError:
+            return 0
+    try:
         return os.path.getsize(path) if os.path.isfile(path) else 0
-    except Exception:  # noqa: BLE001 - Beam raises its own errors for a missing object
+    except OSError:
         return 0
 
 
@@ -92,14 +100,20 @@ def stamp(path: str) -> list | None:
 def files_under(path: str, suffixes: tuple[str, ...]) -> list[str]:
     """The files with one of `suffixes` under a remote prefix (a "directory") or matching a glob, sorted."""
     pattern = path if any(c in path for c in "*?[") else path.rstrip("/") + "/**"
-    found = _fs().match([pattern])[0].metadata_list
-    return sorted(m.path for m in found if m.path.endswith(suffixes))
+    return sorted(p for p in _listed(pattern) if p.endswith(suffixes))
+
+
+def _listed(pattern: str) -> list[str]:
+    """The objects matching `pattern`, without those still being written and the "folder" objects some consoles
+    make (names ending in /)."""
+    return [m.path for m in _fs().match([pattern])[0].metadata_list
+            if TMP not in m.path and not m.path.endswith("/")]
 
 
 def open_read(path: str) -> IO[bytes]:
     """The file's bytes as a seekable binary stream."""
-    if is_remote(path):
-        return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    if is_remote(path):  # buffered here: a store's reader may serve readline a byte per call
+        return io.BufferedReader(_fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED), 1 << 20)
     return open(path, "rb")
 
 
@@ -112,7 +126,7 @@ def writing(path: str) -> Iterator[IO[bytes]]:
             yield f
         return
     fs = _fs()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    tmp = f"{path}{TMP}{uuid.uuid4().hex}"
     try:
         with fs.create(tmp, mime_type="application/octet-stream",
                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
@@ -148,7 +162,7 @@ def read_json(path: str) -> Any:
 def save(path: str, array: np.ndarray) -> None:
     """np.save's bytes, atomically."""
     with writing(path) as f:
-        np.save(f, np.ascontiguousarray(array))
+        np.save(f, array)
 
 
 def _read_into(f: IO[bytes], out: np.ndarray, path: str) -> None:
@@ -196,7 +210,7 @@ def load_rows(path: str, rows: np.ndarray) -> np.ndarray:
         out, base = np.empty((len(wanted),) + tuple(shape[1:]), dtype), f.tell()
         for i, r in enumerate(wanted.tolist()):
             f.seek(base + r * row_bytes)
-            _read_into(f, out[i], path)
+            _read_into(f, out[i:i + 1], path)
         return out[inverse.ravel()]
 
 
@@ -231,16 +245,17 @@ def upload(local: str, path: str) -> None:
 
 @contextlib.contextmanager
 def local_copy(path: str) -> Iterator[str]:
-    """A local path holding the file `path` (itself when local; a temporary copy of a remote one, same name), for
-    libraries that read from a path (tokenizers)."""
+    """A local path holding the file `path` (itself when local; for a remote one a temporary copy of its whole
+    directory, so files read beside it come too — a tokenizer's config), for libraries that read from a path."""
     if not is_remote(path):
         yield path
         return
+    directory, name = path.rstrip("/").rsplit("/", 1)
     with tempfile.TemporaryDirectory(prefix="llm_jax-") as tmp:
-        local = os.path.join(tmp, path.rstrip("/").rsplit("/", 1)[-1])
-        with open_read(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-        yield local
+        for file in listdir(directory):
+            with open_read(join(directory, file)) as src, open(os.path.join(tmp, file), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+        yield os.path.join(tmp, name)
 
 
 def listdir(path: str) -> list[str]:
@@ -248,8 +263,7 @@ def listdir(path: str) -> list[str]:
     if not is_remote(path):
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
     prefix = path.rstrip("/") + "/"
-    found = _fs().match([prefix + "*"])[0].metadata_list
-    return sorted(m.path[len(prefix):] for m in found if "/" not in m.path[len(prefix):])
+    return sorted(p[len(prefix):] for p in _listed(prefix + "*") if "/" not in p[len(prefix):])
 
 
 def remove_tree(path: str) -> None:
@@ -257,15 +271,15 @@ def remove_tree(path: str) -> None:
     if not is_remote(path):
         shutil.rmtree(path, ignore_errors=True)
         return
-    found = _fs().match([path.rstrip("/") + "/**"])[0].metadata_list
+    found = [m.path for m in _fs().match([path.rstrip("/") + "/**"])[0].metadata_list]
     if found:
-        _fs().delete([m.path for m in found])
+        _fs().delete(found)
 
 
 def copy_tree(src: str, dst: str, last: str) -> None:
     """Copies every file under `src` to the same place under `dst`, the file named `last` after all the others (a
     reader that finds it finds the rest)."""
     prefix = src.rstrip("/") + "/"
-    found = sorted(m.path for m in _fs().match([prefix + "**"])[0].metadata_list)
+    found = sorted(_listed(prefix + "**"))
     for path in sorted(found, key=lambda p: p[len(prefix):] == last):
         _fs().copy([path], [join(dst, path[len(prefix):])])  # one object each: whole or absent

@@ -120,9 +120,9 @@ def input_paths(inputs: list[str]) -> list[str]:
     for item in inputs:
         if item in corpus_lib.EMBEDDED:
             files.append(item)
-        elif store.is_remote(item):
-            found = [item] if store.exists(item) else store.files_under(
-                item, sources.JSONL_SUFFIXES + sources.PARQUET_SUFFIXES)
+        elif store.is_remote(item):  # a file, or a prefix ("dir/", a bucket's root) or glob to list
+            one = not item.endswith("/") and not any(c in item for c in "*?[") and store.exists(item)
+            found = [item] if one else store.files_under(item, sources.JSONL_SUFFIXES + sources.PARQUET_SUFFIXES)
             if not found:
                 raise SourceError(f"input {item!r} matches no JSONL or Parquet file")
             files.extend(found)
@@ -145,9 +145,11 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
 def _parquet_file(path: str):
     import pyarrow.parquet as pq
-    return pq.ParquetFile(store.open_read(path) if store.is_remote(path) else path)
+    with contextlib.ExitStack() as stack:
+        yield pq.ParquetFile(stack.enter_context(store.open_read(path)) if store.is_remote(path) else path)
 
 
 @contextlib.contextmanager
@@ -162,7 +164,8 @@ def _parquet_row_groups(path: str) -> int:
     except ImportError as e:
         raise SourceError("reading Parquet needs pyarrow: pip install 'llm_jax[parquet]'") from e
     try:
-        return _parquet_file(path).metadata.num_row_groups
+        with _parquet_file(path) as table:
+            return table.metadata.num_row_groups
     except Exception:  # noqa: BLE001 - corrupt: the unit counts it as unreadable
         return 0
 
@@ -257,14 +260,14 @@ def _jsonl_gz(path: str, field: str, stats: InputStats) -> Iterator[str]:
 
 def _parquet_group(unit: Unit, field: str, stats: InputStats) -> Iterator[str]:
     try:
-        table = _parquet_file(unit.path)
-        if unit.stop == 0:  # no row group could be listed
-            stats["unreadable_files" if table.metadata.num_rows else "empty_files"] += 1
-            return
-        if field not in table.schema_arrow.names:
-            stats["missing_field"] += table.metadata.row_group(unit.start).num_rows
-            return
-        batch = table.read_row_group(unit.start, columns=[field])
+        with _parquet_file(unit.path) as table:
+            if unit.stop == 0:  # no row group could be listed
+                stats["unreadable_files" if table.metadata.num_rows else "empty_files"] += 1
+                return
+            if field not in table.schema_arrow.names:
+                stats["missing_field"] += table.metadata.row_group(unit.start).num_rows
+                return
+            batch = table.read_row_group(unit.start, columns=[field])
     except Exception:  # noqa: BLE001 - pyarrow raises ArrowInvalid / OSError for corrupt files
         stats["unreadable_files"] += 1
         return
