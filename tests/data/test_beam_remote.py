@@ -201,6 +201,8 @@ def test_arrays_are_read_by_rows_and_pieces_locally_and_remotely(tmp_path):
         picked = np.array([7, 2, 7, 19, 0])
         np.testing.assert_array_equal(store.load_rows(store.join(base, "rows.npy"), picked), rows[picked])
         np.testing.assert_array_equal(store.load_rows(store.join(base, "flat.npy"), picked), flat[picked])
+        store.save(store.join(base, "transposed.npy"), rows.T)
+        np.testing.assert_array_equal(store.load(store.join(base, "transposed.npy")), rows.T)
         store.save(store.join(base, "scalar.npy"), np.int64(7))
         scalar = store.load(store.join(base, "scalar.npy"))
         assert scalar.shape == () and scalar == 7
@@ -210,7 +212,7 @@ def test_arrays_are_read_by_rows_and_pieces_locally_and_remotely(tmp_path):
         assert store.load(store.join(base, "rows.npy")).flags.writeable
     assert OBJECTS["memfs://bucket/a/rows.npy"] == (tmp_path / "rows.npy").read_bytes()  # np.save's bytes both ways
     OBJECTS["memfs://bucket/a/x.npy" + store.TMP + "1"] = b"half"  # being written: not listed
-    assert store.listdir("memfs://bucket/a") == ["flat.npy", "rows.npy", "scalar.npy"]
+    assert store.listdir("memfs://bucket/a") == ["flat.npy", "rows.npy", "scalar.npy", "transposed.npy"]
     OBJECTS["memfs://bucket/a/cut.npy"] = OBJECTS["memfs://bucket/a/flat.npy"][:-10]
     with pytest.raises(Exception, match="ends early"):
         store.load("memfs://bucket/a/cut.npy")

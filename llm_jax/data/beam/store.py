@@ -161,8 +161,9 @@ def read_json(path: str) -> Any:
 
 def save(path: str, array: np.ndarray) -> None:
     """np.save's bytes, atomically."""
-    with writing(path) as f:
-        np.save(f, array)
+    array = np.asarray(array)
+    with writing(path) as f:  # C order always: load() reads no other (a transposed array would be saved Fortran)
+        np.save(f, array if array.flags.c_contiguous else np.ascontiguousarray(array))
 
 
 def _read_into(f: IO[bytes], out: np.ndarray, path: str) -> None:
