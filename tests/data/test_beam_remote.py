@@ -197,7 +197,10 @@ def test_arrays_are_read_by_rows_and_pieces_locally_and_remotely(tmp_path):
         store.save(store.join(base, "rows.npy"), rows)
         store.save(store.join(base, "flat.npy"), flat)
         np.testing.assert_array_equal(store.load(store.join(base, "rows.npy")), rows)
-        np.testing.assert_array_equal(store.load(store.join(base, "rows.npy"), 4, 9), rows[4:9])
+        np.testing.assert_array_equal(store.load_slices([(store.join(base, "rows.npy"), 4, 9)]), rows[4:9])
+        np.testing.assert_array_equal(store.load_slices([(store.join(base, "rows.npy"), 4, 9),
+                                                         (store.join(base, "rows.npy"), 0, 2)]),
+                                      np.concatenate([rows[4:9], rows[0:2]]))
         picked = np.array([7, 2, 7, 19, 0])
         np.testing.assert_array_equal(store.load_rows(store.join(base, "rows.npy"), picked), rows[picked])
         np.testing.assert_array_equal(store.load_rows(store.join(base, "flat.npy"), picked), flat[picked])

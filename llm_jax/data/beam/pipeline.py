@@ -340,19 +340,18 @@ def prepare(inputs: list[str], output: str, data_cfg, vocab_size: int, settings:
         log(f"data: training a {vocab_size}-token {data_cfg.tokenizer_kind} tokenizer on {len(sample):,} documents")
         _save_tokenizer(tok_dir, lambda d: train_tokenizer(data_cfg.tokenizer_kind, sample, vocab_size, d))
     tokenizer_path = store.join(tok_dir, next(f for f in store.listdir(tok_dir) if f.startswith("tokenizer.")))
-    with store.local_copy(tokenizer_path) as local:
-        tok = load_tokenizer(local)
-        tok_entry = tokenizer_entry(tok, local)
-    if tok.vocab_size > vocab_size:
-        raise UserError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size={vocab_size}; set "
-                        f"model.vocab_size >= {tok.vocab_size}")
     out_dir = store.join(root, "out")
     store.makedirs(out_dir)
+    with store.local_copy(tokenizer_path) as local:  # loaded, hashed and copied into the output from one copy
+        tok = load_tokenizer(local)
+        tok_entry = tokenizer_entry(tok, local)
+        if tok.vocab_size > vocab_size:
+            raise UserError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size={vocab_size}; set "
+                            f"model.vocab_size >= {tok.vocab_size}")
+        store.upload(local, store.join(out_dir, tok_entry["file"]))
     seconds["finalize"] = _run(finalize, settings, log, "tokenize + write shards", units, work, data_cfg,
                                tokenizer_path, out_dir, shards, token_dtype(tok.vocab_size), formats)
     manifest = _manifest(order, work, data_cfg, tok, tok_entry, out_dir, inputs, seq_len, partitions, shards)
-    with store.local_copy(tokenizer_path) as local:
-        store.upload(local, store.join(out_dir, tok_entry["file"]))
     store.write_json(store.join(out_dir, MANIFEST), manifest, indent=2, sort_keys=True)
     if store.is_remote(output):
         store.copy_tree(out_dir, output, last=MANIFEST)

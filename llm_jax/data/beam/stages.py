@@ -83,13 +83,13 @@ def is_saved(path: str) -> bool:
 
 def load_partition(paths: list[str], p: int, width: int) -> np.ndarray:
     """Partition p's rows of every file in `paths` (save_partitioned), concatenated in the order of `paths`; each
-    slice of a file is read alone."""
-    parts = []
+    slice of a file is read alone, straight into its place in the result."""
+    slices = []
     for path in paths:
         bounds = store.load(path + ".bounds.npy")
         if bounds[p + 1] > bounds[p]:
-            parts.append(store.load(path + ".rows.npy", int(bounds[p]), int(bounds[p + 1])))
-    return np.concatenate(parts) if parts else np.zeros((0, width), np.uint64)
+            slices.append((path + ".rows.npy", int(bounds[p]), int(bounds[p + 1])))
+    return store.load_slices(slices) if slices else np.zeros((0, width), np.uint64)
 
 
 def _texts(path: str) -> dict[int, str]:

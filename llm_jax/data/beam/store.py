@@ -175,17 +175,28 @@ def _read_into(f: IO[bytes], out: np.ndarray, path: str) -> None:
         got += n
 
 
-def load(path: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
-    """The .npy at `path`, or its rows [start, stop): a seek and one read (a writable array)."""
+def load(path: str) -> np.ndarray:
+    """The .npy at `path`, by one read (a writable array)."""
     with open_read(path) as f:
-        shape, dtype, row_bytes = _header(f, path)
-        if start is None:
-            out = np.empty(shape, dtype)
-        else:
-            out = np.empty((stop - start,) + tuple(shape[1:]), dtype)
-            f.seek(f.tell() + start * row_bytes)
+        shape, dtype, _ = _header(f, path)
+        out = np.empty(shape, dtype)
         _read_into(f, out, path)
         return out
+
+
+def load_slices(slices: list[tuple[str, int, int]]) -> np.ndarray | None:
+    """Rows [start, stop) of each .npy in `slices` ((path, start, stop), all of one row shape and dtype),
+    concatenated: each read by a seek and one read straight into its place in the result; None for no slices."""
+    out, at, total = None, 0, sum(stop - start for _, start, stop in slices)
+    for path, start, stop in slices:
+        with open_read(path) as f:
+            shape, dtype, row_bytes = _header(f, path)
+            if out is None:
+                out = np.empty((total,) + tuple(shape[1:]), dtype)
+            f.seek(f.tell() + start * row_bytes)
+            _read_into(f, out[at:at + stop - start], path)
+        at += stop - start
+    return out
 
 
 def _header(f: IO[bytes], path: str) -> tuple[tuple, np.dtype, int]:
