@@ -14,7 +14,7 @@ import sys
 import traceback
 import warnings
 
-from llm_jax import argtypes, fileio
+from llm_jax import allocator, argtypes, fileio
 from llm_jax.errors import EXIT_BUG, EXIT_USAGE, LlmJaxError, Preempted, UserError
 
 
@@ -669,6 +669,7 @@ def run_command(args, extra) -> tuple[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator.tune()  # before jax starts its threads (llm_jax/allocator.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -5,8 +5,12 @@ does now (head-major copies, batched matmuls over B*K); the others are the varia
 Each line: best of 5 x 5 runs, ms per layer, GFLOP/s, and the largest gradient difference from the first variant.
 Run:  python experiments/cpu_profile/attention_layouts.py [VARIANT ...]   (default: all)
 """
+import os
 import sys
 import time
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from llm_jax import allocator
+allocator.tune()  # as `llm-jax` does (set LLM_JAX_MALLOC=system to measure without it)
 import jax, jax.numpy as jnp
 
 B, L, D, H, d = 8, 256, 384, 6, 64
@@ -206,6 +210,21 @@ def _inner4(x, wq, wk, wv, wo):
     o = jnp.matmul(softmax(s), t(v)).transpose(0, 2, 1, 3)
     return jnp.einsum("blhk,hkd->bld", o, wo)
 VARIANTS.update(inner4=_inner4)
+
+def _split_core(q, k, v, n):
+    """Causal query split: query block i (of n) sees only keys 0 .. (i+1)·L/n — the fully masked blocks above
+    the diagonal are never computed ((n+1)/2n of the score work)."""
+    blk = L // n
+    outs = []
+    for i in range(n):
+        S = (i + 1) * blk
+        s = jnp.matmul(q[:, i * blk:S], k[:, :S].transpose(0, 2, 1))
+        s = jnp.where(causal[i * blk:S, :S], s, NEG)
+        outs.append(jnp.matmul(softmax(s), v[:, :S]))
+    return jnp.concatenate(outs, axis=1)
+
+VARIANTS.update({f"split{n}": (lambda n: lambda *a: _inner(*a, lambda q, k, v: _split_core(q, k, v, n)))(n)
+                 for n in (2, 3, 4, 8)})
 
 def flops(name):
     proj = 2 * B * L * D * H * d * 4

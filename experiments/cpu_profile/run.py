@@ -29,6 +29,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+from llm_jax import allocator  # noqa: E402
+
+allocator.tune()  # as `llm-jax` does, before jax starts its threads
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -168,7 +172,8 @@ def main() -> None:
             groups[key][2] += seconds
     traced = sum(v[0] for v in groups.values()) + unknown
     print(f"config {cfg.name}: step {step_s * 1e3:.1f} ms untraced | {useful / step_s / 1e9:.1f} GFLOP/s useful | "
-          f"ceiling {ceiling / 1e9:.1f} GFLOP/s (float32 2048^2) | ratio {useful / step_s / ceiling:.3f}")
+          f"ceiling {ceiling / 1e9:.1f} GFLOP/s (float32 2048^2) | ratio {useful / step_s / ceiling:.3f} | "
+          f"host malloc {allocator.state()}")
     print(f"traced instructions: {traced * 1e3:.1f} ms per step ({len(times)} names; {unknown * 1e3:.1f} ms "
           f"not in the HLO)\n")
     print(f"{'part':<12} {'pass':<9} {'ms/step':>8} {'share':>6} {'dot GFLOP':>10} {'dot GFLOP/s':>12} "

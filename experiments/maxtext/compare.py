@@ -7,6 +7,8 @@ The shape is `configs/bench_cpu.py`'s: d 384, 4 layers, 6 heads of 64, MLP 1536 
     ~/.pyenv/versions/3.12.1/bin/python -m venv /tmp/mtenv && /tmp/mtenv/bin/pip install "maxtext[tpu]==0.2.5"
     python experiments/maxtext/compare.py --maxtext-python /tmp/mtenv/bin/python
 
+Both run with the same host allocator settings: llm_jax tunes glibc malloc itself (llm_jax/allocator.py) and
+MaxText gets the same settings as environment variables (neither, with LLM_JAX_MALLOC=system).
 MaxText runs its own llama2-style block (RMSNorm, RoPE; here with a non-gated GELU MLP and remat_policy=minimal,
 its nearest to no rematerialisation); both are scored with llm_jax's FLOPs per token for this shape, so the
 fractions of the ceiling compare tokens/s directly.
@@ -21,6 +23,8 @@ import re
 import statistics
 import subprocess
 import sys
+
+from llm_jax import allocator
 
 STEPS, SKIP = 30, 10  # MaxText steps run, and the first ones (compilation, warm-up) left out of its median
 
@@ -38,12 +42,17 @@ def run_llm_jax() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def maxtext_env() -> dict:
+    same = {} if os.environ.get(allocator.ENV) == "system" else allocator.ENV_VARS
+    return dict(os.environ, JAX_PLATFORMS="cpu", **same)
+
+
 def run_maxtext(python: str, workdir: str) -> list[float]:
     base = subprocess.run([python, "-c", "import maxtext, os; print(os.path.dirname(maxtext.__file__))"],
                           capture_output=True, text=True, check=True).stdout.strip()
     out = subprocess.run([python, "-m", "maxtext.trainers.pre_train.train", os.path.join(base, "configs", "base.yml"),
                           "run_name=compare", f"base_output_directory={workdir}", *MAXTEXT_ARGS],
-                         capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                         capture_output=True, text=True, env=maxtext_env())
     log = out.stderr + out.stdout
     rates = [float(x) for x in re.findall(r"completed step: \d+, .*?Tokens/s/device: ([0-9.]+)", log)]
     if len(rates) <= SKIP:
@@ -66,10 +75,11 @@ def main() -> None:
     result = {"llm_jax_tokens_per_sec": ours["tokens_per_sec"], "maxtext_tokens_per_sec": theirs,
               "speedup": ours["tokens_per_sec"] / theirs, "ceiling_flops_per_sec": ceiling,
               "llm_jax_ratio": ours["ratio"], "maxtext_ratio": theirs * fpt / ceiling,
-              "maxtext_steps_timed": len(rates), "ceiling_spread": ours["ceiling_spread"]}
+              "maxtext_steps_timed": len(rates), "ceiling_spread": ours["ceiling_spread"],
+              "host_malloc": ours["host_malloc"]}
     print(f"llm_jax {result['llm_jax_tokens_per_sec']:,.0f} tokens/s ({result['llm_jax_ratio']:.3f} of the ceiling) | "
           f"MaxText {theirs:,.0f} tokens/s ({result['maxtext_ratio']:.3f}; median of {len(rates)} steps) | "
-          f"llm_jax / MaxText = {result['speedup']:.2f}x")
+          f"llm_jax / MaxText = {result['speedup']:.2f}x | host malloc (both) {ours['host_malloc']}")
     print(json.dumps(result, sort_keys=True))
 
 

@@ -2,7 +2,8 @@
 with a key-padding mask (encoder); sliding-window, strided and global-token patterns (`masks.py`).
 
 One entry point, `attend`, several implementations (`model.attention_impl`) that compute the same function:
-- `xla`: the reference — the whole (L x S) float32 score matrix, then softmax and the weighted sum.
+- `xla`: the reference — the (L x S) float32 score matrix, then softmax and the weighted sum (causal
+  self-attention from `CAUSAL_SPLIT_FROM` tokens in two query halves, skipping the quarter the mask hides).
 - `blockwise`: the memory-efficient flash algorithm in pure JAX (`blockwise.py`), every backend; skips the
   tiles the mask leaves empty.
 - `cudnn`: `jax.nn.dot_product_attention(implementation="cudnn")`, GPU only, 16-bit, causal/bidirectional
@@ -27,6 +28,7 @@ from llm_jax.models.positions import apply_rope
 from llm_jax.models.rope_scaling import rope_parameters
 from llm_jax.models.splash import splash_attention, unsupported as splash_blocker
 
+CAUSAL_SPLIT_FROM = 256  # `xla` computes causal self-attention in two query halves from this many tokens
 BLOCKWISE_FROM = 1024  # `auto` uses the blockwise path from this many query tokens (bench attention: docs/attention.md)
 _ANNOUNCED: set[str] = set()
 
@@ -36,10 +38,30 @@ def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, s
     """softmax(Q K^T * scale + bias + M) V with the whole score matrix; scores and softmax in float32. `mask_BLS`
     replaces the mask of queries at positions 0..L-1 (a KV cache's queries sit elsewhere: `cached_mask`).
 
-    Both products are plain batched matmuls over N = B*K rows of queries R = G*L (a K/V head's G query heads
-    stacked): the explicit head-major copies cost little, while the same products written as one einsum over
-    the (B, L, K, G, d) layout ran ~25% slower per attention layer, forward + backward, on XLA:CPU
-    (docs/performance.md)."""
+    Causal self-attention from `CAUSAL_SPLIT_FROM` tokens is computed in two query halves, the first against the
+    first half of the keys only: the quarter of the score matrix the mask hides entirely is never computed
+    (a quarter less score and weighted-sum work; ~8% of an attention layer, forward + backward, at the bench
+    shape on XLA:CPU: docs/performance.md)."""
+    L, S = q_BLKGd.shape[1], k_BSKd.shape[1]
+    if mask_BLS is None and spec.causal and arrays.prefix_B is None and S == L and L % 2 == 0 \
+            and L >= CAUSAL_SPLIT_FROM:
+        h = L // 2
+        halves = []
+        for lo, hi in ((0, h), (h, L)):  # queries lo..hi-1 see keys 0..hi-1 at most
+            mask = visible(spec, arrays, jnp.arange(lo, hi), jnp.arange(hi))
+            bias = None if bias_BKGLS is None else bias_BKGLS[..., lo:hi, :hi]
+            halves.append(_full_attention(q_BLKGd[:, lo:hi], k_BSKd[:, :hi], v_BSKd[:, :hi], mask, scale, bias))
+        return jnp.concatenate(halves, axis=1)
+    if mask_BLS is None:
+        mask_BLS = visible(spec, arrays, jnp.arange(L), jnp.arange(S))
+    return _full_attention(q_BLKGd, k_BSKd, v_BSKd, mask_BLS, scale, bias_BKGLS)
+
+
+def _full_attention(q_BLKGd, k_BSKd, v_BSKd, mask_BLS, scale: float, bias_BKGLS=None):
+    """The whole (L x S) score matrix under `mask_BLS`. Both products are plain batched matmuls over N = B*K rows
+    of queries R = G*L (a K/V head's G query heads stacked): the explicit head-major copies cost little, while
+    the same products written as one einsum over the (B, L, K, G, d) layout ran ~25% slower per attention layer,
+    forward + backward, on XLA:CPU (docs/performance.md)."""
     B, L, K, G, hd = q_BLKGd.shape
     S = k_BSKd.shape[1]
     q_NRd = q_BLKGd.transpose(0, 2, 3, 1, 4).reshape(B * K, G * L, hd)
@@ -49,8 +71,6 @@ def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, s
     scores_BKGLS = scores_NRS.reshape(B, K, G, L, S)
     if bias_BKGLS is not None:
         scores_BKGLS = scores_BKGLS + bias_BKGLS
-    if mask_BLS is None:
-        mask_BLS = visible(spec, arrays, jnp.arange(L), jnp.arange(S))
     scores_BKGLS = jnp.where(mask_BLS[:, None, None], scores_BKGLS, jnp.finfo(jnp.float32).min)
     probs_NRS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(v_BSKd.dtype).reshape(B * K, G * L, S)
     out_NRd = jnp.matmul(probs_NRS, v_NSd)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llm_jax import allocator
 from llm_jax.hardware import measure_matmul_flops, table_peak
 from llm_jax.models.accounting import flops_per_token, param_count
 from llm_jax.train.trainable import build_trainable
@@ -45,7 +46,7 @@ def bench_train(cfg, steps: int = 20, warmup: int = 3, log=print) -> dict:
     host_batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((B, L), np.int32)}
     platform = jax.devices()[0].platform
     log(f"bench: {cfg.name} | {param_count(cfg.model):,} parameters | batch {B} x {L} | {cfg.model.dtype} | "
-        f"{jax.device_count()} {platform} device(s)")
+        f"{jax.device_count()} {platform} device(s) | host malloc {allocator.state()}")
     with trainable.activate():
         step_fn = trainable.train_step
         batch = trainable.to_device(host_batch)
@@ -73,7 +74,7 @@ def bench_train(cfg, steps: int = 20, warmup: int = 3, log=print) -> dict:
         "tokens_per_sec": tokens_per_sec, "achieved_flops_per_sec": achieved,
         "ceiling_flops_per_sec": best_ceiling, "ceiling": how, "ratio": achieved / best_ceiling,
         "ceiling_samples": samples, "ceiling_spread": spread,
-        "loss": float(metrics["loss"]),
+        "loss": float(metrics["loss"]), "host_malloc": allocator.state(),
     }
     peak = table_peak(result["device_kind"]) if platform != "cpu" else None
     if peak:

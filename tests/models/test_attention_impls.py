@@ -78,6 +78,29 @@ def test_blockwise_matches_xla_forward_and_gradients(mask, heads):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [False, True], ids=["plain", "score_bias"])
+@pytest.mark.parametrize("mask", list(MASKS))
+def test_xla_causal_halves_equal_the_whole_score_matrix(mask, bias, monkeypatch):
+    """Causal self-attention in two query halves (the hidden quarter skipped) against the whole score matrix,
+    forward and gradients, for every mask (the prefix-LM, bidirectional and padding ones keep the whole matrix)."""
+    spec, arrays = MASKS[mask]
+    monkeypatch.setattr(attention_lib, "CAUSAL_SPLIT_FROM", 2)
+    q, k, v = _qkv(2, 2, jnp.float32)
+    w = jnp.asarray(np.random.RandomState(2).randn(*q.shape), jnp.float32)
+    b = jnp.asarray(np.random.RandomState(3).randn(1, 2, 2, L, L), jnp.float32) if bias else None
+    whole_mask = visible(spec, arrays, jnp.arange(L), jnp.arange(L))
+    whole = lambda q, k, v: xla_attention(q, k, v, spec, arrays, 0.3, b, mask_BLS=whole_mask)  # noqa: E731
+    halves = lambda q, k, v: xla_attention(q, k, v, spec, arrays, 0.3, b)  # noqa: E731
+    products = [sum(e.primitive.name == "dot_general" for e in jax.make_jaxpr(f)(q, k, v).jaxpr.eqns)
+                for f in (whole, halves)]
+    split = spec.causal and arrays.prefix_B is None
+    assert products == [2, 4 if split else 2]
+    np.testing.assert_allclose(jax.jit(halves)(q, k, v), whole(q, k, v), atol=1e-5)
+    grads = [jax.jit(jax.grad(lambda *a, f=f: (f(*a) * w).sum(), (0, 1, 2)))(q, k, v) for f in (whole, halves)]
+    for expected, got in zip(*grads):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("mask", ["causal", "document_window"])
 def test_blockwise_matches_xla_in_bfloat16(mask):
     spec, arrays = MASKS[mask]
