@@ -26,7 +26,7 @@ from llm_jax.models.layers import dense
 from llm_jax.models.masks import MaskArrays, MaskSpec, visible
 from llm_jax.models.positions import apply_rope
 from llm_jax.models.rope_scaling import rope_parameters
-from llm_jax.models.splash import splash_attention, unsupported as splash_blocker
+from llm_jax.models.splash import query_shards, splash_attention, unsupported as splash_blocker
 
 CAUSAL_SPLIT_FROM = 256  # `xla` computes causal self-attention in two query halves from this many tokens
 BLOCKWISE_FROM = 1024  # `auto` uses the blockwise path from this many query tokens (bench attention: docs/attention.md)
@@ -35,16 +35,17 @@ _ANNOUNCED: set[str] = set()
 
 def xla_attention(q_BLKGd, k_BSKd, v_BSKd, spec: MaskSpec, arrays: MaskArrays, scale: float, bias_BKGLS=None,
                   mask_BLS=None):
-    """softmax(Q K^T * scale + bias + M) V with the whole score matrix; scores and softmax in float32. `mask_BLS`
-    replaces the mask of queries at positions 0..L-1 (a KV cache's queries sit elsewhere: `cached_mask`).
+    """softmax(Q K^T * scale + bias + M) V; scores and softmax in float32. `mask_BLS` replaces the mask of queries
+    at positions 0..L-1 (a KV cache's queries sit elsewhere: `cached_mask`).
 
     Causal self-attention from `CAUSAL_SPLIT_FROM` tokens is computed in two query halves, the first against the
     first half of the keys only: the quarter of the score matrix the mask hides entirely is never computed
     (a quarter less score and weighted-sum work; ~8% of an attention layer, forward + backward, at the bench
-    shape on XLA:CPU: docs/performance.md)."""
+    shape on XLA:CPU: docs/performance.md). Not when the mesh splits the length (`mesh.context`): the halves
+    would cut across its shards."""
     L, S = q_BLKGd.shape[1], k_BSKd.shape[1]
     if mask_BLS is None and spec.causal and arrays.prefix_B is None and S == L and L % 2 == 0 \
-            and L >= CAUSAL_SPLIT_FROM:
+            and L >= CAUSAL_SPLIT_FROM and query_shards(L) == 1:
         h = L // 2
         halves = []
         for lo, hi in ((0, h), (h, L)):  # queries lo..hi-1 see keys 0..hi-1 at most

@@ -101,6 +101,19 @@ def test_xla_causal_halves_equal_the_whole_score_matrix(mask, bias, monkeypatch)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_xla_keeps_the_whole_matrix_when_the_mesh_splits_the_length(monkeypatch):
+    """Under `mesh.context` the query halves would cut across the length's shards: one pair of products."""
+    monkeypatch.setattr(attention_lib, "CAUSAL_SPLIT_FROM", 2)
+    q, k, v = _qkv(2, 2, jnp.float32)
+    mesh = jax.sharding.AbstractMesh((2,), ("context",), axis_types=(jax.sharding.AxisType.Auto,))
+    counts = []
+    for length_axis in ("context", None):
+        with jax.sharding.use_abstract_mesh(mesh), nn.logical_axis_rules([("length", length_axis)]):
+            jaxpr = jax.make_jaxpr(lambda q, k, v: xla_attention(q, k, v, MaskSpec(), MaskArrays(), 0.3))(q, k, v)
+        counts.append(sum(e.primitive.name == "dot_general" for e in jaxpr.jaxpr.eqns))
+    assert counts == [2, 4]
+
+
 @pytest.mark.parametrize("mask", ["causal", "document_window"])
 def test_blockwise_matches_xla_in_bfloat16(mask):
     spec, arrays = MASKS[mask]
