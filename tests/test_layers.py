@@ -8,14 +8,14 @@ from helpers import REPO
 
 BASE = {"errors"}
 ALLOWED = {  # package -> the packages it may import
-    "errors": set(), "argtypes": set(), "hardware": set(), "fileio": BASE, "config": BASE,
+    "errors": set(), "argtypes": set(), "hardware": set(), "allocator": set(), "fileio": BASE, "config": BASE,
     "parallel": BASE | {"config"},
     "models": BASE | {"config", "parallel"},
     "objectives": BASE | {"config"},
     "checkpoint": BASE | {"fileio", "parallel"},
     "data": BASE | {"fileio", "config", "parallel"},
     "train": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "hardware",
-              "infer"},  # policy optimisation samples its rollouts with the inference decoder
+              "allocator", "infer"},  # policy optimisation samples its rollouts with the inference decoder
     "infer": BASE | {"fileio", "config", "parallel", "models", "objectives", "checkpoint", "data", "argtypes"},
     "quant": BASE | {"fileio", "config", "models", "checkpoint", "data", "infer", "argtypes"},
     "prune": BASE | {"fileio", "config", "checkpoint", "infer", "argtypes"},
