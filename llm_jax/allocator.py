@@ -4,7 +4,7 @@ XLA:CPU allocates a step's temporaries with malloc and frees them when the step 
 those pages go back to the kernel when freed — a buffer over the mmap threshold (which grows to at most 32 MiB)
 is unmapped, and a worker thread's own arena (heaps of 64 MiB) is trimmed or maps anything larger directly —
 so every step touches fresh pages again: 169,000 page faults (660 MiB) per step of `configs/bench_cpu.py`,
-~15% of its step time on a 2-core VM. One arena, no mmap below 1 GiB and no trimming keep those pages mapped
+~15-20% of its step time on a 2-core VM. One arena, no mmap below 1 GiB and no trimming keep those pages mapped
 (0 faults per step; docs/performance.md has the measurement).
 
 The settings only work when made before the runtime starts its threads, so `llm-jax` makes them first thing
